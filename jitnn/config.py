@@ -1,0 +1,97 @@
+"""Every setting of jitnn in one place: dtype, threads, fastmath flags, the compile cache.
+
+Environment variables are read once, here, at import:
+
+- ``NUMBA_NUM_THREADS``: numba's own cap on worker threads (numba reads it; we respect it).
+- ``JITNN_NUM_THREADS``: threads jitnn kernels use (default: all numba threads).
+- ``JITNN_CACHE``: ``0`` disables the on-disk compile cache.
+- ``JITNN_CACHE_DIR``: where compiled kernels are cached (default: numba's own choice, falling back to
+  ``~/.cache/jitnn/numba`` and then a temporary directory when that is not writable).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Safe fastmath subset. "nnan"/"ninf" would let LLVM assume no NaN/inf and delete our NaN checks;
+# "reassoc" lets it reorder sums (vectorized reductions), "contract" lets it fuse a*b+c into an FMA.
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+DEFAULT_DTYPE = "float32"
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".jitnn-probe-", delete=True)
+        probe.close()
+        return True
+    except OSError:
+        return False
+
+
+def _choose_cache() -> tuple[bool, str | None]:
+    """Decide, before numba is imported, whether and where compiled kernels are cached.
+
+    numba caches next to the source (``__pycache__``) and falls back to a user-wide directory; when
+    neither is writable ``@njit(cache=True)`` raises at decoration time. We probe first, point
+    ``NUMBA_CACHE_DIR`` at a writable place, and disable caching only when nothing is writable.
+    """
+    if os.environ.get("JITNN_CACHE", "1") == "0":
+        return False, None
+    wanted = os.environ.get("JITNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+    if wanted:
+        candidates = [wanted]
+    else:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if _writable_dir(os.path.join(here, "__pycache__")):
+            return True, None  # numba's default in-tree location works
+        candidates = [
+            os.path.join(os.path.expanduser("~"), ".cache", "jitnn", "numba"),
+            os.path.join(tempfile.gettempdir(), f"jitnn-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
+        ]
+    for path in candidates:
+        if _writable_dir(path):
+            os.environ["NUMBA_CACHE_DIR"] = path
+            return True, path
+    return False, None
+
+
+CACHE, CACHE_DIR = _choose_cache()
+
+import numba  # noqa: E402  (after NUMBA_CACHE_DIR is settled)
+
+if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:
+    numba.config.reload_config()  # numba was imported before us: make it see the new directory
+
+
+def _initial_threads() -> int:
+    n = int(os.environ.get("JITNN_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads jitnn's parallel kernels use (at most ``NUMBA_NUM_THREADS``)."""
+    if not isinstance(n, (int,)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads needs a positive int, received: {n!r}")
+    limit = numba.config.NUMBA_NUM_THREADS
+    if n > limit:
+        raise ValueError(
+            f"set_num_threads({n}) exceeds NUMBA_NUM_THREADS={limit}; raise that environment variable "
+            "before the first import of numba"
+        )
+    numba.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads jitnn's parallel kernels use now."""
+    return numba.get_num_threads()
+
+
+numba.set_num_threads(_initial_threads())
+
+# The njit options every kernel shares.
+JIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
+PJIT = dict(JIT, parallel=True)

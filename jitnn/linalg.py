@@ -1,0 +1,174 @@
+"""The user-facing matrix products: ``gemm`` and ``matmul``, validated, over any strides.
+
+The compiled kernel is specialised once per dtype with every array typed as "any layout", so C, F and
+strided inputs share one compiled function (one compile, not one per layout combination), and packing
+absorbs the layout. Scratch buffers live in a per-thread workspace that grows to the largest shape
+seen, so repeated calls allocate nothing but their output.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numba
+import numpy as np
+from numba import njit, types
+
+from jitnn.config import PJIT
+from jitnn.kernels import gemm as _k
+from jitnn.kernels.blocking import blocks_for
+from jitnn.kernels.elementwise import CODES
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _gemm_signature(dtype):
+    t = numba.from_dtype(np.dtype(dtype))
+    m2 = types.Array(t, 2, "A")
+    return types.void(t, m2, m2, t, m2, types.Array(t, 1, "A"), types.int64,
+                      types.float64, types.UniTuple(types.int64, 5), types.int64, types.Array(t, 2, "C"),
+                      types.Array(t, 1, "C"), types.Array(t, 2, "C"))
+
+
+_compiled: dict = {}
+_compile_lock = threading.Lock()
+compile_seconds: dict = {}  # dtype name -> seconds spent compiling (or loading from cache)
+
+
+def _kernel_for(dtype):
+    key = np.dtype(dtype).name
+    fn = _compiled.get(key)
+    if fn is None:
+        with _compile_lock:
+            fn = _compiled.get(key)
+            if fn is None:
+                t0 = time.perf_counter()
+                fn = njit(_gemm_signature(dtype), **PJIT)(_k.gemm_kernel.py_func)
+                compile_seconds[key] = time.perf_counter() - t0
+                _compiled[key] = fn
+    return fn
+
+
+class _Workspace(threading.local):
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, dtype, m, n, k, threads):
+        blocks = blocks_for(dtype)
+        slots = numba.config.NUMBA_NUM_THREADS  # thread ids range over the pool, not the active count
+        a_size, b_size, c_size = _k.workspace_sizes(m, n, k, blocks, threads)
+        key = np.dtype(dtype).name
+        have = self.buffers.get(key)
+        if have is None or have[0].shape[1] < a_size or have[1].shape[0] < b_size:
+            a_size = max(a_size, have[0].shape[1] if have else 0)
+            b_size = max(b_size, have[1].shape[0] if have else 0)
+            have = (np.empty((slots, a_size), dtype), np.empty(b_size, dtype),
+                    np.empty((slots, c_size), dtype))
+            self.buffers[key] = have
+        return blocks, have
+
+
+_workspace = _Workspace()
+
+
+def _check_operand(name, x):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, received: {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, received: {name}.ndim={x.ndim} with shape {x.shape}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64, received: {name}.dtype={x.dtype}")
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
+def _empty_bias(dtype):
+    return np.empty(0, dtype)
+
+
+def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bias=None,
+         activation="linear", activation_param=0.0):
+    """C = act(alpha * op(A) @ op(B) + beta * C + bias), written into ``c`` when given; returns C.
+
+    ``op(X)`` is ``X.T`` when ``trans_X`` is true. ``a``, ``b`` and ``c`` may have any strides (C order,
+    F order, slices such as ``x[::2, 1::3]``); nothing is copied. Without ``c`` a new C-order array is
+    returned and ``beta`` is ignored. ``bias`` (length N) and ``activation`` (linear, relu, leaky_relu,
+    sigmoid, tanh, swish/silu, gelu) are the Dense-layer epilogue, applied while each tile is hot.
+    """
+    a = _check_operand("a", a)
+    b = _check_operand("b", b)
+    if a.dtype != b.dtype:
+        raise TypeError(f"a and b must share a dtype, received: a.dtype={a.dtype}, b.dtype={b.dtype}")
+    opa = a.T if trans_a else a
+    opb = b.T if trans_b else b
+    m, k = opa.shape
+    k2, n = opb.shape
+    if k != k2:
+        raise ValueError(
+            f"inner dimensions differ: op(a) is {m}x{k} and op(b) is {k2}x{n} "
+            f"(a.shape={a.shape}, trans_a={trans_a}; b.shape={b.shape}, trans_b={trans_b})"
+        )
+    dtype = a.dtype
+    if c is None:
+        c = np.empty((m, n), dtype)
+        beta = 0.0
+    else:
+        if not isinstance(c, np.ndarray):
+            raise TypeError(f"c must be a numpy.ndarray, received: {type(c).__name__}")
+        if c.shape != (m, n):
+            raise ValueError(f"c must have shape {(m, n)} (op(a) rows x op(b) columns), received: {c.shape}")
+        if c.dtype != dtype:
+            raise TypeError(f"c must have the dtype of a and b ({dtype}), received: c.dtype={c.dtype}")
+        if not c.flags.writeable:
+            raise ValueError("c is read-only")
+        if not c.dtype.isnative:
+            raise TypeError(f"c must be in native byte order, received: c.dtype={c.dtype.str}")
+        if np.may_share_memory(c, a) or np.may_share_memory(c, b):
+            # C is written block by block while A and B are still being read: go through a copy.
+            out = gemm(a, b, c.copy() if beta != 0 else None, alpha=alpha, beta=beta, trans_a=trans_a,
+                       trans_b=trans_b, bias=bias, activation=activation, activation_param=activation_param)
+            c[...] = out
+            return c
+    if bias is None:
+        bias = _empty_bias(dtype)
+    else:
+        bias = np.asarray(bias)
+        if bias.shape != (n,):
+            raise ValueError(f"bias must have shape ({n},), received: {bias.shape}")
+        if bias.dtype != dtype:
+            raise TypeError(f"bias must have dtype {dtype}, received: {bias.dtype}")
+    try:
+        act = CODES[activation]
+    except KeyError:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(CODES)}") from None
+    threads = numba.get_num_threads()
+    blocks, (abuf, bbuf, cbuf) = _workspace.get(dtype, m, n, k, threads)
+    _kernel_for(dtype)(dtype.type(alpha), opa, opb, dtype.type(beta), c, bias, act, float(activation_param),
+                       blocks, threads, abuf, bbuf, cbuf)
+    return c
+
+
+def matmul(a, b, out=None):
+    """``np.matmul`` for 1-D and 2-D float32/float64 arrays of any strides, computed by ``gemm``."""
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, received: {type(x).__name__}")
+        if x.ndim not in (1, 2):
+            raise ValueError(f"matmul takes 1-D or 2-D arrays, received: {name}.shape={x.shape}")
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    shape = a2.shape[:1] * (a.ndim == 2) + b2.shape[1:] * (b.ndim == 2)
+    if out is None:
+        if a2.shape[1] != b2.shape[0]:
+            raise ValueError(f"matmul: inner dimensions differ: a.shape={a.shape}, b.shape={b.shape}")
+        return gemm(a2, b2).reshape(shape)
+    if not isinstance(out, np.ndarray) or out.shape != shape:
+        got = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be an array of shape {shape}, received: {got}")
+    gemm(a2, b2, out.reshape(a2.shape[0], b2.shape[1]) if out.ndim != 2 else out)
+    return out
+
+
+__all__ = ["gemm", "matmul"]
