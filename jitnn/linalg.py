@@ -25,10 +25,25 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _gemm_signature(dtype):
     t = numba.from_dtype(np.dtype(dtype))
-    m2 = types.Array(t, 2, "A")
-    return types.void(t, m2, m2, t, m2, types.Array(t, 1, "A"), types.int64,
-                      types.float64, types.UniTuple(types.int64, 5), types.int64, types.Array(t, 2, "C"),
+    ro2 = types.Array(t, 2, "A", readonly=True)  # inputs: read-only arrays are accepted too
+    ro1 = types.Array(t, 1, "C", readonly=True)
+    return types.void(t, ro2, ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
+                      types.int64, types.Array(t, 1, "A", readonly=True), types.int64, types.float64,
+                      types.UniTuple(types.int64, 5), types.int64, types.Array(t, 2, "C"),
                       types.Array(t, 1, "C"), types.Array(t, 2, "C"))
+
+
+def _flat_rows(x):
+    """(1-D view of x's memory, row stride in elements) when x's columns are unit-stride, else -1.
+
+    The kernel then addresses x[i, j] as flat[i*rs + j] with loops LLVM can vectorize.
+    """
+    item = x.itemsize
+    rs = x.strides[0]
+    if x.size == 0 or x.strides[1] != item or rs < 0 or rs % item:
+        return _NO_FLAT[x.dtype], -1
+    span = (x.shape[0] - 1) * (rs // item) + x.shape[1]
+    return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), rs // item
 
 
 _compiled: dict = {}
@@ -37,38 +52,45 @@ compile_seconds: dict = {}  # dtype name -> seconds spent compiling (or loading 
 
 
 def _kernel_for(dtype):
-    key = np.dtype(dtype).name
-    fn = _compiled.get(key)
+    fn = _compiled.get(dtype)
     if fn is None:
+        key = np.dtype(dtype).name
         with _compile_lock:
-            fn = _compiled.get(key)
+            fn = _compiled.get(dtype)
             if fn is None:
                 t0 = time.perf_counter()
                 fn = njit(_gemm_signature(dtype), **PJIT)(_k.gemm_kernel.py_func)
                 compile_seconds[key] = time.perf_counter() - t0
-                _compiled[key] = fn
+                _compiled[dtype] = fn
     return fn
 
 
 class _Workspace(threading.local):
+    """Per-thread packing buffers, grown to the largest problem seen (never shrunk)."""
+
     def __init__(self):
         self.buffers = {}
 
     def get(self, dtype, m, n, k, threads):
-        blocks = blocks_for(dtype)
-        slots = numba.config.NUMBA_NUM_THREADS  # thread ids range over the pool, not the active count
+        blocks = _BLOCKS[dtype]
+        have = self.buffers.get(dtype)
+        if have is not None and have[3] == (n, min(k, blocks[3]), threads):
+            return blocks, have  # same panel sizes as last time: the common case in a training loop
         a_size, b_size, c_size = _k.workspace_sizes(m, n, k, blocks, threads)
-        key = np.dtype(dtype).name
-        have = self.buffers.get(key)
         if have is None or have[0].shape[1] < a_size or have[1].shape[0] < b_size:
-            a_size = max(a_size, have[0].shape[1] if have else 0)
-            b_size = max(b_size, have[1].shape[0] if have else 0)
-            have = (np.empty((slots, a_size), dtype), np.empty(b_size, dtype),
-                    np.empty((slots, c_size), dtype))
-            self.buffers[key] = have
+            if have is not None:
+                a_size = max(a_size, have[0].shape[1])
+                b_size = max(b_size, have[1].shape[0])
+            slots = numba.config.NUMBA_NUM_THREADS  # thread ids range over the pool, not the active count
+            have = (np.empty((slots, a_size), dtype), np.empty(b_size, dtype), np.empty((slots, c_size), dtype))
+        have = have[:3] + ((n, min(k, blocks[3]), threads),)
+        self.buffers[dtype] = have
         return blocks, have
 
 
+_BLOCKS = {dt: blocks_for(dt) for dt in _FLOATS}
+_NO_BIAS = {dt: np.empty(0, dt) for dt in _FLOATS}
+_NO_FLAT = _NO_BIAS
 _workspace = _Workspace()
 
 
@@ -82,10 +104,6 @@ def _check_operand(name, x):
     if not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     return x
-
-
-def _empty_bias(dtype):
-    return np.empty(0, dtype)
 
 
 def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bias=None,
@@ -131,9 +149,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
                        trans_b=trans_b, bias=bias, activation=activation, activation_param=activation_param)
             c[...] = out
             return c
-    if bias is None:
-        bias = _empty_bias(dtype)
-    else:
+    if bias is not None:
         bias = np.asarray(bias)
         if bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), received: {bias.shape}")
@@ -143,10 +159,26 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
         act = CODES[activation]
     except KeyError:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(CODES)}") from None
+    return gemm_into(opa, opb, c, alpha, beta, bias, act, activation_param)
+
+
+def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0):
+    """C = act(alpha * opa @ opb + beta * C + bias) with no validation: the layers' entry point.
+
+    Callers guarantee 2-D arrays of one float dtype, matching shapes, a writable ``c`` that does not
+    overlap the operands, and ``act`` an activation code from ``kernels.elementwise``.
+    """
+    dtype = c.dtype
+    if bias is None:
+        bias = _NO_BIAS[dtype]
+    m, k = opa.shape
+    n = opb.shape[1]
     threads = numba.get_num_threads()
-    blocks, (abuf, bbuf, cbuf) = _workspace.get(dtype, m, n, k, threads)
-    _kernel_for(dtype)(dtype.type(alpha), opa, opb, dtype.type(beta), c, bias, act, float(activation_param),
-                       blocks, threads, abuf, bbuf, cbuf)
+    blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
+    bflat, b_rs = _flat_rows(opb)
+    cflat, c_rs = _flat_rows(c)
+    _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+                       float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 # dtype name -> (MR, NR, MC, KC, NC). MC is a multiple of MR, NC of NR.
 BLOCKS = {
-    "float32": (6, 16, 144, 256, 4080),
+    "float32": (6, 16, 144, 512, 4080),
     "float64": (6, 8, 72, 256, 4080),
 }
 

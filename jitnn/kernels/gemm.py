@@ -70,19 +70,30 @@ def pack_b(b, p0, k, j0, n, nr, buf, off):
 def pack_b_panel(b, p0, k, j0, n, nr, buf, off, jp_lo, jp_hi):
     """Panels jp_lo..jp_hi of pack_b (the unit of parallel packing).
 
-    Row-outer: each row of B is read left to right across the panels. Panel-outer order walks down
-    a 16-column strip with the row stride, which for 4 KiB rows aliases in L1 and costs 4x more.
+    The loop order follows B's memory: row-major B is read row by row across the panels (walking
+    down a 16-column strip with a 4 KiB row stride aliases in L1 and cost 4x more); column-major B
+    (a transposed weight matrix) is read column by column, down each of the panel's NR columns.
     """
     full = min(jp_hi, n // nr)
-    for p in range(k):
-        r = u(p0 + p)
+    if b.strides[0] <= b.strides[1]:
         for jp in range(jp_lo, full):
-            o = u(off + (jp * k + p) * nr)
+            base = u(off + jp * k * nr)
             c0 = u(j0 + jp * nr)
             for j in range(nr):
-                buf[o + u(j)] = b[r, c0 + u(j)]
-        if full < jp_hi:  # the ragged last panel
-            cols = n - full * nr
+                col = c0 + u(j)
+                for p in range(k):
+                    buf[base + u(p * nr + j)] = b[u(p0 + p), col]
+    else:
+        for p in range(k):
+            r = u(p0 + p)
+            for jp in range(jp_lo, full):
+                o = u(off + (jp * k + p) * nr)
+                c0 = u(j0 + jp * nr)
+                for j in range(nr):
+                    buf[o + u(j)] = b[r, c0 + u(j)]
+    if full < jp_hi:  # the ragged last panel, zero-padded to NR columns
+        cols = n - full * nr
+        for p in range(k):
             o = off + (full * k + p) * nr
             for j in range(cols):
                 buf[o + j] = b[p0 + p, j0 + full * nr + j]
@@ -91,46 +102,58 @@ def pack_b_panel(b, p0, k, j0, n, nr, buf, off, jp_lo, jp_hi):
 
 
 @njit(**JIT)
-def write_tile(ct, nr, c, r0, c0, mm, nn, alpha, beta, bias, act, act_param, last):
+def write_tile(ct, nr, c, cflat, c_rs, r0, c0, mm, nn, alpha, beta, bias, act, act_param, last):
     """C[r0:r0+mm, c0:c0+nn] = alpha*tile + beta*C, then + bias and act() when ``last``.
 
-    Every branch is taken once per tile, outside the element loops (a per-element branch chain
-    cost ~5 ns an element, 40% of the macro-kernel's time).
+    ``cflat``/``c_rs`` view C as one flat row-major buffer (row stride ``c_rs`` elements) when its
+    columns are unit-stride (``c_rs < 0`` otherwise): the unit-stride loops vectorize. Every branch is
+    taken once per tile, outside the element loops (a per-element branch chain cost ~5 ns an element).
     """
-    if beta == 0:
+    if c_rs >= 0:
         for i in range(mm):
-            r = u(r0 + i)
-            for j in range(nn):
-                c[r, u(c0 + j)] = alpha * ct[u(i * nr + j)]
-    elif beta == 1:
-        for i in range(mm):
-            r = u(r0 + i)
-            for j in range(nn):
-                c[r, u(c0 + j)] += alpha * ct[u(i * nr + j)]
+            o = u((r0 + i) * c_rs + c0)
+            t = u(i * nr)
+            if beta == 0:
+                for j in range(nn):
+                    cflat[o + u(j)] = alpha * ct[t + u(j)]
+            elif beta == 1:
+                for j in range(nn):
+                    cflat[o + u(j)] += alpha * ct[t + u(j)]
+            else:
+                for j in range(nn):
+                    cflat[o + u(j)] = alpha * ct[t + u(j)] + beta * cflat[o + u(j)]
+            if last and bias.shape[0] > 0:
+                for j in range(nn):
+                    cflat[o + u(j)] += bias[c0 + j]
     else:
         for i in range(mm):
+            r = u(r0 + i)
             for j in range(nn):
-                c[r0 + i, c0 + j] = alpha * ct[i * nr + j] + beta * c[r0 + i, c0 + j]
-    if last:
-        if bias.shape[0] > 0:
-            for i in range(mm):
-                for j in range(nn):
-                    c[r0 + i, c0 + j] += bias[c0 + j]
-        if act != LINEAR:
-            activate_block(c, r0, c0, mm, nn, act, act_param)
+                v = alpha * ct[u(i * nr + j)]
+                if beta != 0:
+                    v += beta * c[r, u(c0 + j)]
+                if last and bias.shape[0] > 0:
+                    v += bias[c0 + j]
+                c[r, u(c0 + j)] = v
+    if last and act != LINEAR:
+        activate_block(c, r0, c0, mm, nn, act, act_param)
 
 
 @njit(**JIT)
-def macro_kernel(apack, aoff, m, bpack, boff, n, k, mr, nr, ct,
-                 c, r0, c0, alpha, beta, bias, act, act_param, last):
-    """C[r0:r0+m, c0:c0+n] from packed A (m x k) and packed B (k x n): tile by tile."""
-    for jp in range((n + nr - 1) // nr):
+def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
+                 c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
+    """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x all MR panels of packed A (m x k).
+
+    Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``: a packed panel has
+    bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride.
+    """
+    for jp in range(jp_lo, jp_hi):
         nn = min(nr, n - jp * nr)
         for ip in range((m + mr - 1) // mr):
             mm = min(mr, m - ip * mr)
-            micro_kernel(k, apack, aoff + ip * k * mr, bpack, boff + jp * k * nr, nr, ct)
-            write_tile(ct, nr, c, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias, act,
-                       act_param, last)
+            micro_kernel(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, ct)
+            write_tile(ct, nr, c, cflat, c_rs, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias,
+                       act, act_param, last)
 
 
 @njit(**PJIT)
@@ -146,10 +169,13 @@ def scale_epilogue(c, beta, bias, act, act_param):
 
 
 @njit(**PJIT)
-def gemm_kernel(alpha, a, b, beta, c, bias, act, act_param, blocks, threads, abuf, bbuf, cbuf):
-    """C = act(alpha * a @ b + beta * C + bias) into ``c``; buffers from ``workspace_sizes``.
+def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, threads,
+                abuf, bbuf, cbuf):
+    """C = act(alpha * a @ b + beta * C + bias) into ``c``; buffers sized by ``workspace_sizes``.
 
-    ``threads`` is numba.get_num_threads() (read by the caller: reading it here defeats the disk cache).
+    ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of b and c when their columns are unit-stride
+    (``*_rs`` = row stride in elements), else ``*_rs = -1``. ``threads`` is numba.get_num_threads(),
+    read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
     """
     m, k = a.shape
@@ -162,7 +188,9 @@ def gemm_kernel(alpha, a, b, beta, c, bias, act, act_param, blocks, threads, abu
         return
     npanels = (n + nr - 1) // nr
     if m <= mc and threads > 1 and npanels > 1:
-        # Small M: split the N panels across threads; each packs its own B, all of A.
+        # Small M (a minibatch): split the N panels across threads. Each B panel serves only m/MR
+        # tiles, so packing it would cost as much as using it: read full panels of B in place when
+        # its columns are unit-stride, and pack only the ragged last one.
         tasks = min(threads, npanels)
         per = (npanels + tasks - 1) // tasks
         bstride = min(kc_max, k) * min(nc_max, per * nr)
@@ -172,13 +200,23 @@ def gemm_kernel(alpha, a, b, beta, c, bias, act, act_param, blocks, threads, abu
             j_hi = min(n, (t + 1) * per * nr)
             for jc in range(j_lo, j_hi, nc_max):
                 ncur = min(nc_max, j_hi - jc)
+                full = ncur // nr if b_rs >= 0 else 0
                 for pc in range(0, k, kc_max):
                     kcur = min(kc_max, k - pc)
+                    last = pc + kcur == k
+                    beta_k = beta if pc == 0 else 1.0
                     pack_a(a, 0, m, pc, kcur, mr, abuf[tid])
-                    pack_b(b, pc, kcur, jc, ncur, nr, bbuf, tid * bstride)
-                    macro_kernel(abuf[tid], 0, m, bbuf, tid * bstride, ncur, kcur, mr, nr, cbuf[tid],
-                                 c, 0, jc, alpha, beta if pc == 0 else 1.0, bias, act, act_param,
-                                 pc + kcur == k)
+                    if full > 0:
+                        macro_kernel(abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr, b_rs, 0, full,
+                                     ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k, bias, act,
+                                     act_param, last)
+                    npan = (ncur + nr - 1) // nr
+                    if full < npan:
+                        off = tid * bstride
+                        pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off - full * kcur * nr, full, npan)
+                        macro_kernel(abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr, kcur * nr, nr,
+                                     full, npan, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k,
+                                     bias, act, act_param, last)
         return
     # Large M: split rows in blocks of at most MC, a multiple of the thread count so none idles.
     rounds = (m + mc * threads - 1) // (mc * threads)
@@ -187,10 +225,10 @@ def gemm_kernel(alpha, a, b, beta, c, bias, act, act_param, blocks, threads, abu
     nblocks = (m + mc_eff - 1) // mc_eff
     for jc in range(0, n, nc_max):
         ncur = min(nc_max, n - jc)
+        npan = (ncur + nr - 1) // nr
+        chunk = (npan + threads - 1) // threads
         for pc in range(0, k, kc_max):
             kcur = min(kc_max, k - pc)
-            npan = (ncur + nr - 1) // nr
-            chunk = (npan + threads - 1) // threads
             for t in prange(threads):
                 pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, 0, t * chunk, min(npan, (t + 1) * chunk))
             for ib in prange(nblocks):
@@ -198,9 +236,9 @@ def gemm_kernel(alpha, a, b, beta, c, bias, act, act_param, blocks, threads, abu
                 i0 = ib * mc_eff
                 mcur = min(mc_eff, m - i0)
                 pack_a(a, i0, mcur, pc, kcur, mr, abuf[tid])
-                macro_kernel(abuf[tid], 0, mcur, bbuf, 0, ncur, kcur, mr, nr, cbuf[tid],
-                             c, i0, jc, alpha, beta if pc == 0 else 1.0, bias, act, act_param,
-                             pc + kcur == k)
+                macro_kernel(abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr, 0, npan, ncur,
+                             cbuf[tid], c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0, bias,
+                             act, act_param, pc + kcur == k)
 
 
 def workspace_sizes(m, n, k, blocks, threads):
