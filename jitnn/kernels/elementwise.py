@@ -6,9 +6,9 @@ Activations are identified by a small integer code so one compiled epilogue serv
 
 import math
 
-from numba import njit
+from numba import njit, prange
 
-from jitnn.config import JIT
+from jitnn.config import JIT, PJIT
 
 LINEAR, RELU, LEAKY_RELU, SIGMOID, TANH, SWISH, GELU = range(7)
 
@@ -71,3 +71,49 @@ def activate_block(x, r0, c0, m, n, code, param):
         for i in range(r0, r0 + m):
             for j in range(c0, c0 + n):
                 x[i, j] = activate_scalar(code, x[i, j], param)
+
+
+@njit(**JIT, inline="always")
+def derivative_scalar(code, z, a, param):
+    """f'(z) for activation ``code``, from the output ``a = f(z)`` where that suffices."""
+    if code == LINEAR:
+        return 1.0
+    if code == RELU:
+        return 1.0 if a > 0 else 0.0
+    if code == LEAKY_RELU:
+        return 1.0 if a > 0 else param
+    if code == SIGMOID:
+        return a * (1.0 - a)
+    if code == TANH:
+        return 1.0 - a * a
+    if code == SWISH:
+        s = sigmoid_scalar(z)
+        return s + z * s * (1.0 - s)
+    t = math.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z * z * z))
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * z * z)
+
+
+@njit(**PJIT)
+def activate(x, out, code, param):
+    """out = f(x) elementwise over a 2-D array (``out`` may be ``x``), parallel over rows."""
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = activate_scalar(code, x[i, j], param)
+
+
+@njit(**PJIT)
+def backprop_activation(da, z, a, code, param, dz):
+    """dz = da * f'(z), reading f' from the output ``a`` (relu, leaky_relu, sigmoid, tanh) or ``z``.
+
+    Needs ``z`` only for swish and gelu; pass ``a`` as ``z`` otherwise. ``dz`` may be ``da``.
+    """
+    for i in prange(da.shape[0]):
+        if code == RELU:
+            for j in range(da.shape[1]):
+                dz[i, j] = da[i, j] if a[i, j] > 0 else 0
+        elif code == SIGMOID:
+            for j in range(da.shape[1]):
+                dz[i, j] = da[i, j] * a[i, j] * (1 - a[i, j])
+        else:
+            for j in range(da.shape[1]):
+                dz[i, j] = da[i, j] * derivative_scalar(code, z[i, j], a[i, j], param)
