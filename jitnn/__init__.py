@@ -1,8 +1,19 @@
 """jitnn: neural networks at native speed with Numba, and a profiler that shows where the time goes."""
 
+from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers
+from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
 from jitnn.config import get_num_threads, set_num_threads
+from jitnn.layers import Activation, Dense, Dropout, Layer
 from jitnn.linalg import gemm, matmul
+from jitnn.model import NonFiniteLossError, Sequential, load_model
+from jitnn.profiler import profile
 
 __version__ = "0.1.0"
 
-__all__ = ["gemm", "matmul", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = [
+    "gemm", "matmul", "set_num_threads", "get_num_threads",
+    "Sequential", "load_model", "NonFiniteLossError", "Layer", "Dense", "Dropout", "Activation",
+    "EarlyStopping", "ModelCheckpoint", "History", "profile",
+    "activations", "callbacks", "datasets", "initializers", "losses", "metrics", "optimizers",
+    "__version__",
+]

@@ -99,10 +99,10 @@ def _check_operand(name, x):
         raise TypeError(f"{name} must be a numpy.ndarray, received: {type(x).__name__}")
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, received: {name}.ndim={x.ndim} with shape {x.shape}")
-    if x.dtype not in _FLOATS:
+    if x.dtype.newbyteorder("=") not in _FLOATS:
         raise TypeError(f"{name} must be float32 or float64, received: {name}.dtype={x.dtype}")
     if not x.dtype.isnative:
-        x = x.astype(x.dtype.newbyteorder("="))
+        x = x.astype(x.dtype.newbyteorder("="))  # numba computes in native byte order only
     return x
 
 

@@ -1,0 +1,227 @@
+"""Fused in-place optimizer updates: one kernel per family, one pass over memory per step.
+
+Every kernel reads ``g`` once and rewrites ``w`` and its moment buffers in the same pass, over flat
+1-D C-contiguous arrays of one dtype (float32 or float64). Scalars arrive as float64 and are cast to
+the array dtype once, before the loop (``w.dtype.type(x)`` compiles in numba). For float32 that keeps
+eight lanes per AVX2 register instead of four. Measured single-threaded on this Zen 3 against the
+same kernels computing in float64: Adam, AMSGrad and RMSprop run 2.5-3x faster on cache-resident
+arrays (Adam, 32K elements: 15 vs 41 us) and about 2x on 2M elements (1.3 vs 2.6 ms); SGD, nearly
+all loads and stores, 1.2-1.7x. The cost is a few float32 ulps per step, the size of storage rounding.
+
+Regularization is fused into the read of the gradient, Keras convention (penalty
+``l1*sum|w| + l2*sum w^2``): the effective gradient is ``g + l1*sign(w) + 2*l2*w``. ``l1 = l2 = 0``
+skips it, so the update is then exactly the unregularized one.
+
+Layout: each family is a serial ``_<name>_block`` (the math, on one contiguous block) and a driver
+that casts the scalars and runs the block over ``prange`` chunks of ``CHUNK`` elements, so every
+element is written by exactly one iteration. Arrays of at most ``SERIAL_MAX`` elements skip the
+parallel region: waking the thread pool costs more than updating a bias vector. The blocks index
+slices from 0, which lets LLVM drop numba's negative-index wraparound and vectorize (``range(lo, hi)``
+over the whole array stays scalar). There are no bounds checks, so each driver checks the lengths
+once and raises ValueError rather than write out of bounds.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from jitnn.config import JIT, PJIT
+
+CHUNK = 4096  # elements per parallel iteration: 16-32 KiB of each array, enough to amortize scheduling
+SERIAL_MAX = 2 * CHUNK  # at most this many elements run serially: waking the pool costs ~3-4 us
+
+
+@njit(**JIT, inline="always")
+def _regularized(gi, wi, l1, l2x2):
+    """g + l1*sign(w) + 2*l2*w, with sign(0) = 0 as in Keras."""
+    if wi > 0:
+        gi += l1
+    elif wi < 0:
+        gi -= l1
+    return gi + l2x2 * wi
+
+
+# ---------------------------------------------------------------------------------------------------
+# SGD
+
+
+@njit(**JIT)
+def _sgd_block(w, g, velocity, lr, mu, nesterov, l1, l2x2, reg):
+    if mu == 0:
+        for i in range(w.size):
+            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            w[i] -= lr * gi
+    elif nesterov:
+        for i in range(w.size):
+            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            vi = mu * velocity[i] - lr * gi
+            velocity[i] = vi
+            w[i] += mu * vi - lr * gi
+    else:
+        for i in range(w.size):
+            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            vi = mu * velocity[i] - lr * gi
+            velocity[i] = vi
+            w[i] += vi
+
+
+@njit(**PJIT)
+def sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2):
+    """SGD with (Nesterov) momentum (Sutskever et al., https://proceedings.mlr.press/v28/sutskever13.html).
+
+    plain (momentum == 0): w -= lr*g, ``velocity`` unused (may be empty);
+    momentum:  v = momentum*v - lr*g;  w += v;
+    nesterov:  v = momentum*v - lr*g;  w += momentum*v - lr*g.
+    """
+    dt = w.dtype.type
+    lr_, mu, l1_, l2x2 = dt(lr), dt(momentum), dt(l1), dt(2.0 * l2)
+    reg = l1 != 0.0 or l2 != 0.0
+    n = w.size
+    if g.size != n or (momentum != 0.0 and velocity.size != n):
+        raise ValueError("sgd_update: w, g and velocity must have the same length")
+    if momentum == 0.0:
+        velocity = velocity[:0]  # never read; an empty slice keeps the chunk slicing below valid
+    if n <= SERIAL_MAX:
+        _sgd_block(w, g, velocity, lr_, mu, nesterov, l1_, l2x2, reg)
+        return
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        _sgd_block(w[lo:hi], g[lo:hi], velocity[lo:hi], lr_, mu, nesterov, l1_, l2x2, reg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adagrad
+
+
+@njit(**JIT)
+def _adagrad_block(w, g, accum, lr, eps, l1, l2x2, reg):
+    for i in range(w.size):
+        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        a = accum[i] + gi * gi
+        accum[i] = a
+        w[i] -= lr * gi / (math.sqrt(a) + eps)
+
+
+@njit(**PJIT)
+def adagrad_update(w, g, accum, lr, eps, l1, l2):
+    """Adagrad (Duchi et al., https://jmlr.org/papers/v12/duchi11a.html).
+
+    accum += g^2;  w -= lr*g / (sqrt(accum) + eps).
+    """
+    dt = w.dtype.type
+    lr_, eps_, l1_, l2x2 = dt(lr), dt(eps), dt(l1), dt(2.0 * l2)
+    reg = l1 != 0.0 or l2 != 0.0
+    n = w.size
+    if g.size != n or accum.size != n:
+        raise ValueError("adagrad_update: w, g and accum must have the same length")
+    if n <= SERIAL_MAX:
+        _adagrad_block(w, g, accum, lr_, eps_, l1_, l2x2, reg)
+        return
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        _adagrad_block(w[lo:hi], g[lo:hi], accum[lo:hi], lr_, eps_, l1_, l2x2, reg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# RMSprop
+
+
+@njit(**JIT)
+def _rmsprop_block(w, g, ms, lr, rho, one_m_rho, eps, l1, l2x2, reg):
+    for i in range(w.size):
+        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        s = rho * ms[i] + one_m_rho * gi * gi
+        ms[i] = s
+        w[i] -= lr * gi / (math.sqrt(s) + eps)
+
+
+@njit(**PJIT)
+def rmsprop_update(w, g, ms, lr, rho, eps, l1, l2):
+    """RMSprop (Tieleman & Hinton, http://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf).
+
+    ms = rho*ms + (1-rho)*g^2;  w -= lr*g / (sqrt(ms) + eps).
+    """
+    dt = w.dtype.type
+    lr_, rho_, one_m_rho, eps_ = dt(lr), dt(rho), dt(1.0 - rho), dt(eps)
+    l1_, l2x2 = dt(l1), dt(2.0 * l2)
+    reg = l1 != 0.0 or l2 != 0.0
+    n = w.size
+    if g.size != n or ms.size != n:
+        raise ValueError("rmsprop_update: w, g and ms must have the same length")
+    if n <= SERIAL_MAX:
+        _rmsprop_block(w, g, ms, lr_, rho_, one_m_rho, eps_, l1_, l2x2, reg)
+        return
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        _rmsprop_block(w[lo:hi], g[lo:hi], ms[lo:hi], lr_, rho_, one_m_rho, eps_, l1_, l2x2, reg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adam, AMSGrad, AdamW
+
+
+@njit(**JIT)
+def _adam_block(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps, decay, amsgrad,
+                l1, l2x2, reg):
+    if amsgrad:
+        for i in range(w.size):
+            wi = w[i]
+            gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
+            mi = b1 * m[i] + one_m_b1 * gi
+            vi = b2 * v[i] + one_m_b2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            # np.maximum propagates NaN like torch.maximum and vectorizes to an unconditional store; the
+            # builtin max() keeps the loop scalar and a ternary becomes a masked store (vmaskmovps,
+            # microcoded on Zen 3): either is about 3x slower.
+            vi = np.maximum(vmax[i], vi)
+            vmax[i] = vi
+            w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+    else:
+        for i in range(w.size):
+            wi = w[i]
+            gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
+            mi = b1 * m[i] + one_m_b1 * gi
+            vi = b2 * v[i] + one_m_b2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+@njit(**PJIT)
+def adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2):
+    """Adam, AMSGrad and AdamW in one pass (Kingma & Ba, https://arxiv.org/abs/1412.6980).
+
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  (AMSGrad: vmax = max(vmax, v), used in place of v)
+    m_hat = m / (1-b1^t);  v_hat = v / (1-b2^t);
+    w -= lr*wd*w (AdamW, decoupled, https://arxiv.org/abs/1711.05101; 0 = off);
+    w -= lr*m_hat / (sqrt(v_hat) + eps)      (eps outside the sqrt, as in the paper and PyTorch).
+    ``t`` is the 1-based optimizer step, the same for every parameter array of that step; ``vmax`` is
+    used only when ``amsgrad`` (Reddi et al., https://openreview.net/forum?id=ryQu7f-RZ; may be empty).
+    """
+    dt = w.dtype.type
+    # Bias corrections folded into two scalars, once: lr*m_hat = step*m, sqrt(v_hat) = sqrt(v)*inv_sqrt_bc2.
+    step = dt(lr / (1.0 - beta1**t))
+    inv_sqrt_bc2 = dt(1.0 / math.sqrt(1.0 - beta2**t))
+    b1, one_m_b1, b2, one_m_b2 = dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2)
+    eps_, decay = dt(eps), dt(lr * weight_decay)  # w - (lr*wd)*w keeps float32 digits 1 - lr*wd would lose
+    l1_, l2x2 = dt(l1), dt(2.0 * l2)
+    reg = l1 != 0.0 or l2 != 0.0
+    n = w.size
+    if g.size != n or m.size != n or v.size != n or (amsgrad and vmax.size != n):
+        raise ValueError("adam_update: w, g, m, v (and vmax with amsgrad) must have the same length")
+    if not amsgrad:
+        vmax = vmax[:0]
+    if n <= SERIAL_MAX:
+        _adam_block(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps_, decay, amsgrad,
+                    l1_, l2x2, reg)
+        return
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        _adam_block(w[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi], step, inv_sqrt_bc2, b1, one_m_b1,
+                    b2, one_m_b2, eps_, decay, amsgrad, l1_, l2x2, reg)

@@ -1,0 +1,409 @@
+"""Sequential: the training loop, batching, metrics, callbacks, save/load (Keras conventions).
+
+One training step: gather the batch into preallocated buffers, forward through the layers, the loss
+and its gradient (softmax/sigmoid fused with cross-entropy from logits), backward, one optimizer step.
+After the first batch of a given size nothing is allocated. Each phase is timed per layer when a
+profiler is active (one perf_counter_ns pair per call).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from jitnn import callbacks as cbks
+from jitnn import losses as losses_mod
+from jitnn import metrics as metrics_mod
+from jitnn import optimizers as optimizers_mod
+from jitnn import profiler as prof_mod
+from jitnn import saving
+from jitnn.activations import SOFTMAX
+from jitnn.kernels.elementwise import SIGMOID, activate
+from jitnn.kernels.reductions import nonfinite_count, softmax_rows
+from jitnn.layers import Activation, Dense, Dropout
+from jitnn.validation import as_features, check_batch_size, check_lengths
+
+LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the model keeps the weights of the last good step."""
+
+
+class Sequential:
+    """A stack of layers trained with ``compile`` then ``fit`` (see the module docstring)."""
+
+    def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, received: dtype={dtype!r}")
+        if device != "cpu":
+            raise ValueError(f"device={device!r} is not available: jitnn's CPU backend is the only one built")
+        self.name, self.dtype, self.device = name or "sequential", np.dtype(dtype), device
+        self.layers, self.loss, self.optimizer, self.metrics = [], None, None, []
+        self.built, self.stop_training, self.history = False, False, None
+        for layer in layers or []:
+            self.add(layer)
+
+    # --- construction ------------------------------------------------------------------------------
+    def add(self, layer):
+        if not hasattr(layer, "forward") or not hasattr(layer, "build"):
+            raise TypeError(f"Sequential.add needs a jitnn layer, received: {type(layer).__name__}")
+        if self.built:
+            raise ValueError("cannot add layers to a built model")
+        self.layers.append(layer)
+
+    def build(self, input_dim, seed=None):
+        """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        rng = np.random.default_rng(seed)
+        dim = int(input_dim)
+        for layer in self.layers:
+            layer.build(dim, self.dtype, rng)
+            dim = layer.output_dim
+        self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
+        self._configure_fusion()
+
+    def _declared_input_dim(self):
+        first = self.layers[0] if self.layers else None
+        return getattr(first, "declared_input_dim", None)
+
+    def compile(self, loss="mse", optimizer="adam", metrics=None):
+        self.loss = losses_mod.get(loss)
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
+        self.compiled = True
+        if self.built:
+            self._configure_fusion()
+
+    def _configure_fusion(self):
+        """Fuse the last Dense's softmax/sigmoid with a cross-entropy loss (gradient from logits)."""
+        last = self.layers[-1]
+        fuse = getattr(self.loss, "from_logits_activation", None)
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                layer.emit_logits = False
+        self._fused = isinstance(last, Dense) and fuse is not None and last.activation.name == fuse
+        if self._fused:
+            last.emit_logits = True
+
+    def _ensure_built(self, x):
+        if not self.built:
+            declared = self._declared_input_dim()
+            self.build(declared if declared is not None else x.shape[1])
+        if x.shape[1] != self.input_dim:
+            raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
+
+    def _allocate(self, batch):
+        for layer in self.layers:
+            layer.allocate(batch)
+        out = self.output_dim
+        if getattr(self, "_cap", 0) < batch:
+            self._cap = batch
+            self._probs = np.zeros((batch, out), self.dtype)
+            self._grad = np.zeros((batch, out), self.dtype)
+            self._row_loss = np.zeros(batch, self.dtype)
+            self._xb = np.zeros((batch, self.input_dim), self.dtype)
+
+    # --- inference ---------------------------------------------------------------------------------
+    def _forward(self, x, training, prof=None):
+        out = x
+        for i, layer in enumerate(self.layers):
+            if prof is None:
+                out = layer.forward(out, training)
+            else:
+                t0 = time.perf_counter_ns()
+                out = layer.forward(out, training)
+                prof.add(i, "forward", time.perf_counter_ns() - t0, x.shape[0])
+        return out
+
+    def _finish(self, out, n):
+        """The model's output from the last layer's (possibly logit) output."""
+        if not self._fused:
+            return out
+        probs = self._probs[:n]
+        if self.layers[-1].activation.code == SOFTMAX:
+            softmax_rows(out, probs)
+        else:
+            activate(out, probs, SIGMOID, 0.0)
+        return probs
+
+    def predict(self, x, batch_size=1024, verbose=0):
+        """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy."""
+        x = as_features(x, self.dtype, "x")
+        self._ensure_built(x)
+        batch_size = check_batch_size(batch_size)
+        result = np.empty((x.shape[0], self.output_dim), self.dtype)
+        self._allocate(min(batch_size, max(1, x.shape[0])))
+        for s in range(0, x.shape[0], batch_size):
+            chunk = x[s:s + batch_size]
+            result[s:s + chunk.shape[0]] = self._finish(self._forward(chunk, False), chunk.shape[0])
+        return result
+
+    def evaluate(self, x, y, batch_size=1024, verbose=0):
+        """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics."""
+        self._require_compiled()
+        x = as_features(x, self.dtype, "x")
+        self._ensure_built(x)
+        y = self._prepare_targets(y, x)
+        pred = self.predict(x, batch_size)
+        values = [float(self.loss(y, pred))] + [float(fn(y, pred)) for _, fn in self.metrics]
+        return values[0] if len(values) == 1 else values
+
+    # --- training ----------------------------------------------------------------------------------
+    def _require_compiled(self):
+        if self.loss is None:
+            raise ValueError("call compile(loss=..., optimizer=...) before training or evaluating")
+
+    def _prepare_targets(self, y, x):
+        y = np.asarray(y)
+        check_lengths(x, y)
+        return self.loss.prepare_targets(y, self.output_dim, self.dtype)
+
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
+            callbacks=None, profile=False, nan_guard=True):
+        """Train with shuffled minibatches; returns a History (``history.history["loss"]`` ...).
+
+        ``seed`` fixes weights (if not yet built), shuffling and dropout: same seed, same result.
+        ``nan_guard`` keeps a copy of the weights before each step so that a NaN loss can restore
+        the last good ones (costs one copy of the parameters per step).
+        """
+        self._require_compiled()
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
+        batch_size = check_batch_size(batch_size)
+        x = as_features(x, self.dtype, "x")
+        if not self.built:
+            declared = self._declared_input_dim()
+            self.build(declared if declared is not None else x.shape[1], seed=seed)
+        self._ensure_built(x)
+        y = self._prepare_targets(y, x)
+        if validation_data is not None:
+            xv, yv = validation_data
+            xv = as_features(xv, self.dtype, "validation x")
+            self._ensure_built(xv)
+            yv = self._prepare_targets(yv, xv)
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("x has no rows to train on")
+        rng = np.random.default_rng(seed)
+        batch_size = min(batch_size, n)
+        self._allocate(batch_size)
+        yb = np.zeros((batch_size,) + y.shape[1:], y.dtype)
+        params = [p for layer in self.layers for p in layer.params]
+        grads = [g for layer in self.layers for g in layer.grads]
+        regs = [r for layer in self.layers for r in layer.regularizers]
+        snapshot = [np.empty_like(p) for p in params] if nan_guard else None
+        history = cbks.History()
+        cb_list = [history] + list(callbacks or [])
+        for cb in cb_list:
+            cb.set_model(self)
+            cb.on_train_begin()
+        prof = prof_mod.current(profile, self)
+        self.stop_training = False
+        steps = (n + batch_size - 1) // batch_size
+        order = np.arange(n)
+        for epoch in range(epochs):
+            bar = _Progress(epoch, epochs, steps, verbose)
+            t_epoch = time.perf_counter_ns()
+            if shuffle:
+                rng.shuffle(order)
+            loss_sum, seen = 0.0, 0
+            metric_sums = [0.0] * len(self.metrics)
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                m = idx.shape[0]
+                t0 = time.perf_counter_ns() if prof else 0
+                # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
+                # here); the indices come from a permutation, so they are always in range.
+                xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
+                ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
+                if prof:
+                    prof.add(None, "batching", time.perf_counter_ns() - t0, m)
+                loss = self._train_step(xb, ybm, prof)
+                if not np.isfinite(loss):
+                    if snapshot is not None and (epoch or step):
+                        for p, s in zip(params, snapshot):
+                            p[...] = s
+                    raise NonFiniteLossError(
+                        f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
+                        + ("the weights of the last good step were restored" if nan_guard else
+                           "nan_guard=False: the weights are those that produced it")
+                    )
+                if snapshot is not None:
+                    for p, s in zip(params, snapshot):
+                        np.copyto(s, p)
+                t0 = time.perf_counter_ns() if prof else 0
+                self.optimizer.step(params, grads, regs)
+                if prof:
+                    prof.add(None, "optimizer", time.perf_counter_ns() - t0, m)
+                    t0 = time.perf_counter_ns()
+                loss_sum += loss * m
+                seen += m
+                if self.metrics:
+                    out = self._last_output
+                    for k, (_, fn) in enumerate(self.metrics):
+                        metric_sums[k] += fn(ybm, out) * m
+                if prof:
+                    prof.add(None, "metrics", time.perf_counter_ns() - t0, m)
+                bar.update(step + 1, loss_sum / seen)
+            logs = {"loss": loss_sum / seen}
+            for k, (name, _) in enumerate(self.metrics):
+                logs[_metric_key(name)] = metric_sums[k] / seen
+            if validation_data is not None:
+                t0 = time.perf_counter_ns() if prof else 0
+                values = self.evaluate(xv, yv)
+                values = values if isinstance(values, list) else [values]
+                logs["val_loss"] = values[0]
+                for (name, _), v in zip(self.metrics, values[1:]):
+                    logs["val_" + _metric_key(name)] = v
+                if prof:
+                    prof.add(None, "validation", time.perf_counter_ns() - t0, xv.shape[0])
+            bar.close(logs, (time.perf_counter_ns() - t_epoch) / 1e9)
+            for cb in cb_list:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cb_list:
+            cb.on_train_end()
+        if prof:
+            prof.finish()
+        self.history = history
+        return history
+
+    def _train_step(self, xb, yb, prof):
+        """Forward, loss, backward for one batch; returns the batch's mean loss (before the update)."""
+        m = xb.shape[0]
+        out = self._forward(xb, True, prof)
+        t0 = time.perf_counter_ns() if prof else 0
+        grad = self._grad[:m]
+        if self._fused:
+            probs = self._probs[:m]
+            loss = self.loss.value_and_grad_from_logits(out, yb, probs, grad, self._row_loss[:m])
+            self._last_output = probs
+        else:
+            loss = self.loss.value_and_grad(out, yb, grad, self._row_loss[:m])
+            self._last_output = out
+        if prof:
+            prof.add(None, "loss", time.perf_counter_ns() - t0, m)
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            layer = self.layers[i]
+            t0 = time.perf_counter_ns() if prof else 0
+            if i == last and self._fused:
+                grad = layer.backward(grad, i > 0, grad_is_dz=True)
+            else:
+                grad = layer.backward(grad, i > 0)
+            if prof:
+                prof.add(i, "backward", time.perf_counter_ns() - t0, m)
+        return loss
+
+    # --- weights, config, files --------------------------------------------------------------------
+    def get_weights(self):
+        return [p.copy() for layer in self.layers for p in layer.params]
+
+    def set_weights(self, weights):
+        params = [p for layer in self.layers for p in layer.params]
+        if len(weights) != len(params):
+            raise ValueError(f"set_weights needs {len(params)} arrays, received: {len(weights)}")
+        for i, (p, w) in enumerate(zip(params, weights)):
+            if np.shape(w) != p.shape:
+                raise ValueError(f"weight {i} must have shape {p.shape}, received: {np.shape(w)}")
+        for p, w in zip(params, weights):
+            p[...] = w
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
+                "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+                "loss": self.loss.get_config() if self.loss is not None else None,
+                "optimizer": self.optimizer.get_config() if self.optimizer is not None else None}
+
+    def save(self, path):
+        """Write architecture, weights and optimizer state to ``path`` (.npz), atomically."""
+        if not self.built:
+            raise ValueError("build or fit the model before saving it")
+        return saving.save_model(self, path)
+
+    def load_weights(self, path):
+        """Load parameters saved from a model of the same architecture; on any error nothing changes."""
+        record, arrays = saving.read_file(path)
+        for p, a in saving.check_weights(self, arrays, path):
+            p[...] = a
+
+    def summary(self, print_fn=print):
+        lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output':>10s} {'Params':>10s}"]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            total += layer.param_count()
+            lines.append(f"{f'[{i}] ' + layer.describe():40s} {layer.output_dim or '?':>10} {layer.param_count():>10,}")
+        lines.append(f"Total params: {total:,} ({self.dtype.name}, {total * self.dtype.itemsize / 1024:.1f} KiB)")
+        print_fn("\n".join(lines))
+        return "\n".join(lines)
+
+
+def _metric_key(name):
+    return {"acc": "accuracy"}.get(name, name) if isinstance(name, str) else getattr(name, "__name__", "metric")
+
+
+def load_model(path):
+    """A compiled Sequential rebuilt from a file written by ``save``; ValueError if corrupt."""
+    record, arrays = saving.read_file(path)
+    cfg = record["config"]
+    try:
+        layers = []
+        for spec in cfg["layers"]:
+            cls = LAYER_TYPES[spec["class"]]
+            c = dict(spec["config"])
+            if cls is Dense:
+                c.pop("input_dim", None)
+            layers.append(cls(**c))
+        model = Sequential(layers, name=cfg["name"], dtype=cfg["dtype"])
+        model.build(cfg["input_dim"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed architecture record: {e!r}") from None
+    for p, a in saving.check_weights(model, arrays, path):
+        p[...] = a
+    if cfg.get("loss"):
+        model.compile(loss=losses_mod.get(cfg["loss"]["name"]),
+                      optimizer=optimizers_mod.get(cfg["optimizer"]["name"]) if cfg.get("optimizer") else "adam")
+        opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+        if opt_state and cfg.get("optimizer"):
+            model.optimizer = type(model.optimizer).from_config(cfg["optimizer"])
+            model.optimizer.build([p for layer in model.layers for p in layer.params])
+            model.optimizer.load_state_arrays(opt_state)
+    return model
+
+
+class _Progress:
+    """A one-line, tqdm-style progress bar; redrawn at most 10 times a second; silent at verbose=0."""
+
+    def __init__(self, epoch, epochs, steps, verbose):
+        self.verbose, self.steps, self.last = verbose, steps, 0.0
+        self.t0 = time.perf_counter()
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", file=sys.stdout)
+
+    def update(self, step, loss):
+        if self.verbose != 1:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and step < self.steps:
+            return
+        self.last = now
+        done = int(30 * step / self.steps)
+        bar = "=" * done + (">" if done < 30 else "") + "." * max(0, 29 - done)
+        sys.stdout.write(f"\r{step}/{self.steps} [{bar}] - {now - self.t0:.1f}s - loss: {loss:.4f}")
+        sys.stdout.flush()
+
+    def close(self, logs, seconds):
+        if not self.verbose:
+            return
+        items = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+        end = "\r" if self.verbose == 1 else ""
+        sys.stdout.write(f"{end}{self.steps}/{self.steps} [{'=' * 30}] - {seconds:.1f}s - {items}\n")
+        sys.stdout.flush()
+
+
+__all__ = ["Sequential", "load_model", "NonFiniteLossError"]
