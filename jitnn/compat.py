@@ -153,7 +153,6 @@ class NN:
         log = [_EpochLog(epochs)] if include_logs else []
         model.fit(x, y, epochs=epochs, batch_size=int(sample_size), verbose=0, callbacks=log,
                   seed=int(np.random.randint(0, 2**31 - 1)))
-        return None
 
     def predict(self, X):
         """The last layer's activations, (len(X), outputs)."""
@@ -161,4 +160,4 @@ class NN:
         return self._ensure(x).predict(x)
 
 
-__all__ = ["NN", "Layer", "SGD", "Adam", "XavierInitializer"]
+__all__ = ["NN", "SGD", "Adam", "Layer", "XavierInitializer"]

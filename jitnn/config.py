@@ -61,7 +61,7 @@ def _choose_cache() -> tuple[bool, str | None]:
 
 CACHE, CACHE_DIR = _choose_cache()
 
-import numba  # noqa: E402  (after NUMBA_CACHE_DIR is settled)
+import numba
 
 if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:
     numba.config.reload_config()  # numba was imported before us: make it see the new directory
@@ -95,3 +95,23 @@ numba.set_num_threads(_initial_threads())
 # The njit options every kernel shares.
 JIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
 PJIT = dict(JIT, parallel=True)
+
+# Below this much work (elements touched, or FLOPs for a GEMM) a kernel runs on the calling thread
+# alone. Waking the pool costs 3-6 us on an idle machine, and when another process holds a core a
+# parallel region can wait a whole scheduler time slice (measured: 8 ms for a 128x512 activation).
+PARALLEL_MIN_WORK = int(os.environ.get("JITNN_PARALLEL_MIN_WORK", 65536))
+PARALLEL_MIN_FLOPS = int(os.environ.get("JITNN_PARALLEL_MIN_FLOPS", 4_000_000))
+
+
+def launch(kernel, work, *args):
+    """``kernel(*args)``, single-threaded when ``work`` < PARALLEL_MIN_WORK (see above)."""
+    if work >= PARALLEL_MIN_WORK:
+        return kernel(*args)
+    threads = numba.get_num_threads()
+    if threads == 1:
+        return kernel(*args)
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)

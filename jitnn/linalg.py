@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
-from jitnn.config import PJIT
+from jitnn.config import PARALLEL_MIN_FLOPS, PJIT
 from jitnn.kernels import gemm as _k
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.elementwise import CODES
@@ -38,6 +38,8 @@ def _flat_rows(x):
 
     The kernel then addresses x[i, j] as flat[i*rs + j] with loops LLVM can vectorize.
     """
+    if x.flags.c_contiguous and x.size:
+        return x.reshape(-1), x.shape[1]  # a view; as_strided costs ~8 us a call
     item = x.itemsize
     rs = x.strides[0]
     if x.size == 0 or x.strides[1] != item or rs < 0 or rs % item:
@@ -174,11 +176,19 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     m, k = opa.shape
     n = opb.shape[1]
     threads = numba.get_num_threads()
-    blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
-    bflat, b_rs = _flat_rows(opb)
-    cflat, c_rs = _flat_rows(c)
-    _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
-                       float(act_param), blocks, threads, abuf, bbuf, cbuf)
+    small = threads > 1 and 2 * m * n * k < PARALLEL_MIN_FLOPS
+    if small:
+        numba.set_num_threads(1)  # see config.PARALLEL_MIN_FLOPS
+    try:
+        used = 1 if small else threads
+        blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, used)
+        bflat, b_rs = _flat_rows(opb)
+        cflat, c_rs = _flat_rows(c)
+        _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias,
+                           act, float(act_param), blocks, used, abuf, bbuf, cbuf)
+    finally:
+        if small:
+            numba.set_num_threads(threads)
     return c
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnn.config import launch
 from jitnn.kernels import reductions as K
 
 EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to [EPSILON, 1 - EPSILON]
@@ -129,7 +130,7 @@ class MeanSquaredError(Loss):
 
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
         _check_2d(y_pred, grad_out, row_loss)
-        return K.mse(y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
+        return launch(K.mse, y_pred.size, y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
 
 
 class MeanAbsoluteError(Loss):
@@ -140,7 +141,7 @@ class MeanAbsoluteError(Loss):
 
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
         _check_2d(y_pred, grad_out, row_loss)
-        return K.mae(y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
+        return launch(K.mae, y_pred.size, y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
 
 
 class BinaryCrossentropy(Loss):
@@ -158,11 +159,11 @@ class BinaryCrossentropy(Loss):
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
-        return K.bce_probs(y_pred, y, grad_out, row_loss, self.epsilon)
+        return launch(K.bce_probs, y_pred.size, y_pred, y, grad_out, row_loss, self.epsilon)
 
     def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss):
         _check_2d(z, grad_out, row_loss)
-        return K.sigmoid_bce_logits(z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
+        return launch(K.sigmoid_bce_logits, z.size, z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         y = super()._check(y, n_outputs)
@@ -196,9 +197,9 @@ class CategoricalCrossentropy(Loss):
         _check_2d(y_pred, grad_out, row_loss)
         if y_true.ndim == 1:
             _check_labels_len(y_true, y_pred.shape[0])
-            return K.xent_probs_int(y_pred, y_true, grad_out, row_loss, self.epsilon)
+            return launch(K.xent_probs_int, y_pred.size, y_pred, y_true, grad_out, row_loss, self.epsilon)
         y = _as_2d_targets(y_true, y_pred.shape)
-        return K.xent_probs_dense(y_pred, y, grad_out, row_loss, self.epsilon)
+        return launch(K.xent_probs_dense, y_pred.size, y_pred, y, grad_out, row_loss, self.epsilon)
 
     def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss):
         _check_2d(z, grad_out, row_loss)
@@ -206,8 +207,8 @@ class CategoricalCrossentropy(Loss):
             raise ValueError(f"probs_out has shape {probs_out.shape}, logits have shape {z.shape}")
         if y_true.ndim == 1:
             _check_labels_len(y_true, z.shape[0])
-            return K.softmax_xent_int(z, y_true, probs_out, grad_out, row_loss)
-        return K.softmax_xent_dense(z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
+            return launch(K.softmax_xent_int, z.size, z, y_true, probs_out, grad_out, row_loss)
+        return launch(K.softmax_xent_dense, z.size, z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         """int labels (1-D, or an integer (N, 1) column) in [0, n_outputs), or (N, n_outputs) float rows."""

@@ -20,8 +20,9 @@ from jitnn import optimizers as optimizers_mod
 from jitnn import profiler as prof_mod
 from jitnn import saving
 from jitnn.activations import SOFTMAX
+from jitnn.config import launch
 from jitnn.kernels.elementwise import SIGMOID, activate
-from jitnn.kernels.reductions import nonfinite_count, softmax_rows
+from jitnn.kernels.reductions import softmax_rows
 from jitnn.layers import Activation, Dense, Dropout
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
@@ -125,9 +126,9 @@ class Sequential:
             return out
         probs = self._probs[:n]
         if self.layers[-1].activation.code == SOFTMAX:
-            softmax_rows(out, probs)
+            launch(softmax_rows, out.size, out, probs)
         else:
-            activate(out, probs, SIGMOID, 0.0)
+            launch(activate, out.size, out, probs, SIGMOID, 0.0)
         return probs
 
     def predict(self, x, batch_size=1024, verbose=0):
@@ -406,4 +407,4 @@ class _Progress:
         sys.stdout.flush()
 
 
-__all__ = ["Sequential", "load_model", "NonFiniteLossError"]
+__all__ = ["NonFiniteLossError", "Sequential", "load_model"]

@@ -12,7 +12,7 @@ def as_features(x, dtype, what="x"):
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
-        except Exception as e:  # noqa: BLE001 - anything numpy cannot take
+        except Exception as e:
             raise TypeError(f"{what} must be array-like, received: {type(x).__name__}") from e
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{what} must hold numbers, received: dtype={x.dtype}")

@@ -18,7 +18,6 @@ one broadcast of A per row, and ``llvm.fma`` per accumulator, which x86 lowers t
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-
 from numba.extending import intrinsic
 
 from jitnn.kernels.blocking import BLOCKS

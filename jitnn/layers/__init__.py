@@ -5,4 +5,4 @@ from jitnn.layers.base import Layer
 from jitnn.layers.dense import Dense
 from jitnn.layers.dropout import Dropout
 
-__all__ = ["Layer", "Dense", "Dropout", "Activation"]
+__all__ = ["Activation", "Dense", "Dropout", "Layer"]

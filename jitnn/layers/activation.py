@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jitnn import activations
 from jitnn.activations import SOFTMAX
+from jitnn.config import launch
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
 from jitnn.kernels.reductions import backprop_softmax_rows, softmax_rows
 from jitnn.layers.base import Layer
@@ -30,9 +31,9 @@ class Activation(Layer):
         self._x = x
         out = self._buf_out[: x.shape[0]]
         if act.code == SOFTMAX:
-            softmax_rows(x, out)
+            launch(softmax_rows, x.size, x, out)
         else:
-            activate(x, out, act.code, act.param)
+            launch(activate, x.size, x, out, act.code, act.param)
         return out
 
     def backward(self, grad, need_input_grad):
@@ -42,9 +43,9 @@ class Activation(Layer):
         n = grad.shape[0]
         out, dx = self._buf_out[:n], self._buf_dx[:n]
         if act.code == SOFTMAX:
-            backprop_softmax_rows(out, grad, dx)
+            launch(backprop_softmax_rows, dx.size, out, grad, dx)
         else:
-            backprop_activation(grad, self._x, out, act.code, act.param, dx)
+            launch(backprop_activation, dx.size, grad, self._x, out, act.code, act.param, dx)
         return dx
 
     def describe(self):

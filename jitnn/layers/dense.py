@@ -6,6 +6,7 @@ import numpy as np
 
 from jitnn import activations, initializers
 from jitnn.activations import SOFTMAX
+from jitnn.config import launch
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
 from jitnn.layers.base import Layer
@@ -82,11 +83,11 @@ class Dense(Layer):
             gemm_into(x, self.W, out, bias=bias)
         elif act.code == SOFTMAX:
             gemm_into(x, self.W, out, bias=bias)
-            softmax_rows(out, out)
+            launch(softmax_rows, out.size, out, out)
         elif act.needs_preactivation:
             z = self._buf_z[:n]
             gemm_into(x, self.W, z, bias=bias)
-            activate(z, out, act.code, act.param)
+            launch(activate, z.size, z, out, act.code, act.param)
         else:
             gemm_into(x, self.W, out, bias=bias, act=act.code, act_param=act.param)
         return out
@@ -100,14 +101,14 @@ class Dense(Layer):
             dz = grad
         elif act.code == SOFTMAX:
             dz = self._buf_dz[:n]
-            backprop_softmax_rows(out, grad, dz)
+            launch(backprop_softmax_rows, dz.size, out, grad, dz)
         else:
             dz = self._buf_dz[:n]
             z = self._buf_z[:n] if act.needs_preactivation else out
-            backprop_activation(grad, z, out, act.code, act.param, dz)
+            launch(backprop_activation, dz.size, grad, z, out, act.code, act.param, dz)
         gemm_into(self._x.T, dz, self.dW)
         if self.use_bias:
-            column_sums(dz, self.db)
+            launch(column_sums, dz.size, dz, self.db)
         if not need_input_grad:
             return None
         dx = self._buf_dx[:n]

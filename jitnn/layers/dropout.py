@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from jitnn.config import JIT, PJIT
+from jitnn.config import JIT, PJIT, launch
 from jitnn.layers.base import Layer
 
 
@@ -76,7 +76,7 @@ class Dropout(Layer):
         self._step += 1
         seed = (self._base_seed + self._step * 0x632BE59BD9B4E019) % 2**63  # fits numba int64
         out, mask = self._buf_out[:n], self._buf_mask[:n]
-        dropout_forward(x, self.rate, seed, mask, out)
+        launch(dropout_forward, x.size, x, self.rate, seed, mask, out)
         return out
 
     def backward(self, grad, need_input_grad):
@@ -84,7 +84,7 @@ class Dropout(Layer):
             return grad
         n = grad.shape[0]
         dx = self._buf_dx[:n]
-        backprop_dropout(grad, self._buf_mask[:n], self.rate, dx)
+        launch(backprop_dropout, dx.size, grad, self._buf_mask[:n], self.rate, dx)
         return dx
 
     def describe(self):

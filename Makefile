@@ -1,0 +1,34 @@
+# The two commands a fresh machine needs (README.md): `make demo` and `make test`.
+# Each creates its own virtual environment and installs what it needs into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian; without root or apt the demo falls back to scikit-learn's digits.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1 \
+		|| echo "note: could not install dataset-fashion-mnist; using the embedded digits set"; \
+	fi
+
+demo: $(STAMP) data
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) perf/bench_gemm.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

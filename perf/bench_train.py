@@ -1,0 +1,203 @@
+"""Training-speed benchmark: the tutorial's network 784-512-128-64-10 with Adam, float32, one run.
+
+    python perf/bench_train.py                      # batch 1000, 64, 32: samples/s and ratios
+    python perf/bench_train.py --samples 16000      # fewer samples per timed epoch (faster run)
+    python perf/bench_train.py --accuracy 15        # also train jitnn and PyTorch 15 epochs: test accuracy
+    pytest perf/bench_train.py --benchmark-only     # one batch size through pytest-benchmark
+
+Peers, timed round-robin in one process so they share the machine's load (median of --repeats):
+  tutorial  the numpy tutorial, a faithful copy in perf/baselines/ (its weights are float64, so its
+            products run in float64: that is the code users bring)
+  torch     PyTorch CPU, nn.Sequential + torch.optim.Adam + CrossEntropyLoss, float32, with
+            torch.set_num_threads equal to jitnn's thread count
+  sklearn   scikit-learn MLPClassifier(solver="adam"), float32 input
+Each timed run is one epoch over the first --samples rows of Fashion-MNIST (digits if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jitnn  # noqa: E402
+from baselines import tutorial_numpy  # noqa: E402
+
+HIDDEN = (512, 128, 64)
+
+
+def jitnn_model(d, k, seed=0):
+    layers = [jitnn.Dense(HIDDEN[0], activation="relu", input_dim=d)]
+    layers += [jitnn.Dense(h, activation="relu") for h in HIDDEN[1:]]
+    model = jitnn.Sequential(layers + [jitnn.Dense(k, activation="softmax")])
+    model.compile(loss="categorical_crossentropy", optimizer=jitnn.optimizers.Adam(learning_rate=1e-3),
+                  metrics=["accuracy"])
+    model.build(d, seed=seed)
+    return model
+
+
+def torch_model(d, k, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    sizes = (d,) + HIDDEN
+    mods = []
+    for a, b in zip(sizes, sizes[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*mods, torch.nn.Linear(sizes[-1], k))
+    return net, torch.optim.Adam(net.parameters(), lr=1e-3)
+
+
+def torch_epoch(net, opt, xt, yt, batch, gen):
+    import torch
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    perm = torch.randperm(xt.shape[0], generator=gen)
+    for s in range(0, xt.shape[0], batch):
+        idx = perm[s:s + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def make_peers(x, y, batch, k, threads, which):
+    """name -> a callable that trains one epoch over (x, y) at ``batch``."""
+    d = x.shape[1]
+    peers = {}
+    if "jitnn" in which:
+        model = jitnn_model(d, k)
+        peers["jitnn"] = lambda: model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=1)
+    if "tutorial" in which:
+        np.random.seed(0)
+        tl = tutorial_numpy
+        nn = tl.NN([tl.Layer(d, HIDDEN[0], "relu"), tl.Layer(HIDDEN[0], HIDDEN[1], "relu"),
+                    tl.Layer(HIDDEN[1], HIDDEN[2], "relu"), tl.Layer(HIDDEN[2], k, "softmax")],
+                   "categorical_crossentropy", tl.Adam())
+        y1h = jitnn.datasets.one_hot(y, k)
+        peers["tutorial"] = lambda: nn.fit(x, y1h, epochs=1, learning_rate=1e-3, sample_size=batch,
+                                           include_logs=False)
+    if "torch" in which:
+        import torch
+
+        torch.set_num_threads(threads)
+        net, opt = torch_model(d, k)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+        gen = torch.Generator().manual_seed(0)
+        peers["torch"] = lambda: torch_epoch(net, opt, xt, yt, batch, gen)
+    if "sklearn" in which:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        clf = MLPClassifier(hidden_layer_sizes=HIDDEN, solver="adam", batch_size=batch, learning_rate_init=1e-3,
+                            max_iter=1, random_state=0)
+
+        def sk():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(x, y)
+
+        peers["sklearn"] = sk
+    return peers
+
+
+def time_round_robin(peers, repeats):
+    for f in peers.values():
+        f()  # warm-up: compilation, allocation, thread pools
+    samples = {name: [] for name in peers}
+    for _ in range(repeats):
+        for name, f in peers.items():
+            t0 = time.perf_counter()
+            f()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def accuracy_run(x, y, xt, yt, k, epochs, batch, threads):
+    """Full training of jitnn and PyTorch: (seconds, test accuracy) each."""
+    out = {}
+    model = jitnn_model(x.shape[1], k)
+    t0 = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, seed=0)
+    out["jitnn"] = (time.perf_counter() - t0, model.evaluate(xt, yt)[1])
+    try:
+        import torch
+    except ImportError:
+        return out
+    torch.set_num_threads(threads)
+    net, opt = torch_model(x.shape[1], k)
+    xtr, ytr = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        torch_epoch(net, opt, xtr, ytr, batch, gen)
+    with torch.no_grad():
+        acc = float((net(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
+    out["torch"] = (time.perf_counter() - t0, acc)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-sizes", default="1000,64,32")
+    p.add_argument("--samples", type=int, default=60000, help="rows per timed epoch")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--peers", default="jitnn,tutorial,torch,sklearn")
+    p.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS", help="also train to accuracy")
+    args = p.parse_args(argv)
+    name, (x, y), (xt, yt) = jitnn.datasets.load_dataset("auto")
+    x, y = x[:args.samples], y[:args.samples]
+    k = int(y.max()) + 1
+    threads = jitnn.get_num_threads()
+    which = args.peers.split(",")
+    available = [w for w in which if w in ("jitnn", "tutorial") or _importable(w)]
+    print(f"{name}: {x.shape[0]} samples per epoch, 784-512-128-64-{k}, Adam, float32, {threads} threads; "
+          f"median of {args.repeats} epochs, peers timed round-robin")
+    print(f"{'batch':>6s} " + " ".join(f"{w + ' s':>12s}" for w in available)
+          + " " + " ".join(f"{'x ' + w:>12s}" for w in available if w != "jitnn"))
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        times = time_round_robin(make_peers(x, y, batch, k, threads, available), args.repeats)
+        ratios = [times[w] / times["jitnn"] for w in available if w != "jitnn"]
+        print(f"{batch:6d} " + " ".join(f"{times[w]:12.3f}" for w in available)
+              + " " + " ".join(f"{r:12.2f}" for r in ratios), flush=True)
+    print("(x peer = peer time / jitnn time: how many times faster jitnn trains)")
+    if args.accuracy:
+        _, (xf, yf), _ = jitnn.datasets.load_dataset(name)
+        for peer, (sec, acc) in accuracy_run(xf, yf, xt, yt, k, args.accuracy, 128, threads).items():
+            print(f"{peer}: {args.accuracy} epochs at batch 128 in {sec:.1f} s, test accuracy {acc:.4f}")
+
+
+def _importable(mod):
+    try:
+        __import__({"sklearn": "sklearn", "torch": "torch"}[mod])
+        return True
+    except ImportError:
+        return False
+
+
+# --- pytest-benchmark -----------------------------------------------------------------------------
+try:
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.mark.parametrize("batch", [64, 1000])
+    def test_train_epoch(benchmark, batch):
+        _, (x, y), _ = jitnn.datasets.load_dataset("auto")
+        x, y = x[:8000], y[:8000]
+        model = jitnn_model(x.shape[1], int(y.max()) + 1)
+        benchmark(lambda: model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=1))
+
+
+if __name__ == "__main__":
+    main()
