@@ -61,6 +61,13 @@ def _choose_cache() -> tuple[bool, str | None]:
 
 CACHE, CACHE_DIR = _choose_cache()
 
+# libgomp (numba's default threading layer here) spins ~300k iterations at every barrier before it
+# sleeps. When another process holds a core, the spinning thread burns the slice the other one needs:
+# a training step of the 784-512-128-64-10 MLP at batch 128 measured 12-24 ms with the default and
+# 12 ms with 5000, against 5 ms on an idle machine where both settings measured alike (docs/benchmarks.md).
+# libgomp reads this once, when numba first starts its thread pool (below); a value you set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "5000")
+
 import numba
 
 if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:

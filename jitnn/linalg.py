@@ -176,19 +176,13 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     m, k = opa.shape
     n = opb.shape[1]
     threads = numba.get_num_threads()
-    small = threads > 1 and 2 * m * n * k < PARALLEL_MIN_FLOPS
-    if small:
-        numba.set_num_threads(1)  # see config.PARALLEL_MIN_FLOPS
-    try:
-        used = 1 if small else threads
-        blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, used)
-        bflat, b_rs = _flat_rows(opb)
-        cflat, c_rs = _flat_rows(c)
-        _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias,
-                           act, float(act_param), blocks, used, abuf, bbuf, cbuf)
-    finally:
-        if small:
-            numba.set_num_threads(threads)
+    if 2 * m * n * k < PARALLEL_MIN_FLOPS:
+        threads = 1  # the kernel's serial path: no parallel region at all (config.PARALLEL_MIN_FLOPS)
+    blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
+    bflat, b_rs = _flat_rows(opb)
+    cflat, c_rs = _flat_rows(c)
+    _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+                       float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 
 

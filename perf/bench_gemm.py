@@ -4,8 +4,9 @@
     python perf/bench_gemm.py --quick    # fewer shapes and repeats (the README's demo uses this)
     pytest perf/bench_gemm.py --benchmark-only   # the same shapes through pytest-benchmark
 
-Each figure is the median of several timed calls after a warm-up; peers alternate call by call in
-one process, so the ratio is measured under the same machine load (this machine is shared and noisy).
+Each figure is the median of several timed blocks of calls after a warm-up; peers take turns block by
+block in one process, so the ratio is measured under the same machine load (this machine is shared and
+noisy), with a short pause between blocks so one library's spinning threads never bill the other.
 """
 
 from __future__ import annotations
@@ -60,8 +61,13 @@ def operands(m, k, n, ta, tb, dtype=np.float32, seed=0):
     return a, b, np.empty((m, n), dtype)
 
 
-def median_times(fns, repeats, min_seconds=0.05):
-    """Median seconds per call of each fn, calls interleaved round-robin so load hits all alike."""
+def median_times(fns, repeats, min_seconds=0.05, settle=0.15):
+    """Median seconds per call of each fn: rounds of timed blocks, fns taking turns block by block.
+
+    Turns alternate so slow drifts in machine load hit every peer alike, but never call by call:
+    OpenBLAS workers keep spinning ~0.1 s after numpy returns (and numba's after jitnn), which would
+    bill one peer for the other's threads. ``settle`` seconds of sleep before each block let them park.
+    """
     for f in fns:
         f()  # warm-up (compilation, workspace, caches)
     inner = []
@@ -69,10 +75,12 @@ def median_times(fns, repeats, min_seconds=0.05):
         t0 = time.perf_counter()
         f()
         dt = time.perf_counter() - t0
-        inner.append(max(1, int(min_seconds / max(dt, 1e-7) / repeats)))
+        inner.append(max(1, int(min_seconds / max(dt, 1e-7))))
     samples = [[] for _ in fns]
     for _ in range(repeats):
         for i, f in enumerate(fns):
+            time.sleep(settle)
+            f()  # wake this peer's thread pool before the clock starts
             t0 = time.perf_counter()
             for _ in range(inner[i]):
                 f()

@@ -168,6 +168,28 @@ def scale_epilogue(c, beta, bias, act, act_param):
             c[i, j] = activate_scalar(act, v, act_param)
 
 
+@njit(**JIT)
+def gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
+    """The BLIS loops on the calling thread: small products, where starting a parallel region (even
+    a one-thread one) costs more than the work, and the reference the parallel paths are tested
+    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal)."""
+    m, k = a.shape
+    n = b.shape[1]
+    mr, nr, mc, kc_max, nc_max = blocks
+    for jc in range(0, n, nc_max):
+        ncur = min(nc_max, n - jc)
+        npan = (ncur + nr - 1) // nr
+        for pc in range(0, k, kc_max):
+            kcur = min(kc_max, k - pc)
+            pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, 0, 0, npan)
+            for i0 in range(0, m, mc):
+                mcur = min(mc, m - i0)
+                pack_a(a, i0, mcur, pc, kcur, mr, abuf[0])
+                macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr, 0, npan, ncur, cbuf[0],
+                             c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0, bias, act, act_param,
+                             pc + kcur == k)
+
+
 @njit(**PJIT)
 def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, threads,
                 abuf, bbuf, cbuf):
@@ -185,6 +207,9 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
         return
     if k == 0 or alpha == 0:
         scale_epilogue(c, beta, bias, act, act_param)
+        return
+    if threads == 1:
+        gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf)
         return
     npanels = (n + nr - 1) // nr
     if m <= mc and threads > 1 and npanels > 1:
