@@ -29,7 +29,7 @@ def _gemm_signature(dtype):
     ro1 = types.Array(t, 1, "C", readonly=True)
     return types.void(t, ro2, ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
                       types.int64, types.Array(t, 1, "A", readonly=True), types.int64, types.float64,
-                      types.UniTuple(types.int64, 5), types.int64, types.Array(t, 2, "C"),
+                      types.UniTuple(types.int64, 6), types.int64, types.Array(t, 2, "C"),
                       types.Array(t, 1, "C"), types.Array(t, 2, "C"))
 
 

@@ -115,6 +115,7 @@ def time_round_robin(peers, repeats):
     samples = {name: [] for name in peers}
     for _ in range(repeats):
         for name, f in peers.items():
+            time.sleep(0.2)  # let the previous peer's spinning BLAS/OpenMP threads park
             t0 = time.perf_counter()
             f()
             samples[name].append(time.perf_counter() - t0)

@@ -38,7 +38,7 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # (M, N, K), off every multiple of MR, NR, MC and KC. The MC and KC boundary shapes are derived from
 # BLOCKS (f32 and f64 rows differ), so the table follows a retuning; the primes sit past every block.
 _MCS = sorted({blk[2] for blk in BLOCKS.values()})
-_KCS = sorted({blk[3] for blk in BLOCKS.values()})
+_KCS = sorted({blk[3] for blk in BLOCKS.values()} | {blk[5] for blk in BLOCKS.values()})
 K_MULTI = max(_KCS) + 9  # several slabs for every dtype, K % KC != 0 (521 while KC is 256 or 512)
 SHAPES = [
     (0, 5, 7), (5, 0, 7), (5, 7, 0), (0, 0, 0), (0, 17, 0),   # empty products
@@ -187,7 +187,7 @@ def operands(rng, m, n, k, dtype, ta=False, tb=False, la="C", lb="C"):
 
 
 def test_shape_table_reaches_every_path():
-    for dtype, (mr, nr, mc, kc, nc) in BLOCKS.items():
+    for dtype, (mr, nr, mc, kc, nc, _kc_small) in BLOCKS.items():
         live = [(m, n, k) for m, n, k in SHAPES if m and n and k]
         assert any(m <= mc and n > nr for m, n, k in live), f"{dtype}: no small-M (N split) shape"
         assert any(m > mc for m, n, k in live), f"{dtype}: no large-M (M split) shape"

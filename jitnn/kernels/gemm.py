@@ -168,6 +168,15 @@ def scale_epilogue(c, beta, bias, act, act_param):
             c[i, j] = activate_scalar(act, v, act_param)
 
 
+@njit(**JIT, inline="always")
+def kc_for(m, n, blocks):
+    """The KC a problem uses: KC_SMALL where the parallel driver takes its small-M path (M <= MC, more
+    than one NR panel), else KC. The serial driver follows the same rule, so a C tile sums its slabs
+    in the same order whatever the thread count, and results are bitwise independent of threads."""
+    mr, nr, mc, kc, nc, kc_small = blocks
+    return kc_small if (m <= mc and n > nr) else kc
+
+
 @njit(**JIT)
 def gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
     """The BLIS loops on the calling thread: small products, where starting a parallel region (even
@@ -175,7 +184,8 @@ def gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks,
     against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal)."""
     m, k = a.shape
     n = b.shape[1]
-    mr, nr, mc, kc_max, nc_max = blocks
+    mr, nr, mc, _, nc_max, _ = blocks
+    kc_max = kc_for(m, n, blocks)
     for jc in range(0, n, nc_max):
         ncur = min(nc_max, n - jc)
         npan = (ncur + nr - 1) // nr
@@ -202,7 +212,7 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
     """
     m, k = a.shape
     n = b.shape[1]
-    mr, nr, mc, kc_max, nc_max = blocks
+    mr, nr, mc, kc_max, nc_max, _ = blocks
     if m == 0 or n == 0:
         return
     if k == 0 or alpha == 0:
@@ -216,6 +226,7 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
         # Small M (a minibatch): split the N panels across threads. Each B panel serves only m/MR
         # tiles, so packing it would cost as much as using it: read full panels of B in place when
         # its columns are unit-stride, and pack only the ragged last one.
+        kc_max = kc_for(m, n, blocks)
         tasks = min(threads, npanels)
         per = (npanels + tasks - 1) // tasks
         bstride = min(kc_max, k) * min(nc_max, per * nr)
@@ -268,7 +279,7 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
 
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
-    mr, nr, mc, kc_max, nc_max = blocks
+    mr, nr, mc, kc_max, nc_max, _ = blocks
     kc = min(kc_max, max(k, 1))
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
