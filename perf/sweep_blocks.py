@@ -1,0 +1,57 @@
+"""Sweep GEMM block sizes (MC, KC) on the MLP's shapes and 1024^3, interleaved rounds, median GFLOP/s.
+
+    python perf/sweep_blocks.py [--rounds 4] [--dtype float32]
+
+Block sizes are runtime arguments of the kernel, so the sweep needs no recompilation: it rewrites the
+table jitnn.linalg reads. Copy the winning row into jitnn/kernels/blocking.py.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jitnn import linalg  # noqa: E402
+
+SHAPES = [(1000, 784, 512, ""), (784, 1000, 512, "ta"), (1000, 512, 784, "tb"), (1024, 1024, 1024, ""),
+          (64, 784, 512, "")]
+CONFIGS = [(144, 256), (144, 384), (144, 512), (96, 256), (96, 512), (192, 256)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = p.parse_args(argv)
+    dt = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    data = []
+    for m, k, n, t in SHAPES:
+        a = rng.random((k, m) if t == "ta" else (m, k), dtype=np.float64).astype(dt)
+        b = rng.random((n, k) if t == "tb" else (k, n), dtype=np.float64).astype(dt)
+        data.append((a.T if t == "ta" else a, b.T if t == "tb" else b, np.empty((m, n), dt), 2.0 * m * n * k))
+    base = linalg._BLOCKS[dt]
+    res = {cfg: [[] for _ in SHAPES] for cfg in CONFIGS}
+    for _ in range(args.rounds):
+        for cfg in CONFIGS:
+            linalg._BLOCKS[dt] = (base[0], base[1], cfg[0], cfg[1], base[4], base[5])
+            linalg._workspace.buffers.clear()
+            for i, (a, b, c, flops) in enumerate(data):
+                linalg.gemm_into(a, b, c)
+                t0, reps = time.perf_counter(), 0
+                while time.perf_counter() - t0 < 0.15:
+                    linalg.gemm_into(a, b, c)
+                    reps += 1
+                res[cfg][i].append(flops * reps / (time.perf_counter() - t0) / 1e9)
+    linalg._BLOCKS[dt] = base
+    print("(MC, KC)    " + "  ".join(f"{m}x{k}x{n}{'/' + t if t else ''}" for m, k, n, t in SHAPES))
+    for cfg in CONFIGS:
+        print(f"{cfg!s:11s} " + "  ".join(f"{np.median(v):12.1f}" for v in res[cfg]))
+
+
+if __name__ == "__main__":
+    main()
