@@ -1,6 +1,6 @@
 """jitnn: neural networks at native speed with Numba, and a profiler that shows where the time goes."""
 
-from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers
+from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers, peak, report
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer
@@ -32,6 +32,8 @@ __all__ = [
     "matmul",
     "metrics",
     "optimizers",
+    "peak",
     "profile",
+    "report",
     "set_num_threads",
 ]

@@ -3,7 +3,7 @@
 One training step: gather the batch into preallocated buffers, forward through the layers, the loss
 and its gradient (softmax/sigmoid fused with cross-entropy from logits), backward, one optimizer step.
 After the first batch of a given size nothing is allocated. Each phase is timed per layer when a
-profiler is active (one perf_counter_ns pair per call).
+profiler is active (one perf_counter_ns pair per call; the phases are listed in jitnn/profiler.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from jitnn.layers import Activation, Dense, Dropout
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
 LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
+_now = time.perf_counter_ns
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -115,9 +116,9 @@ class Sequential:
             if prof is None:
                 out = layer.forward(out, training)
             else:
-                t0 = time.perf_counter_ns()
+                t0 = _now()
                 out = layer.forward(out, training)
-                prof.add(i, "forward", time.perf_counter_ns() - t0, x.shape[0])
+                prof.add(i, "forward", t0, _now(), x.shape[0])
         return out
 
     def _finish(self, out, n):
@@ -171,6 +172,7 @@ class Sequential:
         ``nan_guard`` keeps a copy of the weights before each step so that a NaN loss can restore
         the last good ones (costs one copy of the parameters per step).
         """
+        t_fit = _now()
         self._require_compiled()
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
@@ -202,75 +204,96 @@ class Sequential:
         for cb in cb_list:
             cb.set_model(self)
             cb.on_train_begin()
-        prof = prof_mod.current(profile, self)
+        prof = prof_mod.current(profile, self, t_fit)
+        hook = None
+        if prof:
+            hook = prof.update_hook(self.layers)  # bills each array's optimizer kernel to its layer
+            prof.add(None, "setup", t_fit, _now(), batch_size)
         self.stop_training = False
         steps = (n + batch_size - 1) // batch_size
         order = np.arange(n)
-        for epoch in range(epochs):
-            bar = _Progress(epoch, epochs, steps, verbose)
-            t_epoch = time.perf_counter_ns()
-            if shuffle:
-                rng.shuffle(order)
-            loss_sum, seen = 0.0, 0
-            metric_sums = [0.0] * len(self.metrics)
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
-                m = idx.shape[0]
-                t0 = time.perf_counter_ns() if prof else 0
-                # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
-                # here); the indices come from a permutation, so they are always in range.
-                xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
-                ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
+        try:
+            for epoch in range(epochs):
+                t_epoch = t0 = _now()
+                bar = _Progress(epoch, epochs, steps, verbose)
+                if shuffle:
+                    rng.shuffle(order)
+                loss_sum, seen = 0.0, 0
+                metric_sums = [0.0] * len(self.metrics)
                 if prof:
-                    prof.add(None, "batching", time.perf_counter_ns() - t0, m)
-                loss = self._train_step(xb, ybm, prof)
-                if not np.isfinite(loss):
-                    if snapshot is not None and (epoch or step):
+                    prof.add(None, "shuffle", t0, _now(), batch_size)
+                for step in range(steps):
+                    t0 = _now() if prof else 0
+                    idx = order[step * batch_size:(step + 1) * batch_size]
+                    m = idx.shape[0]
+                    # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
+                    # here); the indices come from a permutation, so they are always in range.
+                    xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
+                    ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
+                    if prof:
+                        prof.add(None, "batching", t0, _now(), m)
+                    loss = self._train_step(xb, ybm, prof)
+                    t0 = _now() if prof else 0
+                    if not np.isfinite(loss):
+                        if snapshot is not None and (epoch or step):
+                            for p, s in zip(params, snapshot):
+                                p[...] = s
+                        raise NonFiniteLossError(
+                            f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
+                            + ("the weights of the last good step were restored" if nan_guard else
+                               "nan_guard=False: the weights are those that produced it")
+                        )
+                    if snapshot is not None:
                         for p, s in zip(params, snapshot):
-                            p[...] = s
-                    raise NonFiniteLossError(
-                        f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
-                        + ("the weights of the last good step were restored" if nan_guard else
-                           "nan_guard=False: the weights are those that produced it")
-                    )
-                if snapshot is not None:
-                    for p, s in zip(params, snapshot):
-                        np.copyto(s, p)
-                t0 = time.perf_counter_ns() if prof else 0
-                self.optimizer.step(params, grads, regs)
+                            np.copyto(s, p)
+                    if hook is None:
+                        self.optimizer.step(params, grads, regs)
+                    else:
+                        prof.add(None, "nan_guard", t0, _now(), m)
+                        hook.start(m)
+                        self.optimizer.step(params, grads, regs, on_param=hook)
+                        prof.add(None, "optimizer", hook.t, _now(), m)
+                        t0 = _now()
+                    loss_sum += loss * m
+                    seen += m
+                    if self.metrics:
+                        out = self._last_output
+                        for k, (_, fn) in enumerate(self.metrics):
+                            metric_sums[k] += fn(ybm, out) * m
+                    if prof:
+                        prof.add(None, "metrics", t0, _now(), m)
+                        t0 = _now()
+                    bar.update(step + 1, loss_sum / seen)
+                    if prof:
+                        prof.add(None, "loop", t0, _now(), m)
+                logs = {"loss": loss_sum / seen}
+                for k, (name, _) in enumerate(self.metrics):
+                    logs[_metric_key(name)] = metric_sums[k] / seen
+                if validation_data is not None:
+                    t0 = _now() if prof else 0
+                    values = self.evaluate(xv, yv)
+                    values = values if isinstance(values, list) else [values]
+                    logs["val_loss"] = values[0]
+                    for (name, _), v in zip(self.metrics, values[1:]):
+                        logs["val_" + _metric_key(name)] = v
+                    if prof:
+                        prof.add(None, "validation", t0, _now(), xv.shape[0])
+                t0 = _now()
+                bar.close(logs, (t0 - t_epoch) / 1e9)
+                for cb in cb_list:
+                    cb.on_epoch_end(epoch, logs)
                 if prof:
-                    prof.add(None, "optimizer", time.perf_counter_ns() - t0, m)
-                    t0 = time.perf_counter_ns()
-                loss_sum += loss * m
-                seen += m
-                if self.metrics:
-                    out = self._last_output
-                    for k, (_, fn) in enumerate(self.metrics):
-                        metric_sums[k] += fn(ybm, out) * m
-                if prof:
-                    prof.add(None, "metrics", time.perf_counter_ns() - t0, m)
-                bar.update(step + 1, loss_sum / seen)
-            logs = {"loss": loss_sum / seen}
-            for k, (name, _) in enumerate(self.metrics):
-                logs[_metric_key(name)] = metric_sums[k] / seen
-            if validation_data is not None:
-                t0 = time.perf_counter_ns() if prof else 0
-                values = self.evaluate(xv, yv)
-                values = values if isinstance(values, list) else [values]
-                logs["val_loss"] = values[0]
-                for (name, _), v in zip(self.metrics, values[1:]):
-                    logs["val_" + _metric_key(name)] = v
-                if prof:
-                    prof.add(None, "validation", time.perf_counter_ns() - t0, xv.shape[0])
-            bar.close(logs, (time.perf_counter_ns() - t_epoch) / 1e9)
+                    prof.add(None, "callbacks", t0, _now(), batch_size)
+                if self.stop_training:
+                    break
+            t0 = _now()
             for cb in cb_list:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        for cb in cb_list:
-            cb.on_train_end()
-        if prof:
-            prof.finish()
+                cb.on_train_end()
+            if prof:
+                prof.add(None, "callbacks", t0, _now(), batch_size)
+        finally:
+            if prof:
+                prof.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
         self.history = history
         return history
 
@@ -278,7 +301,7 @@ class Sequential:
         """Forward, loss, backward for one batch; returns the batch's mean loss (before the update)."""
         m = xb.shape[0]
         out = self._forward(xb, True, prof)
-        t0 = time.perf_counter_ns() if prof else 0
+        t0 = _now() if prof else 0
         grad = self._grad[:m]
         if self._fused:
             probs = self._probs[:m]
@@ -288,17 +311,17 @@ class Sequential:
             loss = self.loss.value_and_grad(out, yb, grad, self._row_loss[:m])
             self._last_output = out
         if prof:
-            prof.add(None, "loss", time.perf_counter_ns() - t0, m)
+            prof.add(None, "loss", t0, _now(), m)
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             layer = self.layers[i]
-            t0 = time.perf_counter_ns() if prof else 0
+            t0 = _now() if prof else 0
             if i == last and self._fused:
                 grad = layer.backward(grad, i > 0, grad_is_dz=True)
             else:
                 grad = layer.backward(grad, i > 0)
             if prof:
-                prof.add(i, "backward", time.perf_counter_ns() - t0, m)
+                prof.add(i, "backward", t0, _now(), m)
         return loss
 
     # --- weights, config, files --------------------------------------------------------------------

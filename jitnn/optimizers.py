@@ -212,11 +212,13 @@ class Optimizer:
         self.iterations = int(it)
 
     # -- stepping --------------------------------------------------------------------------------
-    def step(self, params, grads, regularizers=None) -> None:
+    def step(self, params, grads, regularizers=None, on_param=None) -> None:
         """Update every ``params[i]`` in place from ``grads[i]``; ``iterations`` goes up by one.
 
         ``regularizers[i] = (l1, l2)`` adds ``l1*sign(w) + 2*l2*w`` to the gradient (Keras penalty
         ``l1*sum|w| + l2*sum w^2``), fused into the kernel. Builds on the first call.
+        ``on_param(i)``, when given, is called right before the kernel of ``params[i]`` and once more
+        with ``i = len(params)`` after the last: the boundaries the profiler times each array's update by.
         """
         if not self.built:
             self.build(params)
@@ -234,7 +236,11 @@ class Optimizer:
         bufs = self._bufs
         for i in range(n):
             l1, l2 = regularizers[i] if regularizers is not None else (0.0, 0.0)
+            if on_param is not None:
+                on_param(i)
             self._update(params[i].reshape(-1), grads[i].reshape(-1), bufs[i], lr, float(l1), float(l2))
+        if on_param is not None:
+            on_param(n)
 
     def _update(self, w, g, bufs, lr, l1, l2):
         """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order)."""

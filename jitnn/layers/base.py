@@ -43,11 +43,13 @@ class Layer:
     def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         raise NotImplementedError
 
-    def flops(self, batch: int) -> dict:
-        """Floating-point operations per call of each phase, from shapes (for the profiler)."""
+    def flops(self, batch: int, need_input_grad: bool = True) -> dict:
+        """Floating-point operations per call of each phase, from shapes (for the profiler).
+
+        ``need_input_grad`` is False for the model's first layer, whose backward skips dX."""
         return {"forward": 0, "backward": 0}
 
-    def bytes_moved(self, batch: int) -> dict:
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         """Bytes read and written per call of each phase, from shapes (for the profiler)."""
         item = self.dtype.itemsize if self.dtype is not None else 4
         io = batch * ((self.input_dim or 0) + (self.output_dim or 0)) * item

@@ -115,15 +115,17 @@ class Dense(Layer):
         gemm_into(dz, self.W.T, dx)
         return dx
 
-    def flops(self, batch):
+    def flops(self, batch, need_input_grad=True):
         mm = 2 * batch * self.input_dim * self.units
-        return {"forward": mm + 2 * batch * self.units, "backward": 2 * mm + 2 * batch * self.units}
+        dx = mm if need_input_grad else 0  # the first layer skips dX = dZ W^T
+        return {"forward": mm + 2 * batch * self.units, "backward": mm + dx + 2 * batch * self.units}
 
-    def bytes_moved(self, batch):
+    def bytes_moved(self, batch, need_input_grad=True):
         item = self.dtype.itemsize
         w = self.input_dim * self.units * item
         io = batch * (self.input_dim + self.units) * item
-        return {"forward": w + io, "backward": 2 * w + 2 * io}
+        dx = (w + batch * self.input_dim * item) if need_input_grad else 0
+        return {"forward": w + io, "backward": w + io + dx}
 
     def describe(self):
         return f"Dense {self.input_dim}\u2192{self.units} {self.activation.name}"

@@ -1,0 +1,342 @@
+"""Hotspot report: where a training step's time goes, per layer and phase, in the shape of ``pprof -top``.
+
+    python perf/report.py                              # reference MLP, batch 64 and 1000, table to stdout
+    python perf/report.py --steps 20 --tree            # phases nested under their layer, with memory
+    python perf/report.py --sort cum --batch-size 128
+    python perf/report.py --format chrome --out trace.json.gz      # open in ui.perfetto.dev
+    python perf/report.py --format speedscope --out prof.speedscope.json   # open in speedscope.app
+    python perf/report.py --format json --out report.json
+    python perf/report.py --lines                      # line-level listings (line_profiler), see below
+    python perf/report.py --model model.npz            # a model saved with Sequential.save
+    python perf/report.py --model mynet.py             # a file whose build() returns a compiled Sequential
+
+With no --model it profiles the reference MLP 784-512-128-64-10 with Adam on Fashion-MNIST (the
+embedded digits set when Fashion-MNIST is not installed). For each batch size the model trains
+--warmup steps first (compiling or loading kernels: reported as compile time, not in the rows), then
+--steps steps under ``jitnn.profile()``. The peak in the header comes from ``jitnn.peak`` (measured
+once per machine and thread count, then cached).
+
+--lines adds two listings through line_profiler, which cannot see inside compiled code:
+  1. the Python-level training loop (Sequential.fit/_train_step/_forward, Dense.forward/backward,
+     Optimizer.step) over real steps: a compiled kernel call is one opaque line with its real time;
+  2. the pure-Python versions (``py_func``) of the kernels behind the hottest rows, run interpreted
+     on a small clone of the layer: which lines run and how often, NOT how fast they run compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import importlib.util
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jitnn
+from jitnn import peak as peak_mod
+from jitnn import report
+
+HIDDEN = (512, 128, 64)
+
+
+def reference_model(input_dim, classes):
+    """The tutorial's network: input-512-128-64-classes, ReLU, softmax, Adam(1e-3)."""
+    layers = [jitnn.Dense(HIDDEN[0], activation="relu", input_dim=input_dim)]
+    layers += [jitnn.Dense(h, activation="relu") for h in HIDDEN[1:]]
+    model = jitnn.Sequential(layers + [jitnn.Dense(classes, activation="softmax")])
+    model.compile(loss="categorical_crossentropy", optimizer=jitnn.optimizers.Adam(learning_rate=1e-3),
+                  metrics=["accuracy"])
+    return model
+
+
+def load_model(path, input_dim, classes):
+    """A compiled Sequential from --model: a .npz saved by Sequential.save, or a .py with build()."""
+    if path is None:
+        return reference_model(input_dim, classes)
+    if not os.path.exists(path):
+        raise SystemExit(f"--model {path}: no such file")
+    if path.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("jitnn_report_model", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "build", None)):
+            raise SystemExit(f"--model {path}: the file must define build() returning a compiled jitnn.Sequential")
+        model = module.build()
+    else:
+        model = jitnn.load_model(path)
+    if not isinstance(model, jitnn.Sequential) or model.loss is None:
+        raise SystemExit(f"--model {path}: expected a compiled jitnn.Sequential, received: {type(model).__name__}"
+                         + (" (not compiled)" if isinstance(model, jitnn.Sequential) else ""))
+    if model.built and model.input_dim != input_dim:
+        raise SystemExit(f"--model {path} expects {model.input_dim} features, the dataset has {input_dim} "
+                         "(choose another with --dataset)")
+    return model
+
+
+def _batch_sizes(values):
+    sizes = []
+    for v in values or ["64,1000"]:
+        for part in str(v).split(","):
+            if part.strip():
+                try:
+                    b = int(part)
+                except ValueError:
+                    raise SystemExit(f"--batch-size takes positive integers, received: {part!r}") from None
+                if b < 1:
+                    raise SystemExit(f"--batch-size takes positive integers, received: {b}")
+                sizes.append(b)
+    return sizes
+
+
+def _plan(n, batch, steps):
+    """(rows per epoch, epochs): at least ``steps`` steps of ``batch`` rows from a set of ``n`` rows."""
+    batch = min(batch, n)
+    per_epoch = max(1, n // batch)
+    epochs = math.ceil(steps / per_epoch)
+    return batch * math.ceil(steps / epochs), epochs, batch
+
+
+def profile_batch(args, x, y, batch):
+    """Warm up, then profile --steps steps at ``batch``; returns (model, profile, compile seconds)."""
+    model = load_model(args.model, x.shape[1], int(y.max()) + 1)
+    with jitnn.profile() as warm:  # kernels compile or load here: counted as compile, never as rows
+        if args.warmup:
+            rows, epochs, b = _plan(x.shape[0], batch, args.warmup)
+            model.fit(x[:rows], y[:rows], epochs=epochs, batch_size=b, verbose=0, seed=args.seed)
+    rows, epochs, b = _plan(x.shape[0], batch, args.steps)
+    trace = args.max_events if args.format in ("chrome", "speedscope") else 0
+    with jitnn.profile(trace=trace) as prof:
+        model.fit(x[:rows], y[:rows], epochs=epochs, batch_size=b, verbose=0, seed=args.seed)
+    return model, prof, (warm.compile_ns + prof.compile_ns) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------------
+# --lines: line_profiler listings
+
+
+def _line_profiler():
+    try:
+        from line_profiler import LineProfiler
+    except ImportError:
+        raise SystemExit("--lines needs line_profiler: pip install line_profiler (or '.[dev]')") from None
+    return LineProfiler()
+
+
+def python_lines(model, x, y, batch, steps, seed):
+    """line_profiler over the Python-level training loop, on real (compiled) steps."""
+    from jitnn.layers.dense import Dense
+    from jitnn.model import Sequential
+    from jitnn.optimizers import Optimizer
+
+    lp = _line_profiler()
+    for fn in (Sequential.fit, Sequential._train_step, Sequential._forward, Dense.forward, Dense.backward,
+               Optimizer.step):
+        lp.add_function(fn)
+    rows, epochs, b = _plan(x.shape[0], batch, steps)
+    lp.enable_by_count()
+    try:
+        model.fit(x[:rows], y[:rows], epochs=epochs, batch_size=b, verbose=0, seed=seed)
+    finally:
+        lp.disable_by_count()
+    out = io.StringIO()
+    lp.print_stats(out, output_unit=1e-3, stripzeros=True)
+    return (f"== Line-level: the Python training loop, {epochs * (rows // b)} steps at batch {b} "
+            "(line_profiler; each compiled kernel call is one opaque line, with its real time) ==\n"
+            + out.getvalue())
+
+
+def _micro_kernel_py(kc, ap, a0, bp, b0, bs, ct):
+    """Stand-in for the LLVM intrinsic, which only exists inside compiled code (same arithmetic)."""
+    from jitnn.kernels.blocking import BLOCKS
+
+    mr, nr = BLOCKS[ap.dtype.name][:2]
+    a = ap[a0:a0 + kc * mr].reshape(kc, mr)
+    rows = b0 + np.arange(kc)[:, None] * bs + np.arange(nr)
+    ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
+
+
+@contextlib.contextmanager
+def interpreted():
+    """Every numba dispatcher in jitnn's modules swapped for its Python function, parallel paths on."""
+    from numba.core.registry import CPUDispatcher
+
+    from jitnn import config, linalg
+    from jitnn.kernels import gemm
+
+    gemm_py = gemm.gemm_kernel.py_func
+    saved = []
+    for name, module in list(sys.modules.items()):
+        if name == "jitnn" or name.startswith("jitnn."):
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, CPUDispatcher):
+                    saved.append((module, attr, value))
+                    setattr(module, attr, value.py_func)
+    saved += [(gemm, "micro_kernel", gemm.micro_kernel), (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
+              (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
+    gemm.micro_kernel = _micro_kernel_py
+    linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
+    config.PARALLEL_MIN_WORK = 0
+    linalg._compiled = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}
+    try:
+        with np.errstate(over="ignore"):  # the dropout hash relies on uint64 wraparound, silent when compiled
+            yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [_micro_kernel_py]
+    finally:
+        for module, attr, value in reversed(saved):
+            setattr(module, attr, value)
+
+
+def _tiny_clone(model):
+    """The model's layer stack at small widths (off every tile multiple), same loss and optimizer."""
+    layers = []
+    for layer in model.layers:
+        cfg = dict(layer.get_config())
+        if "units" in cfg:
+            cfg["units"] = min(cfg["units"], 18)
+            cfg["input_dim"] = None
+        layers.append(type(layer)(**cfg))
+    tiny = jitnn.Sequential(layers, dtype=model.dtype)
+    tiny.compile(loss=model.loss, optimizer=type(model.optimizer).from_config(model.optimizer.get_config()))
+    tiny.build(min(model.input_dim, 20), seed=0)
+    return tiny
+
+
+def kernel_lines(model, prof, top=3, batch=8):
+    """line_profiler over the ``py_func`` of the kernels behind the ``top`` hottest layer rows."""
+    hot = [r for r in sorted(report.rows(prof), key=lambda r: -r["flat_ns"]) if r["layer"] is not None][:top]
+    if not hot:
+        return ""
+    tiny = _tiny_clone(model)
+    lp = _line_profiler()
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((batch, tiny.input_dim)).astype(tiny.dtype)
+    yb = rng.integers(0, tiny.output_dim, batch)
+    targets = {(r["layer"], r["phase"]) for r in hot}
+    owner = [i for i, layer in enumerate(tiny.layers) for _ in layer.params]
+
+    def traced(method, index, phase):
+        def run(*a, **k):
+            if (index, phase) not in targets:
+                return method(*a, **k)
+            lp.enable_by_count()
+            try:
+                return method(*a, **k)
+            finally:
+                lp.disable_by_count()
+        return run
+
+    tracing = [False]
+
+    def on_param(i):  # trace the optimizer's kernels for the hot layers only
+        want = i < len(owner) and (owner[i], "update") in targets
+        if want and not tracing[0]:
+            lp.enable_by_count()
+        elif tracing[0] and not want:
+            lp.disable_by_count()
+        tracing[0] = want
+
+    for i, layer in enumerate(tiny.layers):
+        layer.forward = traced(layer.forward, i, "forward")
+        layer.backward = traced(layer.backward, i, "backward")
+    tiny._allocate(batch)
+    ys = tiny._prepare_targets(yb, xb)
+    params = [p for layer in tiny.layers for p in layer.params]
+    grads = [g for layer in tiny.layers for g in layer.grads]
+    with interpreted() as funcs:
+        for fn in funcs:
+            lp.add_function(fn)
+        tiny._train_step(xb, ys, None)
+        tiny.optimizer.step(params, grads, on_param=on_param)
+    out = io.StringIO()
+    lp.print_stats(out, output_unit=1e-6, stripzeros=True)
+    shapes = ", ".join(f"[{i}] {layer.describe()}" for i, layer in enumerate(tiny.layers))
+    names = ", ".join(r["name"] for r in hot)
+    return (f"== Line-level: pure-Python kernels (.py_func), INTERPRETED on a small clone ({shapes}; batch "
+            f"{batch}) ==\n== for the hottest rows: {names}. Hits show which lines run and how often; times are "
+            "Python's, not the compiled kernel's. micro_kernel is an LLVM intrinsic with no Python body: a numpy "
+            "stand-in runs in its place. ==\n" + out.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a .npz saved by Sequential.save, or a .py file defining build()")
+    p.add_argument("--batch-size", action="append", help="repeatable, or a comma list (default 64,1000)")
+    p.add_argument("--steps", type=int, default=50, help="profiled steps per batch size (default 50)")
+    p.add_argument("--warmup", type=int, default=3, help="steps before profiling, not in the rows (default 3)")
+    p.add_argument("--sort", choices=["flat", "cum"], default="flat")
+    p.add_argument("--tree", action="store_true", help="nest phases under their layer, with memory")
+    p.add_argument("--format", choices=["text", "json", "chrome", "speedscope"], default="text")
+    p.add_argument("--out", help="write here instead of stdout (gzip-compressed when it ends in .gz)")
+    p.add_argument("--lines", action="store_true", help="add line_profiler listings (see above)")
+    p.add_argument("--limit", type=int, help="show at most this many rows of the table")
+    p.add_argument("--dataset", default="auto", choices=["auto", "fashion_mnist", "digits"])
+    p.add_argument("--max-events", type=int, default=20000,
+                   help="calls kept with timestamps for chrome/speedscope; the rest are aggregated (default 20000)")
+    p.add_argument("--refresh-peak", action="store_true", help="measure the machine's peak again")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.max_events < 0:
+        p.error("--steps must be >= 1, --warmup and --max-events >= 0")
+    sizes = _batch_sizes(args.batch_size)
+
+    name, (x, y), _ = jitnn.datasets.load_dataset(args.dataset)
+    peak = peak_mod.estimate(refresh=args.refresh_peak)
+    results = [(b, *profile_batch(args, x, y, b)) for b in sizes]
+    titles = [f"{name} · batch {b} · {args.steps} steps" for b, *_ in results]
+
+    def peak_for(model):
+        return peak[model.dtype.name]
+
+    if args.format == "text":
+        blocks = []
+        for title, (b, model, prof, comp) in zip(titles, results):
+            render = report.render_tree(prof, peak_for(model), comp) if args.tree else \
+                report.render_top(prof, args.sort, peak_for(model), comp, args.limit)
+            blocks.append(f"== {title} ==\n{render}")
+        text = "\n\n".join(blocks)
+    elif args.format == "json":
+        docs = []
+        for title, (b, model, prof, comp) in zip(titles, results):
+            doc = report.to_json(prof, peak_for(model), comp, args.sort)
+            doc.update(title=title, batch_size=b, steps=args.steps, dataset=name)
+            docs.append(doc)
+        obj = docs[0] if len(docs) == 1 else {"profiles": docs}
+    elif args.format == "chrome":
+        obj = report.to_chrome([r[2] for r in results], titles)
+    else:
+        obj = report.to_speedscope([r[2] for r in results], titles)
+
+    if args.lines:
+        b, model, prof, _ = results[0]
+        lines = python_lines(model, x, y, b, min(args.steps, 20), args.seed) + "\n" + kernel_lines(model, prof)
+    if args.format == "text":
+        if args.lines:
+            text += "\n\n" + lines
+        if args.out:
+            opener = gzip.open if args.out.endswith(".gz") else open
+            with opener(args.out, "wt", encoding="utf-8") as f:
+                f.write(text + "\n")
+        else:
+            print(text)
+    else:
+        if args.out:
+            report.write_json(obj, args.out)
+            print(f"wrote {args.format} to {args.out}", file=sys.stderr)
+        else:
+            print(json.dumps(obj, ensure_ascii=False))
+        if args.lines:
+            print(lines, file=sys.stderr if not args.out else sys.stdout)
+    return results
+
+
+if __name__ == "__main__":
+    main()
