@@ -29,6 +29,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) perf/bench_gemm.py
+	$(PY) perf/bench_train.py
+	$(PY) perf/bench_sparse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

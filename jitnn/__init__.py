@@ -1,6 +1,6 @@
 """jitnn: neural networks at native speed with Numba, and a profiler that shows where the time goes."""
 
-from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers, peak, report
+from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers, sparse, peak, report
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer
@@ -36,4 +36,5 @@ __all__ = [
     "profile",
     "report",
     "set_num_threads",
+    "sparse",
 ]

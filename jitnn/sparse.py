@@ -1,0 +1,660 @@
+"""Sparse matrices: ``CSRMatrix`` and ``COOMatrix``, validated containers around index and data arrays.
+
+    a = CSRMatrix(data, indices, indptr, shape)    # or CSRMatrix.from_dense(x), .from_scipy(m)
+    a @ b          # CSR @ dense (SpMM), parallel over rows      -> dense (m, n)
+    x @ a          # dense @ CSR, parallel over rows of x        -> dense
+    a @ v          # SpMV                                        -> dense vector
+    a.T            # the transpose, as a new CSRMatrix (stable counting sort, sorted indices)
+    a[i:j]         # a row slice: a view, O(rows) (a minibatch); a[idx] copies rows idx
+
+The arithmetic lives in ``jitnn/kernels/sparse.py``; this module validates, picks kernels and allocates
+outputs. ``spmm``, ``spmm_t``, ``dense_spmm`` and ``spmv`` are what layers call: with ``out=`` they
+allocate nothing, and they insist on matching dtypes (no hidden copies). The ``@`` operators promote
+dtypes as numpy does. Constructors do not copy arrays that already have the right dtype and layout
+(scipy's convention), and a matrix never modifies its arrays.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from jitnn.config import DEFAULT_DTYPE, PARALLEL_MIN_WORK, launch
+from jitnn.kernels import sparse as _k
+
+__all__ = ["COOMatrix", "CSRMatrix", "dense_spmm", "spmm", "spmm_t", "spmv"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INDEXES = (np.dtype(np.int32), np.dtype(np.int64))
+_I32_MAX = np.iinfo(np.int32).max
+# dense_spmm: rows of X per block (the axpy length; 64 float32 = 8 ymm) and the depth of one packed
+# slab of X; a block's n x rows accumulator is kept within half of Zen 3's 512 KiB L2.
+_DENSE_ROWS, _DENSE_KC, _ACC_BYTES = 64, 256, 256 * 1024
+_ROW_CHUNK = 16  # spmm: rows per dynamically scheduled chunk
+
+
+# --- checks and views -----------------------------------------------------------------------------
+
+
+def _check_shape(shape):
+    ok = isinstance(shape, tuple) and len(shape) == 2 and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape)
+    if not ok:
+        raise ValueError(f"shape must be a pair of non-negative ints, received: shape={shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _vector(name, x, dtypes, copy):
+    """x as a 1-D contiguous native-order array of one of ``dtypes`` (copied only when needed)."""
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, received: {name}.ndim={x.ndim}")
+    if x.dtype.newbyteorder("=") not in dtypes:
+        names = " or ".join(d.name for d in dtypes)
+        raise TypeError(f"{name} must be {names}, received: {name}.dtype={x.dtype}")
+    x = x.astype(x.dtype.newbyteorder("="), copy=False)
+    return x.copy() if copy else np.ascontiguousarray(x)
+
+
+def _same_index_dtype(*arrays):
+    if all(a.dtype == arrays[0].dtype for a in arrays):
+        return arrays
+    return tuple(a.astype(np.int64) for a in arrays)  # scipy's rule: one index dtype, the wider
+
+
+def _index_dtype(*sizes):
+    return np.dtype(np.int32) if max(sizes, default=0) <= _I32_MAX else np.dtype(np.int64)
+
+
+def _strided(x):
+    """(1-D view of x's memory from x[0, 0], row stride, column stride) in elements; None when a
+    stride is negative or not a multiple of the item size (the caller copies then)."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1), x.shape[1], 1  # a view; as_strided costs ~8 us a call
+    if x.flags.f_contiguous:
+        return x.T.reshape(-1), 1, x.shape[0]
+    item = x.itemsize
+    rs, cs = x.strides
+    if rs < 0 or cs < 0 or rs % item or cs % item:
+        return None
+    rs, cs = rs // item, cs // item
+    span = (x.shape[0] - 1) * rs + (x.shape[1] - 1) * cs + 1
+    return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), rs, cs
+
+
+def _dense_in(name, x, dtype, ndim):
+    """A dense operand of exactly ``dtype`` and ``ndim`` (the out= functions promote nothing)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, received: {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, received: {name}.ndim={x.ndim} with shape {x.shape}")
+    if x.dtype != dtype:
+        raise TypeError(f"{name}.dtype={x.dtype} differs from the sparse matrix's {dtype}; convert one "
+                        "with astype (the @ operator promotes for you)")
+    return x
+
+
+def _view_in(x, rows_reread=False):
+    """_strided(x), copied to C order first when it has negative strides, or when its rows are read
+    many times (``rows_reread``) and its columns are not unit-stride: the copy costs one pass, the
+    unit-stride loops save more than that whenever each row is used more than once."""
+    v = _strided(x)
+    if v is None or (rows_reread and v[2] != 1 and x.shape[1] > 1):
+        v = _strided(np.ascontiguousarray(x))
+    return v
+
+
+def _dense_out(out, shape, dtype, inputs, rows_rewritten=False):
+    """(array the kernel writes, array to copy it into afterwards or None). The kernel writes a C-order
+    temporary when ``out`` has negative or zero strides, overlaps an input, or (``rows_rewritten``)
+    has non-unit column stride for a kernel that updates each row many times."""
+    if out is None:
+        return np.empty(shape, dtype), None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, received: {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {dtype}, received: shape={out.shape}, "
+                         f"dtype={out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    view = _strided(out)
+    direct = view is not None and all(s != 0 or d <= 1 for s, d in zip(out.strides, out.shape))
+    if rows_rewritten and direct and view[2] != 1 and shape[1] > 1:
+        direct = False
+    if direct and not any(np.may_share_memory(out, x) for x in inputs):
+        return out, None
+    return np.empty(shape, dtype), out  # reversed, self-overlapping or aliasing an input
+
+
+def _finish(target, back):
+    if back is None:
+        return target
+    back[...] = target
+    return back
+
+
+class _Scratch(threading.local):
+    """Per-thread kernel scratch, (thread slots, size) arrays grown to the largest size seen."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def get(self, name, dtype, size):
+        have = self.arrays.get((name, dtype))
+        if have is None or have.shape[1] < size:
+            have = np.empty((numba.config.NUMBA_NUM_THREADS, max(size, 1)), dtype)  # ids span the pool
+            self.arrays[(name, dtype)] = have
+        return have
+
+
+_scratch = _Scratch()
+
+
+def _threads(work):
+    """Threads a kernel of this much work runs on (``launch`` runs small work on one)."""
+    return numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+
+
+def _counting_sort(keys, n_keys, ptr_dtype):
+    """(ptr, perm): keys[perm] sorted stably, ptr[k] where key k starts (see kernels.counting_sort)."""
+    work = keys.shape[0] + n_keys
+    counts = np.empty((_threads(work), n_keys), np.int64)
+    ptr = np.empty(n_keys + 1, ptr_dtype)
+    perm = np.empty(keys.shape[0], np.int64)
+    launch(_k.counting_sort, work, keys, counts, ptr, perm)
+    return ptr, perm
+
+
+def _promote(a, x):
+    """(a, x) converted to one float dtype, as numpy's result_type would (for the @ operators)."""
+    if isinstance(x, (CSRMatrix, COOMatrix)):
+        raise TypeError("sparse @ sparse is not supported; convert one operand with to_dense()")
+    x = np.asarray(x)
+    dt = np.result_type(a.dtype, x.dtype)
+    if dt not in _FLOATS:
+        raise TypeError(f"cannot multiply a {a.dtype} sparse matrix by a {x.dtype} array")
+    return (a if a.dtype == dt else a.astype(dt)), (x if x.dtype == dt else x.astype(dt))
+
+
+# --- the containers -------------------------------------------------------------------------------
+
+
+class _Sparse:
+    """What CSR and COO share: shape, dtypes, nnz, load factor and the @ operators."""
+
+    __array_ufunc__ = None  # ndarray @ sparse then defers to our __rmatmul__ instead of looping
+    __slots__ = ("_order", "data", "shape")
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nnz(self):
+        """Stored entries, duplicates and explicit zeros included (scipy's convention)."""
+        return int(self.data.shape[0])
+
+    @property
+    def load_factor(self):
+        """nnz / (rows * cols); 0.0 for a matrix with no elements."""
+        size = self.shape[0] * self.shape[1]
+        return self.nnz / size if size else 0.0
+
+    def __matmul__(self, other):
+        a, x = _promote(self, other)
+        a = a.tocsr()
+        if x.ndim == 1:
+            return spmv(a, x)
+        if x.ndim == 2:
+            return spmm(a, x)
+        raise ValueError(f"the dense operand must be 1-D or 2-D, received: shape={x.shape}")
+
+    def __rmatmul__(self, other):
+        a, x = _promote(self, other)
+        a = a.tocsr()
+        if x.ndim == 1:
+            return dense_spmm(x.reshape(1, -1), a)[0]
+        if x.ndim == 2:
+            return dense_spmm(x, a)
+        raise ValueError(f"the dense operand must be 1-D or 2-D, received: shape={x.shape}")
+
+    def __repr__(self):
+        m, n = self.shape
+        return (f"{type(self).__name__}(shape=({m}, {n}), nnz={self.nnz}, dtype={self.dtype}, "
+                f"index_dtype={self.index_dtype}, load_factor={self.load_factor:.4g})")
+
+
+class CSRMatrix(_Sparse):
+    """A compressed-sparse-row matrix: row i holds ``data[indptr[i]:indptr[i+1]]`` at columns
+    ``indices[indptr[i]:indptr[i+1]]``. Validated on construction; ``ValueError`` says what and where."""
+
+    __slots__ = ("indices", "indptr")
+
+    def __init__(self, data, indices, indptr, shape, *, copy=False):
+        m, n = _check_shape(shape)
+        data = _vector("data", data, _FLOATS, copy)
+        indices = _vector("indices", indices, _INDEXES, copy)
+        indptr = _vector("indptr", indptr, _INDEXES, copy)
+        indices, indptr = _same_index_dtype(indices, indptr)
+        if indptr.shape[0] != m + 1:
+            raise ValueError(f"indptr must have rows + 1 = {m + 1} entries, received: {indptr.shape[0]}")
+        if indptr[0] != 0:
+            raise ValueError(f"indptr must start at 0, received: indptr[0]={indptr[0]}")
+        if data.shape[0] != indices.shape[0]:
+            raise ValueError(f"data and indices must have the same length, received: {data.shape[0]} "
+                             f"and {indices.shape[0]}")
+        r = _k.first_decrease(indptr)
+        if r >= 0:
+            raise ValueError(f"indptr decreases at row {r}: indptr[{r}]={indptr[r]} > "
+                             f"indptr[{r + 1}]={indptr[r + 1]}")
+        if indptr[m] != data.shape[0]:
+            raise ValueError(f"indptr ends at {indptr[m]} but there are {data.shape[0]} stored entries "
+                             "(len(data))")
+        p = _k.first_out_of_range(indices, n)
+        if p >= 0:
+            row = int(np.searchsorted(indptr, p, side="right")) - 1
+            raise ValueError(f"indices[{p}]={indices[p]} (row {row}) is out of range [0, {n})")
+        self._set(data, indices, indptr, (m, n), None)
+
+    def _set(self, data, indices, indptr, shape, order):
+        self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
+        self._order = order  # kernels.row_order's code once known: 0 canonical, 1 dups, 2 unsorted
+
+    @classmethod
+    def _trusted(cls, data, indices, indptr, shape, order=None):
+        """A matrix from arrays a kernel just built: no validation (O(1))."""
+        self = cls.__new__(cls)
+        self._set(data, indices, indptr, shape, order)
+        return self
+
+    # construction and conversion
+
+    @classmethod
+    def from_dense(cls, x, dtype=None, index_dtype=None):
+        """The nonzeros of a 2-D array-like (parallel, two passes over it). ``dtype`` defaults to x's
+        float dtype, else jitnn's default; ``index_dtype`` to int32 where it fits."""
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"from_dense needs a 2-D array, received: shape={x.shape}")
+        if dtype is None:
+            dtype = x.dtype if x.dtype in _FLOATS else np.dtype(DEFAULT_DTYPE)
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, received: dtype={dtype}")
+        x = x.astype(dtype, copy=False)
+        m, n = x.shape
+        xf, rs, cs = _view_in(x)
+        counts = np.empty(m, np.int64)
+        launch(_k.dense_row_counts, m * n, xf, rs, cs, m, n, counts)
+        nnz = int(counts.sum())
+        itype = np.dtype(index_dtype) if index_dtype is not None else _index_dtype(m, n, nnz)
+        if itype not in _INDEXES:
+            raise TypeError(f"index_dtype must be int32 or int64, received: index_dtype={itype}")
+        indptr = np.zeros(m + 1, itype)
+        np.cumsum(counts, out=indptr[1:])
+        indices, data = np.empty(nnz, itype), np.empty(nnz, dtype)
+        launch(_k.dense_to_csr, m * n, xf, rs, cs, m, n, indptr, indices, data)
+        return cls._trusted(data, indices, indptr, (m, n), 0)
+
+    @classmethod
+    def from_scipy(cls, m):
+        """From any scipy.sparse matrix or array (CSR ones share their arrays; indices may be unsorted)."""
+        import scipy.sparse as sp
+
+        if not sp.issparse(m):
+            raise TypeError(f"from_scipy needs a scipy.sparse matrix, received: {type(m).__name__}")
+        m = m.tocsr()
+        return cls(m.data, m.indices, m.indptr, m.shape)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.csr_array`` over the same values (scipy may copy)."""
+        import scipy.sparse as sp
+
+        return sp.csr_array((self.data, self.indices, self.indptr), shape=self.shape)
+
+    def to_dense(self, out=None):
+        """The dense array (duplicates add), into ``out`` (any strides) when given."""
+        m, n = self.shape
+        target, back = _dense_out(out, (m, n), self.dtype, ())
+        cf, rs, cs = _strided(target)
+        launch(_k.csr_to_dense, m * n + self.nnz, self.indptr, self.indices, self.data, n, cf, rs, cs)
+        return _finish(target, back)
+
+    def tocsr(self):
+        return self
+
+    def tocoo(self):
+        """The same entries as a COOMatrix (shares data and indices; builds the row array)."""
+        rows = np.empty(self.nnz, self.index_dtype)
+        launch(_k.csr_row_ids, self.nnz + self.shape[0], self.indptr, rows)
+        return COOMatrix._trusted(self.data, rows, self.indices, self.shape)
+
+    def astype(self, dtype, index_dtype=None):
+        """A copy with data converted to ``dtype`` and, when given, indices to ``index_dtype``."""
+        dtype, itype = np.dtype(dtype), np.dtype(index_dtype or self.index_dtype)
+        if dtype not in _FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, received: dtype={dtype}")
+        if itype not in _INDEXES:
+            raise TypeError(f"index_dtype must be int32 or int64, received: index_dtype={itype}")
+        if itype == np.int32 and max(self.shape[0], self.shape[1], self.nnz) > _I32_MAX:
+            raise ValueError(f"a {self.shape} matrix with {self.nnz} entries needs int64 indices")
+        return CSRMatrix._trusted(self.data.astype(dtype), self.indices.astype(itype),
+                                  self.indptr.astype(itype), self.shape, self._order)
+
+    def copy(self):
+        return CSRMatrix._trusted(self.data.copy(), self.indices.copy(), self.indptr.copy(), self.shape,
+                                  self._order)
+
+    @property
+    def index_dtype(self):
+        return self.indices.dtype
+
+    # structure
+
+    @property
+    def T(self):
+        """The transpose as a new CSRMatrix (see ``transpose``)."""
+        return self.transpose()
+
+    def transpose(self):
+        """Aᵀ in CSR: a stable, parallel counting sort of the entries by column, O(nnz + rows + cols).
+
+        Column j of A becomes row j of Aᵀ with its entries in row order, so the result's indices come
+        out sorted. ``spmm_t`` (Aᵀ @ B, the weight gradient) builds it this way too.
+        """
+        m, n = self.shape
+        rows = np.empty(self.nnz, self.index_dtype)
+        launch(_k.csr_row_ids, self.nnz + m, self.indptr, rows)
+        itype = self.index_dtype if max(m, n, self.nnz) <= _I32_MAX else np.dtype(np.int64)
+        ptr, perm = _counting_sort(self.indices, n, itype)
+        return CSRMatrix._trusted(self.data[perm], rows[perm].astype(itype, copy=False), ptr, (n, m),
+                                  None if self._order != 0 else 0)
+
+    def _row_order(self):
+        if self._order is None:
+            self._order = int(_k.row_order(self.indptr, self.indices))
+        return self._order
+
+    @property
+    def has_sorted_indices(self):
+        """Every row's columns ascend (duplicates allowed)."""
+        return self._row_order() <= 1
+
+    @property
+    def has_canonical_format(self):
+        """Sorted indices and no duplicates: each (row, col) stored at most once."""
+        return self._row_order() == 0
+
+    def sorted_indices(self):
+        """A copy whose rows list their columns in ascending order (self when already sorted)."""
+        if self.has_sorted_indices:
+            return self
+        out = self.transpose().transpose()  # two stable counting sorts: by column, then by row
+        out._order = None
+        return out
+
+    def sum_duplicates(self):
+        """The canonical form: sorted indices, duplicates summed (self when already canonical).
+
+        Returns a new matrix instead of changing this one in place (scipy's method mutates)."""
+        if self.has_canonical_format:
+            return self
+        a = self.sorted_indices()
+        m = self.shape[0]
+        counts = np.empty(m, np.int64)
+        launch(_k.count_unique, a.nnz + m, a.indptr, a.indices, counts)
+        indptr = np.zeros(m + 1, self.index_dtype)
+        np.cumsum(counts, out=indptr[1:])
+        nnz = int(indptr[m])
+        indices, data = np.empty(nnz, self.index_dtype), np.empty(nnz, self.dtype)
+        launch(_k.sum_duplicates, a.nnz + m, a.indptr, a.indices, a.data, indptr, indices, data)
+        return CSRMatrix._trusted(data, indices, indptr, self.shape, 0)
+
+    # rows: minibatches
+
+    def row_slice(self, start, stop):
+        """Rows start..stop-1 (clipped like a Python slice) as a view: indices and data are shared,
+        only the (stop - start + 1)-long indptr is new. The minibatch of a sequential epoch."""
+        start, stop, _ = slice(start, stop).indices(self.shape[0])
+        stop = max(start, stop)
+        lo, hi = self.indptr[start], self.indptr[stop]
+        order = self._order if self._order in (0, 1) else None
+        return CSRMatrix._trusted(self.data[lo:hi], self.indices[lo:hi], self.indptr[start:stop + 1] - lo,
+                                  (stop - start, self.shape[1]), order)
+
+    def take_rows(self, rows):
+        """A new matrix of rows ``rows`` in that order (repeats allowed): a shuffled minibatch.
+        O(len(rows) + the entries copied), copied in parallel."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.dtype.kind not in "iu" and rows.size):
+            raise TypeError(f"rows must be a 1-D integer array, received: shape={rows.shape}, "
+                            f"dtype={rows.dtype}")
+        m = self.shape[0]
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (rows.min() < -m or rows.max() >= m):
+            bad = int(np.flatnonzero((rows < -m) | (rows >= m))[0])
+            raise IndexError(f"rows[{bad}]={rows[bad]} is out of range for {m} rows")
+        rows = np.where(rows < 0, rows + m, rows)
+        lengths = self.indptr[rows + 1].astype(np.int64) - self.indptr[rows]
+        total = int(lengths.sum())
+        itype = self.index_dtype if total <= _I32_MAX else np.dtype(np.int64)
+        indptr = np.zeros(rows.shape[0] + 1, itype)
+        np.cumsum(lengths, out=indptr[1:])
+        indices, data = np.empty(total, itype), np.empty(total, self.dtype)
+        launch(_k.take_rows, total + rows.shape[0], self.indptr, self.indices, self.data, rows, indptr,
+               indices, data)
+        order = self._order if self._order in (0, 1) else None
+        return CSRMatrix._trusted(data, indices, indptr, (rows.shape[0], self.shape[1]), order)
+
+    def __getitem__(self, key):
+        """``a[i:j]`` is ``row_slice(i, j)``; ``a[idx]`` (integer array) is ``take_rows(idx)``."""
+        if isinstance(key, slice):
+            if key.step not in (None, 1):
+                raise ValueError(f"row slices need step 1, received: step={key.step}")
+            return self.row_slice(key.start, key.stop)
+        return self.take_rows(key)
+
+
+class COOMatrix(_Sparse):
+    """A coordinate-format matrix: entry p is ``data[p]`` at (``row[p]``, ``col[p]``), in any order,
+    duplicates allowed (they add). Products and most operations go through ``tocsr()``."""
+
+    __slots__ = ("col", "row")
+
+    def __init__(self, data, row, col, shape, *, copy=False):
+        m, n = _check_shape(shape)
+        data = _vector("data", data, _FLOATS, copy)
+        row = _vector("row", row, _INDEXES, copy)
+        col = _vector("col", col, _INDEXES, copy)
+        row, col = _same_index_dtype(row, col)
+        if not data.shape[0] == row.shape[0] == col.shape[0]:
+            raise ValueError(f"data, row and col must have the same length, received: {data.shape[0]}, "
+                             f"{row.shape[0]} and {col.shape[0]}")
+        for name, values, size in (("row", row, m), ("col", col, n)):
+            p = _k.first_out_of_range(values, size)
+            if p >= 0:
+                raise ValueError(f"{name}[{p}]={values[p]} is out of range [0, {size})")
+        self._set(data, row, col, (m, n))
+
+    def _set(self, data, row, col, shape):
+        self.data, self.row, self.col, self.shape, self._order = data, row, col, shape, None
+
+    @classmethod
+    def _trusted(cls, data, row, col, shape):
+        self = cls.__new__(cls)
+        self._set(data, row, col, shape)
+        return self
+
+    @classmethod
+    def from_dense(cls, x, dtype=None, index_dtype=None):
+        """The nonzeros of a 2-D array-like, in row-major order."""
+        return CSRMatrix.from_dense(x, dtype, index_dtype).tocoo()
+
+    @classmethod
+    def from_scipy(cls, m):
+        """From any scipy.sparse matrix or array (duplicates are kept, as stored)."""
+        import scipy.sparse as sp
+
+        if not sp.issparse(m):
+            raise TypeError(f"from_scipy needs a scipy.sparse matrix, received: {type(m).__name__}")
+        m = m.tocoo()
+        return cls(m.data, m.row, m.col, m.shape)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.coo_array`` over the same entries."""
+        import scipy.sparse as sp
+
+        return sp.coo_array((self.data, (self.row, self.col)), shape=self.shape)
+
+    def to_dense(self, out=None):
+        """The dense array, duplicates added (a serial scatter: two entries may share an element)."""
+        target, back = _dense_out(out, self.shape, self.dtype, ())
+        target[...] = 0
+        cf, rs, cs = _strided(target)
+        _k.coo_to_dense(self.row, self.col, self.data, cf, rs, cs)
+        return _finish(target, back)
+
+    def tocsr(self):
+        """CSR in canonical form: two stable counting sorts (by column, then by row) leave each row's
+        columns ascending with duplicates adjacent, and duplicates are then summed in input order.
+        O(nnz + rows + cols), parallel."""
+        m, n = self.shape
+        itype = _index_dtype(m, n, self.nnz) if self.index_dtype == np.int32 else self.index_dtype
+        _, by_col = _counting_sort(self.col, n, np.int64)
+        indptr, by_row = _counting_sort(self.row[by_col], m, itype)
+        perm = by_col[by_row]
+        a = CSRMatrix._trusted(self.data[perm], self.col[perm].astype(itype, copy=False), indptr, (m, n))
+        return a.sum_duplicates()
+
+    def tocoo(self):
+        return self
+
+    def sum_duplicates(self):
+        """A canonical copy: entries in row-major order, each (row, col) once, duplicates summed."""
+        return self.tocsr().tocoo()
+
+    @property
+    def T(self):
+        """The transpose: row and col swapped, O(1), arrays shared."""
+        return COOMatrix._trusted(self.data, self.col, self.row, (self.shape[1], self.shape[0]))
+
+    def transpose(self):
+        return self.T
+
+    def astype(self, dtype, index_dtype=None):
+        """A copy with data converted to ``dtype`` and, when given, indices to ``index_dtype``."""
+        return COOMatrix(self.data.astype(dtype), self.row.astype(index_dtype or self.index_dtype),
+                         self.col.astype(index_dtype or self.index_dtype), self.shape)
+
+    def copy(self):
+        return COOMatrix._trusted(self.data.copy(), self.row.copy(), self.col.copy(), self.shape)
+
+    @property
+    def index_dtype(self):
+        return self.row.dtype
+
+
+# --- products: what layers call -------------------------------------------------------------------
+
+
+def _csr_arg(a):
+    if not isinstance(a, CSRMatrix):
+        raise TypeError(f"a must be a CSRMatrix, received: {type(a).__name__} (COOMatrix: use tocsr())")
+    return a
+
+
+def _aligned(left, right, k_left, k_right):
+    if k_left != k_right:
+        raise ValueError(f"shapes {left} and {right} not aligned: {k_left} (dim 1) != {k_right} (dim 0)")
+
+
+def spmm(a, b, out=None):
+    """A @ B for CSR A (m x k) and dense B (k x n, any strides): dense (m x n), into ``out`` if given.
+
+    Parallel over rows of the result; 2·nnz·n FLOPs. Bitwise the same for any thread count."""
+    _csr_arg(a)
+    b = _dense_in("b", b, a.dtype, 2)
+    (m, k), n = a.shape, b.shape[1]
+    _aligned(a.shape, b.shape, k, b.shape[0])
+    reuse = a.nnz > max(m, k)  # rows of B and of C are each used more than once on average
+    target, back = _dense_out(out, (m, n), a.dtype, (b,), reuse)
+    bf, brs, bcs = _view_in(b, reuse)
+    cf, crs, ccs = _strided(target)
+    # Rows go to threads in dynamic chunks, not one static half each: real matrices have skewed row
+    # lengths (bag-of-words), and on a shared machine a thread that loses its core no longer holds
+    # up the whole product. 8192^2 @ 8192x256, under load: uniform 1% 8% faster, skewed rows 15%.
+    previous = numba.set_parallel_chunksize(_ROW_CHUNK)
+    try:
+        launch(_k.spmm, a.nnz * n + m * n, a.indptr, a.indices, a.data, bf, brs, bcs, n, cf, crs, ccs)
+    finally:
+        numba.set_parallel_chunksize(previous)
+    return _finish(target, back)
+
+
+def spmm_t(a, b, out=None):
+    """Aᵀ @ B for CSR A (m x k) and dense B (m x n): dense (k x n), into ``out`` if given.
+
+    The weight gradient X.T @ dZ of a layer fed a CSR batch X. Rows of A scatter into shared rows of
+    the result, so this builds Aᵀ once (``transpose``: a parallel counting sort, O(nnz + k)) and runs
+    ``spmm``, which owns its rows and writes each one once. That measured 1.0-2.4x faster than having
+    threads split the result's columns and scatter in place (docs/sparse.md), and is bitwise the
+    same for any thread count."""
+    _csr_arg(a)
+    b = _dense_in("b", b, a.dtype, 2)
+    if b.shape[0] != a.shape[0]:
+        raise ValueError(f"shapes {a.shape[::-1]} (transposed) and {b.shape} not aligned: {a.shape[0]} "
+                         f"(dim 1) != {b.shape[0]} (dim 0)")
+    return spmm(a.transpose(), b, out)
+
+
+def dense_spmm(x, a, out=None):
+    """X @ A for dense X (m x k, any strides) and CSR A (k x n): dense (m x n), into ``out`` if given.
+
+    Parallel over blocks of rows of X; each block accumulates transposed so the inner loop is a
+    vectorized axpy (``kernels.dense_spmm``). The forward pass of a layer with pruned (CSR) weights."""
+    _csr_arg(a)
+    x = _dense_in("x", x, a.dtype, 2)
+    (k, n), m = a.shape, x.shape[0]
+    _aligned(x.shape, a.shape, x.shape[1], k)
+    target, back = _dense_out(out, (m, n), a.dtype, (x,))
+    xf, xrs, xcs = _view_in(x)
+    cf, crs, ccs = _strided(target)
+    if m == 0 or n == 0:
+        return _finish(target, back)
+    work = a.nnz * m + m * n + m * k
+    threads = _threads(work)
+    row_blocks = -(-m // _DENSE_ROWS)
+    if row_blocks < threads and a.has_sorted_indices:  # a minibatch: threads split the columns
+        rows, col_blocks = min(m, _DENSE_ROWS), min(-(-threads // row_blocks), max(1, n))
+    else:
+        rows, col_blocks = min(_DENSE_ROWS, max(1, -(-m // threads))), 1
+    width = -(-n // col_blocks)
+    while rows > 8 and rows * width * a.dtype.itemsize > _ACC_BYTES:
+        rows //= 2
+    acc = _scratch.get("acc", a.dtype, width * rows)
+    xt = _scratch.get("xt", a.dtype, _DENSE_KC * rows)
+    launch(_k.dense_spmm, work, xf, xrs, xcs, m, a.indptr, a.indices, a.data, n, cf, crs, ccs, rows,
+           col_blocks, _DENSE_KC, acc, xt)
+    return _finish(target, back)
+
+
+def spmv(a, x, out=None):
+    """A @ x for CSR A (m x k) and a dense vector x (k,): a dense vector (m,). Parallel over rows."""
+    _csr_arg(a)
+    x = _dense_in("x", x, a.dtype, 1)
+    m, k = a.shape
+    _aligned(a.shape, x.shape, k, x.shape[0])
+    if out is None:
+        target = back = np.empty(m, a.dtype)
+    else:
+        if not isinstance(out, np.ndarray) or out.shape != (m,) or out.dtype != a.dtype:
+            raise ValueError(f"out must be a ({m},) {a.dtype} array, received: "
+                             f"{getattr(out, 'shape', type(out).__name__)!r}")
+        back = out
+        target = out if out.flags.c_contiguous and not np.may_share_memory(out, x) else np.empty(m, a.dtype)
+    launch(_k.spmv, a.nnz + m, a.indptr, a.indices, a.data, np.ascontiguousarray(x), 1, target, 1)
+    if target is not back:
+        back[...] = target
+    return back

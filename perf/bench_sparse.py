@@ -1,0 +1,134 @@
+"""Sparse benchmark: jitnn's CSR kernels against scipy.sparse, in one run.
+
+    python perf/bench_sparse.py            # the tables: ms per call and the scipy/jitnn ratio
+    python perf/bench_sparse.py --quick    # fewer repeats, the headline shape only
+    pytest perf/bench_sparse.py --benchmark-only   # the headline through pytest-benchmark
+
+Headline: C = A @ B with A an 8192 x 8192 float32 CSR matrix at 0.1%, 1%, 4% and 10% density and B
+dense 8192 x 256 (the issue's goal: >= 2x scipy at 1%). Then the other products at training shapes:
+X @ W with W a pruned CSR layer (784 x 512) and X a dense batch; Xᵀ @ dZ with X a CSR input batch.
+
+Each figure is the median of several timed blocks after a warm-up; peers take turns block by block
+with a pause before each block (``bench_gemm.median_times``), so spinning threads never bill the other.
+Both sides allocate their result, as ``a @ b`` does; the ``out=`` column reuses one buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from bench_gemm import median_times  # noqa: E402
+
+import jitnn  # noqa: E402
+from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t  # noqa: E402
+
+DENSITIES = [0.001, 0.01, 0.04, 0.10]
+HEADLINE = (8192, 8192, 256)  # A rows, A cols (= B rows), B cols
+
+
+def random_csr(m, k, density, dtype=np.float32, seed=0):
+    """(scipy csr_array, the same matrix as a CSRMatrix sharing its arrays), sorted indices."""
+    import scipy.sparse as sp
+
+    s = sp.random_array((m, k), density=density, format="csr", dtype=dtype, rng=seed)
+    s.sort_indices()
+    return s, CSRMatrix.from_scipy(s)
+
+
+def headline_rows(repeats, densities=DENSITIES, shape=HEADLINE, dtype=np.float32):
+    m, k, n = shape
+    b = np.random.default_rng(1).standard_normal((k, n)).astype(dtype)
+    out = np.empty((m, n), dtype)
+    rows = []
+    for d in densities:
+        s, a = random_csr(m, k, d, dtype)
+        calls = [lambda a=a: a @ b, lambda a=a: spmm(a, b, out), lambda s=s: s @ b]
+        t_jit, t_out, t_sp = median_times(calls, repeats)
+        rows.append((f"A @ B  {m}x{k} @ {k}x{n}", d, a.nnz, 2.0 * a.nnz * n, t_jit, t_out, t_sp))
+    return rows
+
+
+def training_rows(repeats, dtype=np.float32):
+    """The products a sparse network runs: pruned-weight forward and sparse-input weight gradient."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for batch, density in ((64, 0.05), (64, 0.02), (1000, 0.05)):
+        s, w = random_csr(784, 512, density, dtype, seed=3)
+        x = np.maximum(rng.standard_normal((batch, 784)), 0).astype(dtype)  # ReLU-like: half zeros
+        out = np.empty((batch, 512), dtype)
+        calls = [lambda x=x, w=w: x @ w, lambda x=x, w=w, out=out: dense_spmm(x, w, out),
+                 lambda x=x, s=s: x @ s]
+        t = median_times(calls, repeats)
+        rows.append((f"X @ W  b={batch} W 784x512", density, w.nnz, 2.0 * w.nnz * batch, *t))
+    for batch, features, density in ((128, 8192, 0.01), (128, 100_000, 0.001)):
+        s, xb = random_csr(batch, features, density, dtype, seed=4)
+        dz = rng.standard_normal((batch, 256)).astype(dtype)
+        out = np.empty((features, 256), dtype)
+        calls = [lambda xb=xb, dz=dz: spmm_t(xb, dz), lambda xb=xb, dz=dz, out=out: spmm_t(xb, dz, out),
+                 lambda s=s, dz=dz: s.T @ dz]
+        t = median_times(calls, repeats)
+        rows.append((f"X.T @ dZ  X {batch}x{features} CSR, dZ x256", density, xb.nnz, 2.0 * xb.nnz * 256, *t))
+    return rows
+
+
+def print_table(rows, title):
+    print(f"\n{title}")
+    print(f"{'product':42s} {'density':>7s} {'nnz':>9s} {'scipy ms':>9s} {'jitnn ms':>9s} {'out= ms':>8s} "
+          f"{'GFLOP/s':>8s} {'scipy/jitnn':>11s}")
+    for name, d, nnz, flops, t_jit, t_out, t_sp in rows:
+        print(f"{name:42s} {100 * d:6.1f}% {nnz:9d} {1e3 * t_sp:9.2f} {1e3 * t_jit:9.2f} {1e3 * t_out:8.2f} "
+              f"{flops / t_out / 1e9:8.1f} {t_sp / t_jit:11.2f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repeats, the headline only")
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per figure (median taken)")
+    args = p.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    import numba
+    import scipy
+
+    print(f"jitnn {jitnn.__version__}, numba {numba.__version__}, scipy {scipy.__version__}, "
+          f"threads: jitnn {jitnn.get_num_threads()}, float32, median of {repeats}")
+    print_table(headline_rows(repeats), "CSR @ dense (SpMM)")
+    if not args.quick:
+        print_table(training_rows(repeats), "Training shapes: pruned-weight forward, sparse-input gradient")
+
+
+# --- pytest-benchmark -----------------------------------------------------------------------------
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the table above needs no pytest
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="module", params=[0.01, 0.04], ids=["1pct", "4pct"])
+    def headline(request):
+        m, k, n = HEADLINE
+        s, a = random_csr(m, k, request.param)
+        b = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
+        return s, a, b
+
+    @pytest.mark.parametrize("impl", ["jitnn", "scipy"])
+    def test_spmm(benchmark, headline, impl):
+        s, a, b = headline
+        out = np.empty((a.shape[0], b.shape[1]), np.float32)
+        if impl == "jitnn":
+            benchmark(spmm, a, b, out)
+        else:
+            benchmark(s.__matmul__, b)
+        benchmark.extra_info["gflops_per_call"] = 2.0 * a.nnz * b.shape[1] / 1e9
+
+
+if __name__ == "__main__":
+    main()
