@@ -122,26 +122,31 @@ def _finite_float_targets(y, name):
     return y
 
 
-class MeanSquaredError(Loss):
+class _Regression(Loss):
+    """A loss computed by one ``kernel(pred, y, grad, row_loss)`` over 2-D targets."""
+
+    kernel = None
+
+    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
+        _check_2d(y_pred, grad_out, row_loss)
+        y = _as_2d_targets(y_true, y_pred.shape)
+        return launch(type(self).kernel, y_pred.size, y_pred, y, grad_out, row_loss)
+
+
+class MeanSquaredError(_Regression):
     """mean over the batch of mean_j (y_pred - y_true)²."""
 
     name = "mean_squared_error"
     aliases = ("mse",)
-
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
-        _check_2d(y_pred, grad_out, row_loss)
-        return launch(K.mse, y_pred.size, y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
+    kernel = K.mse
 
 
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_Regression):
     """mean over the batch of mean_j |y_pred - y_true| (subgradient 0 where they are equal)."""
 
     name = "mean_absolute_error"
     aliases = ("mae",)
-
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
-        _check_2d(y_pred, grad_out, row_loss)
-        return launch(K.mae, y_pred.size, y_pred, _as_2d_targets(y_true, y_pred.shape), grad_out, row_loss)
+    kernel = K.mae
 
 
 class BinaryCrossentropy(Loss):
