@@ -7,6 +7,7 @@ from jitnn.layers import Activation, Dense, Dropout, Layer
 from jitnn.linalg import gemm, matmul
 from jitnn.model import NonFiniteLossError, Sequential, load_model
 from jitnn.profiler import profile
+from jitnn.prune import prune
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "optimizers",
     "peak",
     "profile",
+    "prune",
     "report",
     "set_num_threads",
     "sparse",

@@ -1,5 +1,10 @@
 """Sequential: the training loop, batching, metrics, callbacks, save/load (Keras conventions).
 
+``x`` may be a ``jitnn.sparse.CSRMatrix``: fit gathers each shuffled batch with ``x.take_rows(idx)``
+(a new CSR batch per step: O(batch + its nonzeros) allocated, unlike the dense path), predict runs
+row-slice views ``x[s:s + batch_size]``, and the first Dense layer multiplies the CSR batch directly.
+Pruned Dense layers (``jitnn.prune``) get their mask re-applied after every optimizer step.
+
 One training step: gather the batch into preallocated buffers, forward through the layers, the loss
 and its gradient (softmax/sigmoid fused with cross-entropy from logits), backward, one optimizer step.
 After the first batch of a given size nothing is allocated. Each phase is timed per layer when a
@@ -24,6 +29,7 @@ from jitnn.config import launch
 from jitnn.kernels.elementwise import SIGMOID, activate
 from jitnn.kernels.reductions import softmax_rows
 from jitnn.layers import Activation, Dense, Dropout
+from jitnn.sparse import CSRMatrix
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
 LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
@@ -98,7 +104,8 @@ class Sequential:
         if x.shape[1] != self.input_dim:
             raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
 
-    def _allocate(self, batch):
+    def _allocate(self, batch, gather=True):
+        """Buffers for ``batch`` rows; ``gather=False`` (CSR input) skips the dense batch buffer."""
         for layer in self.layers:
             layer.allocate(batch)
         out = self.output_dim
@@ -107,7 +114,17 @@ class Sequential:
             self._probs = np.zeros((batch, out), self.dtype)
             self._grad = np.zeros((batch, out), self.dtype)
             self._row_loss = np.zeros(batch, self.dtype)
+        xb = getattr(self, "_xb", None)
+        if gather and (xb is None or xb.shape[0] < batch):
             self._xb = np.zeros((batch, self.input_dim), self.dtype)
+
+    def _masked_layers(self):
+        return [layer for layer in self.layers if getattr(layer, "mask", None) is not None]
+
+    def _weights_changed(self):
+        """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
+        for layer in self._masked_layers():
+            layer.apply_mask()
 
     # --- inference ---------------------------------------------------------------------------------
     def _forward(self, x, training, prof=None):
@@ -138,7 +155,7 @@ class Sequential:
         self._ensure_built(x)
         batch_size = check_batch_size(batch_size)
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
-        self._allocate(min(batch_size, max(1, x.shape[0])))
+        self._allocate(min(batch_size, max(1, x.shape[0])), gather=not isinstance(x, CSRMatrix))
         for s in range(0, x.shape[0], batch_size):
             chunk = x[s:s + batch_size]
             result[s:s + chunk.shape[0]] = self._finish(self._forward(chunk, False), chunk.shape[0])
@@ -193,7 +210,9 @@ class Sequential:
             raise ValueError("x has no rows to train on")
         rng = np.random.default_rng(seed)
         batch_size = min(batch_size, n)
-        self._allocate(batch_size)
+        sparse = isinstance(x, CSRMatrix)
+        self._allocate(batch_size, gather=not sparse)
+        masked = self._masked_layers()
         yb = np.zeros((batch_size,) + y.shape[1:], y.dtype)
         params = [p for layer in self.layers for p in layer.params]
         grads = [g for layer in self.layers for g in layer.grads]
@@ -228,7 +247,10 @@ class Sequential:
                     m = idx.shape[0]
                     # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
                     # here); the indices come from a permutation, so they are always in range.
-                    xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
+                    if sparse:
+                        xb = x.take_rows(idx)  # a new CSR batch each step (see the module docstring)
+                    else:
+                        xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
                     ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
                     if prof:
                         prof.add(None, "batching", t0, _now(), m)
@@ -238,6 +260,7 @@ class Sequential:
                         if snapshot is not None and (epoch or step):
                             for p, s in zip(params, snapshot):
                                 p[...] = s
+                            self._weights_changed()
                         raise NonFiniteLossError(
                             f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
                             + ("the weights of the last good step were restored" if nan_guard else
@@ -248,10 +271,14 @@ class Sequential:
                             np.copyto(s, p)
                     if hook is None:
                         self.optimizer.step(params, grads, regs)
+                        for layer in masked:
+                            layer.apply_mask()
                     else:
                         prof.add(None, "nan_guard", t0, _now(), m)
                         hook.start(m)
                         self.optimizer.step(params, grads, regs, on_param=hook)
+                        for layer in masked:
+                            layer.apply_mask()  # billed to the model's optimizer row
                         prof.add(None, "optimizer", hook.t, _now(), m)
                         t0 = _now()
                     loss_sum += loss * m
@@ -337,6 +364,7 @@ class Sequential:
                 raise ValueError(f"weight {i} must have shape {p.shape}, received: {np.shape(w)}")
         for p, w in zip(params, weights):
             p[...] = w
+        self._weights_changed()
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
@@ -355,6 +383,7 @@ class Sequential:
         record, arrays = saving.read_file(path)
         for p, a in saving.check_weights(self, arrays, path):
             p[...] = a
+        self._weights_changed()
 
     def summary(self, print_fn=print):
         lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output':>10s} {'Params':>10s}"]

@@ -5,10 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 from jitnn.kernels.reductions import nonfinite_count
+from jitnn.sparse import CSRMatrix
 
 
 def as_features(x, dtype, what="x"):
-    """x as a C-order 2-D array of ``dtype`` (one copy only if it is not one already), all finite."""
+    """x as a C-order 2-D array of ``dtype`` (one copy only if it is not one already), all finite.
+
+    A ``CSRMatrix`` stays sparse: its data converted to ``dtype`` (a copy only when it differs) and
+    checked finite; its shape and indices were validated when it was built."""
+    if isinstance(x, CSRMatrix):
+        if x.dtype != dtype:
+            x = x.astype(dtype)
+        bad = nonfinite_count(x.data) if x.nnz else 0
+        if bad:
+            p = int(np.flatnonzero(~np.isfinite(x.data))[0])
+            row = int(np.searchsorted(x.indptr, p, side="right")) - 1
+            raise ValueError(f"{what} contains {bad} NaN/inf value(s), the first in row {row}")
+        return x
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)

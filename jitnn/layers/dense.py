@@ -1,4 +1,12 @@
-"""Dense: A = f(X @ W + b), one GEMM with the bias and activation fused into its epilogue."""
+"""Dense: A = f(X @ W + b), one GEMM with the bias and activation fused into its epilogue.
+
+Two sparse variants share the layer (docs/sparse.md, issue 5):
+- a ``CSRMatrix`` input batch X: Z = spmm(X, W), then bias and activation in one epilogue pass
+  (``scale_epilogue``); dW = spmm_t(X, dZ), so X is never densified.
+- pruned weights (``jitnn.prune``): ``mask`` marks the kept weights. Training keeps a dense W and
+  re-applies the mask after every optimizer step (``apply_mask``); inference runs
+  dense_spmm(X, W_csr) with a CSR copy of W rebuilt lazily after W changes.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,11 @@ from jitnn import activations, initializers
 from jitnn.activations import SOFTMAX
 from jitnn.config import launch
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
+from jitnn.kernels.gemm import scale_epilogue
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
 from jitnn.layers.base import Layer
 from jitnn.linalg import gemm_into
+from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t
 
 
 def _regularizer(value):
@@ -47,6 +57,9 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.l1, self.l2 = _regularizer(kernel_regularizer)
         self.emit_logits = False  # set by the model when the loss fuses this layer's activation
+        self.mask = None  # bool (input_dim, units) of kept weights once pruned (jitnn.prune)
+        self._w_csr = None  # CSR copy of the masked W for inference; None when stale
+        self._csr_rows = self._csr_nnz = 0  # CSR input batches seen: their rows and nonzeros (profiler)
 
     def build(self, input_dim, dtype, rng):
         if self.declared_input_dim is not None and self.declared_input_dim != input_dim:
@@ -79,18 +92,58 @@ class Dense(Layer):
         act = self.activation
         bias = self.b if self.use_bias else None
         self._x = x
+        if isinstance(x, CSRMatrix):
+            self._csr_rows += n
+            self._csr_nnz += x.nnz
         if self.emit_logits or act.code == LINEAR:
-            gemm_into(x, self.W, out, bias=bias)
+            self._product(x, out, bias, LINEAR, 0.0, training)
         elif act.code == SOFTMAX:
-            gemm_into(x, self.W, out, bias=bias)
+            self._product(x, out, bias, LINEAR, 0.0, training)
             launch(softmax_rows, out.size, out, out)
         elif act.needs_preactivation:
             z = self._buf_z[:n]
-            gemm_into(x, self.W, z, bias=bias)
+            self._product(x, z, bias, LINEAR, 0.0, training)
             launch(activate, z.size, z, out, act.code, act.param)
         else:
-            gemm_into(x, self.W, out, bias=bias, act=act.code, act_param=act.param)
+            self._product(x, out, bias, act.code, act.param, training)
         return out
+
+    def _product(self, x, out, bias, code, param, training):
+        """out = f(x @ W + bias): one fused GEMM for dense x; for a CSR x (or pruned inference) the
+        sparse product, then bias and activation in one epilogue pass (spmm has no epilogue yet)."""
+        if isinstance(x, CSRMatrix):
+            spmm(x, self.W, out=out)
+        elif self.mask is not None and not training:
+            dense_spmm(x, self.sparse_kernel(), out=out)
+        else:
+            gemm_into(x, self.W, out, bias=bias, act=code, act_param=param)
+            return
+        if bias is not None or code != LINEAR:
+            b = bias if bias is not None else self.b[:0]
+            launch(scale_epilogue, out.size, out, out.dtype.type(1), b, code, float(param))
+
+    # --- pruning (jitnn.prune) -----------------------------------------------------------------------
+    def set_mask(self, mask):
+        """Keep only the weights where ``mask`` is True, now and after every optimizer step."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.W.shape:
+            raise ValueError(f"mask must have the kernel's shape {self.W.shape}, received: {mask.shape}")
+        self.mask = mask
+        self._structure = CSRMatrix.from_dense(mask.astype(self.dtype))  # kept positions, row-major
+        self.apply_mask()
+
+    def apply_mask(self):
+        """W *= mask, in place (one pass over W); called by fit after each optimizer step."""
+        if self.mask is not None:
+            np.multiply(self.W, self.mask, out=self.W)
+            self._w_csr = None
+
+    def sparse_kernel(self):
+        """The masked W as a CSRMatrix (the mask's structure, W's current values), cached until W changes."""
+        if self._w_csr is None:
+            s = self._structure
+            self._w_csr = CSRMatrix(self.W[self.mask], s.indices, s.indptr, s.shape)
+        return self._w_csr
 
     def backward(self, grad, need_input_grad, grad_is_dz=False):
         """``grad`` is dL/dA, or dL/dZ when ``grad_is_dz`` (a loss fused with the activation)."""
@@ -106,7 +159,10 @@ class Dense(Layer):
             dz = self._buf_dz[:n]
             z = self._buf_z[:n] if act.needs_preactivation else out
             launch(backprop_activation, dz.size, grad, z, out, act.code, act.param, dz)
-        gemm_into(self._x.T, dz, self.dW)
+        if isinstance(self._x, CSRMatrix):
+            spmm_t(self._x, dz, out=self.dW)  # never densifies X
+        else:
+            gemm_into(self._x.T, dz, self.dW)
         if self.use_bias:
             launch(column_sums, dz.size, dz, self.db)
         if not need_input_grad:
@@ -115,17 +171,39 @@ class Dense(Layer):
         gemm_into(dz, self.W.T, dx)
         return dx
 
+    def _input_nnz(self, batch):
+        """Nonzeros of a CSR input batch of ``batch`` rows (the mean over batches seen), else None."""
+        if not self._csr_rows:
+            return None
+        return self._csr_nnz / self._csr_rows * batch
+
     def flops(self, batch, need_input_grad=True):
-        mm = 2 * batch * self.input_dim * self.units
-        dx = mm if need_input_grad else 0  # the first layer skips dX = dZ W^T
+        nnz = self._input_nnz(batch)
+        mm = 2 * batch * self.input_dim * self.units if nnz is None else round(2 * nnz * self.units)
+        dx = 2 * batch * self.input_dim * self.units if need_input_grad else 0  # the first layer skips dX
         return {"forward": mm + 2 * batch * self.units, "backward": mm + dx + 2 * batch * self.units}
 
     def bytes_moved(self, batch, need_input_grad=True):
         item = self.dtype.itemsize
         w = self.input_dim * self.units * item
-        io = batch * (self.input_dim + self.units) * item
+        nnz = self._input_nnz(batch)
+        x_in = batch * self.input_dim * item if nnz is None else round(nnz * (item + 4)) + 8 * (batch + 1)
+        io = x_in + batch * self.units * item
         dx = (w + batch * self.input_dim * item) if need_input_grad else 0
         return {"forward": w + io, "backward": w + io + dx}
+
+    def profile_notes(self):
+        """Sparse facts for the profiler's tree and JSON: CSR input density, pruned weight density."""
+        notes = {}
+        if self._csr_rows:
+            per_row = self._csr_nnz / self._csr_rows
+            notes["input_nnz_per_row"] = per_row
+            notes["input_load_factor"] = per_row / self.input_dim
+        if self.mask is not None:
+            nnz = int(self._structure.nnz)
+            notes["kernel_nnz"] = nnz
+            notes["kernel_load_factor"] = nnz / self.mask.size
+        return notes
 
     def describe(self):
         return f"Dense {self.input_dim}\u2192{self.units} {self.activation.name}"

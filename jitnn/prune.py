@@ -1,0 +1,49 @@
+"""Magnitude pruning: zero the smallest weights of every Dense kernel and run inference on CSR weights.
+
+Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
+https://arxiv.org/abs/1506.02626
+
+``prune(model, 0.95)`` returns a new model (the original is left alone) whose Dense layers keep only
+the largest-magnitude 5% of their kernel weights. Biases are not pruned. The pruned model:
+- predicts with ``dense_spmm(X, W_csr)``, a CSR copy of the masked kernel rebuilt lazily when W changes;
+- fine-tunes with ``fit`` on a dense W: forward and backward are the dense GEMMs on the masked W, and
+  after every optimizer step the mask is re-applied (W *= mask: one extra pass over each kernel per
+  step), so pruned weights stay exactly zero. The optimizer's moments of pruned weights still move,
+  harmlessly. A sparse training path (SDDMM gradient at the kept positions, dense @ CSRᵀ for dX) would
+  skip that dense work; see docs/sparse.md.
+``set_weights``/``load_weights`` on a pruned model re-apply the mask. ``save`` stores the masked dense
+weights but not the mask: a reloaded model is dense, with zeros where the weights were pruned.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from jitnn.layers import Dense
+
+
+def magnitude_mask(w, sparsity):
+    """A bool mask of ``w``'s shape keeping the ``size - round(sparsity * size)`` largest |w|; ties go
+    to the later position in row-major order, so exactly that many are kept."""
+    size = w.size
+    drop = round(sparsity * size)
+    order = np.argsort(np.abs(w), axis=None, kind="stable")  # ascending |w|
+    mask = np.ones(size, dtype=bool)
+    mask[order[:drop]] = False
+    return mask.reshape(w.shape)
+
+
+def prune(model, sparsity=0.95):
+    """A copy of ``model`` with each Dense kernel magnitude-pruned to ``sparsity`` (the fraction zeroed)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be a float in [0, 1), received: sparsity={sparsity!r}")
+    if not model.built:
+        raise ValueError("build or fit the model before pruning it (its weights do not exist yet)")
+    pruned = copy.deepcopy(model)
+    pruned.profile_ = None
+    for layer in pruned.layers:
+        if isinstance(layer, Dense):
+            layer.set_mask(magnitude_mask(layer.W, float(sparsity)))
+    return pruned
