@@ -213,3 +213,16 @@ def test_profile_notes_for_sparse_layers():
     p = jitnn.prune(m, 0.95)
     notes = p.layers[1].profile_notes()
     assert notes["kernel_nnz"] == p.layers[1].W.size - round(0.95 * p.layers[1].W.size)
+
+
+def test_global_prune_ranks_all_kernels_together():
+    model = jitnn.Sequential([jitnn.Dense(6, activation="relu", input_dim=5), jitnn.Dense(3)])
+    model.build(5, seed=0)
+    model.layers[1].W[...] *= 100.0  # the second kernel's weights all outrank the first's
+    pruned = jitnn.prune(model, sparsity=0.5, scope="global")
+    kept = [int((layer.W != 0).sum()) for layer in pruned.layers]
+    total = sum(layer.W.size for layer in model.layers)
+    assert sum(kept) == total - round(0.5 * total)
+    assert kept[1] == model.layers[1].W.size  # every large weight survives
+    with pytest.raises(ValueError, match="scope"):
+        jitnn.prune(model, 0.5, scope="neuron")
