@@ -149,17 +149,24 @@ class MeanAbsoluteError(_Regression):
     kernel = K.mae
 
 
-class BinaryCrossentropy(Loss):
-    """mean of -(y log p + (1-y) log(1-p)) over outputs and batch; p clipped to [epsilon, 1-epsilon]."""
-
-    name = "binary_crossentropy"
-    aliases = ("bce",)
-    from_logits_activation = "sigmoid"
+class _Clipped(Loss):
+    """A loss on probabilities clipped to [epsilon, 1 - epsilon] (the cross-entropies)."""
 
     def __init__(self, epsilon: float = EPSILON):
         if not 0.0 < epsilon < 0.5:
             raise ValueError(f"epsilon must be in (0, 0.5), received: epsilon={epsilon!r}")
         self.epsilon = float(epsilon)
+
+    def get_config(self):
+        return {"name": self.name, "epsilon": self.epsilon}
+
+
+class BinaryCrossentropy(_Clipped):
+    """mean of -(y log p + (1-y) log(1-p)) over outputs and batch; p clipped to [epsilon, 1-epsilon]."""
+
+    name = "binary_crossentropy"
+    aliases = ("bce",)
+    from_logits_activation = "sigmoid"
 
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
         _check_2d(y_pred, grad_out, row_loss)
@@ -168,7 +175,8 @@ class BinaryCrossentropy(Loss):
 
     def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss):
         _check_2d(z, grad_out, row_loss)
-        return launch(K.sigmoid_bce_logits, z.size, z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
+        y = _as_2d_targets(y_true, z.shape)
+        return launch(K.sigmoid_bce_logits, z.size, z, y, probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         y = super()._check(y, n_outputs)
@@ -178,11 +186,9 @@ class BinaryCrossentropy(Loss):
             )
         return y
 
-    def get_config(self):
-        return {"name": self.name, "epsilon": self.epsilon}
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_Clipped):
     """mean over the batch of -Σ_j y_j log p_j; targets are int labels (sparse) or one-hot/probability rows.
 
     On probabilities (``value_and_grad``), rows are renormalized to sum to 1 and clipped to
@@ -192,11 +198,6 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     aliases = ("sparse_categorical_crossentropy", "cce")
     from_logits_activation = "softmax"
-
-    def __init__(self, epsilon: float = EPSILON):
-        if not 0.0 < epsilon < 0.5:
-            raise ValueError(f"epsilon must be in (0, 0.5), received: epsilon={epsilon!r}")
-        self.epsilon = float(epsilon)
 
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
         _check_2d(y_pred, grad_out, row_loss)
@@ -213,7 +214,8 @@ class CategoricalCrossentropy(Loss):
         if y_true.ndim == 1:
             _check_labels_len(y_true, z.shape[0])
             return launch(K.softmax_xent_int, z.size, z, y_true, probs_out, grad_out, row_loss)
-        return launch(K.softmax_xent_dense, z.size, z, _as_2d_targets(y_true, z.shape), probs_out, grad_out, row_loss)
+        y = _as_2d_targets(y_true, z.shape)
+        return launch(K.softmax_xent_dense, z.size, z, y, probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         """int labels (1-D, or an integer (N, 1) column) in [0, n_outputs), or (N, n_outputs) float rows."""
@@ -232,8 +234,6 @@ class CategoricalCrossentropy(Loss):
             )
         return y
 
-    def get_config(self):
-        return {"name": self.name, "epsilon": self.epsilon}
 
 
 def _check_labels_len(labels, n):
