@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import jitnn
+from test_layers import central_diff  # the shared finite-difference helper
 from jitnn import report
 from jitnn.layers import Dense
 from jitnn.model import Sequential
@@ -77,18 +78,8 @@ def test_csr_dense_gradient_finite_differences():
     objective()
     assert layer.backward(g, need_input_grad=False) is None
     analytic = [layer.dW.copy(), layer.db.copy()]
-    eps = 1e-6
     for p, grad in zip((layer.W, layer.b), analytic):
-        fd = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + eps
-            up = objective()
-            p[i] = old - eps
-            down = objective()
-            p[i] = old
-            fd[i] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(grad, central_diff(objective, p), rtol=1e-6, atol=1e-9)
 
 
 def test_csr_fit_validates_inputs():
