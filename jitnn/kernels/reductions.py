@@ -117,20 +117,47 @@ def backprop_softmax_rows(probs, dprobs, dz):
             dzi[j] = pi[j] * (dpi[j] - s)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Losses. Each is a row function ``_<name>_row`` (the math for one sample: writes the sample's gradient
+# row, returns its loss) and a driver that runs it over the rows. The CUDA kernels in jitnn/cuda/ call
+# the same row functions, one thread per row, so both devices compute each loss with the same code.
+
+
+@njit(**JIT, inline="always")
+def _mse_row(pi, yi, gi, g):
+    d = pi.shape[0]
+    s = 0.0
+    for j in range(d):
+        r = np.float64(pi[j]) - yi[j]
+        s += r * r
+        gi[j] = g * r
+    return s / d
+
+
 @njit(**PJIT)
 def mse(pred, y, grad, row_loss):
     """L = mean_i mean_j (p - y)²;  dL/dp = 2 (p - y) / (N D)."""
     n, d = pred.shape
     g = 2.0 / (n * d)
     for i in prange(n):
-        pi, yi, gi = pred[i], y[i], grad[i]
-        s = 0.0
-        for j in range(d):
-            r = np.float64(pi[j]) - yi[j]
-            s += r * r
-            gi[j] = g * r
-        row_loss[i] = s / d
+        row_loss[i] = _mse_row(pred[i], y[i], grad[i], g)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _mae_row(pi, yi, gi, g):
+    d = pi.shape[0]
+    s = 0.0
+    for j in range(d):
+        r = np.float64(pi[j]) - yi[j]
+        s += abs(r)
+        if r > 0:
+            gi[j] = g
+        elif r < 0:
+            gi[j] = -g
+        else:
+            gi[j] = r * g  # 0, or NaN passed through so a NaN prediction stays visible
+    return s / d
 
 
 @njit(**PJIT)
@@ -139,19 +166,25 @@ def mae(pred, y, grad, row_loss):
     n, d = pred.shape
     g = 1.0 / (n * d)
     for i in prange(n):
-        pi, yi, gi = pred[i], y[i], grad[i]
-        s = 0.0
-        for j in range(d):
-            r = np.float64(pi[j]) - yi[j]
-            s += abs(r)
-            if r > 0:
-                gi[j] = g
-            elif r < 0:
-                gi[j] = -g
-            else:
-                gi[j] = r * g  # 0, or NaN passed through so a NaN prediction stays visible
-        row_loss[i] = s / d
+        row_loss[i] = _mae_row(pred[i], y[i], grad[i], g)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _bce_probs_row(pi, yi, gi, g, eps):
+    d = pi.shape[0]
+    hi = 1.0 - eps
+    s = 0.0
+    for j in range(d):
+        pj = np.float64(pi[j])
+        yj = np.float64(yi[j])
+        pc = min(max(pj, eps), hi)
+        s -= yj * math.log(pc) + (1.0 - yj) * math.log(1.0 - pc)
+        if pj < eps or pj > hi:
+            gi[j] = 0
+        else:
+            gi[j] = g * ((1.0 - yj) / (1.0 - pc) - yj / pc)
+    return s / d
 
 
 @njit(**PJIT)
@@ -162,21 +195,29 @@ def bce_probs(p, y, grad, row_loss, eps):
     """
     n, d = p.shape
     g = 1.0 / (n * d)
-    hi = 1.0 - eps
     for i in prange(n):
-        pi, yi, gi = p[i], y[i], grad[i]
-        s = 0.0
-        for j in range(d):
-            pj = np.float64(pi[j])
-            yj = np.float64(yi[j])
-            pc = min(max(pj, eps), hi)
-            s -= yj * math.log(pc) + (1.0 - yj) * math.log(1.0 - pc)
-            if pj < eps or pj > hi:
-                gi[j] = 0
-            else:
-                gi[j] = g * ((1.0 - yj) / (1.0 - pc) - yj / pc)
-        row_loss[i] = s / d
+        row_loss[i] = _bce_probs_row(p[i], y[i], grad[i], g, eps)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _xent_probs_int_row(pi, lab, gi, inv_n, eps):
+    d = pi.shape[0]
+    s = 0.0
+    for j in range(d):
+        s += pi[j]
+    if lab < 0 or lab >= d:  # unchecked label: a NaN loss nonfinite_count sees, never a wild read
+        for j in range(d):
+            gi[j] = np.nan
+        return np.nan
+    q = pi[lab] / s
+    qc = min(max(q, eps), 1.0 - eps)
+    gl = -1.0 / qc if eps <= q <= 1.0 - eps else 0.0
+    c = -gl * q * inv_n / s  # -Σ_j g_j q_j / (S N): the normalization's share, same for every j
+    for j in range(d):
+        gi[j] = c
+    gi[lab] = c + gl * inv_n / s
+    return -math.log(qc)
 
 
 @njit(**PJIT)
@@ -185,28 +226,35 @@ def xent_probs_int(p, labels, grad, row_loss, eps):
 
     g = dL_i/dq = -onehot(l_i)/q̂ where the clip is inactive, else 0. Rows are renormalized as in Keras.
     """
-    n, d = p.shape
+    n = p.shape[0]
     inv_n = 1.0 / n
     for i in prange(n):
-        pi, gi = p[i], grad[i]
-        s = 0.0
-        for j in range(d):
-            s += pi[j]
-        lab = labels[i]
-        if lab < 0 or lab >= d:  # unchecked label: a NaN loss nonfinite_count sees, never a wild read
-            row_loss[i] = np.nan
-            for j in range(d):
-                gi[j] = np.nan
-            continue
-        q = pi[lab] / s
-        qc = min(max(q, eps), 1.0 - eps)
-        row_loss[i] = -math.log(qc)
-        gl = -1.0 / qc if eps <= q <= 1.0 - eps else 0.0
-        c = -gl * q * inv_n / s  # -Σ_j g_j q_j / (S N): the normalization's share, same for every j
-        for j in range(d):
-            gi[j] = c
-        gi[lab] = c + gl * inv_n / s
+        row_loss[i] = _xent_probs_int_row(p[i], labels[i], grad[i], inv_n, eps)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _xent_probs_dense_row(pi, yi, gi, inv_n, eps):
+    d = pi.shape[0]
+    hi = 1.0 - eps
+    s = 0.0
+    for j in range(d):
+        s += pi[j]
+    inv_s = 1.0 / s
+    loss = 0.0
+    gq = 0.0
+    # first pass: loss and Σ g q; gi holds g (the gradient w.r.t. q) until the second pass
+    for j in range(d):
+        q = pi[j] * inv_s
+        qc = min(max(q, eps), hi)
+        yj = np.float64(yi[j])
+        loss -= yj * math.log(qc)
+        gj = -yj / qc if eps <= q <= hi else 0.0
+        gq += gj * q
+        gi[j] = gj
+    for j in range(d):
+        gi[j] = (gi[j] - gq) * inv_s * inv_n
+    return loss
 
 
 @njit(**PJIT)
@@ -215,30 +263,25 @@ def xent_probs_dense(p, y, grad, row_loss, eps):
 
     g = dL_i/dq = -y/q̂ where the clip is inactive, else 0. Rows are renormalized as in Keras.
     """
-    n, d = p.shape
+    n = p.shape[0]
     inv_n = 1.0 / n
-    hi = 1.0 - eps
     for i in prange(n):
-        pi, yi, gi = p[i], y[i], grad[i]
-        s = 0.0
-        for j in range(d):
-            s += pi[j]
-        inv_s = 1.0 / s
-        loss = 0.0
-        gq = 0.0
-        # first pass: loss and Σ g q; gi holds g (the gradient w.r.t. q) until the second pass
-        for j in range(d):
-            q = pi[j] * inv_s
-            qc = min(max(q, eps), hi)
-            yj = np.float64(yi[j])
-            loss -= yj * math.log(qc)
-            gj = -yj / qc if eps <= q <= hi else 0.0
-            gq += gj * q
-            gi[j] = gj
-        row_loss[i] = loss
-        for j in range(d):
-            gi[j] = (gi[j] - gq) * inv_s * inv_n
+        row_loss[i] = _xent_probs_dense_row(p[i], y[i], grad[i], inv_n, eps)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _sigmoid_bce_logits_row(zi, yi, pi, gi, g):
+    d = zi.shape[0]
+    s = 0.0
+    for j in range(d):
+        zj = np.float64(zi[j])
+        yj = np.float64(yi[j])
+        s += max(zj, 0.0) - zj * yj + math.log1p(math.exp(-abs(zj)))
+        pj = sigmoid_scalar(zj)
+        pi[j] = pj
+        gi[j] = g * (pj - yj)
+    return s / d
 
 
 @njit(**PJIT)
@@ -247,53 +290,52 @@ def sigmoid_bce_logits(z, y, probs, dz, row_loss):
     n, d = z.shape
     g = 1.0 / (n * d)
     for i in prange(n):
-        zi, yi, pi, gi = z[i], y[i], probs[i], dz[i]
-        s = 0.0
-        for j in range(d):
-            zj = np.float64(zi[j])
-            yj = np.float64(yi[j])
-            s += max(zj, 0.0) - zj * yj + math.log1p(math.exp(-abs(zj)))
-            pj = sigmoid_scalar(zj)
-            pi[j] = pj
-            gi[j] = g * (pj - yj)
-        row_loss[i] = s / d
+        row_loss[i] = _sigmoid_bce_logits_row(z[i], y[i], probs[i], dz[i], g)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _softmax_xent_int_row(zi, lab, pi, gi, inv_n):
+    d = zi.shape[0]
+    lse = _softmax_row(zi, pi)
+    for j in range(d):
+        gi[j] = pi[j] * inv_n
+    if lab < 0 or lab >= d:  # unchecked label: a NaN loss nonfinite_count sees, never a wild read
+        return np.nan
+    gi[lab] = (pi[lab] - 1.0) * inv_n
+    return lse - zi[lab]
 
 
 @njit(**PJIT)
 def softmax_xent_int(z, labels, probs, dz, row_loss):
     """p = softmax(z); L = mean_i logsumexp(z_i) - z[i, l_i];  dL/dz = (p - onehot(l)) / N."""
-    n, d = z.shape
+    n = z.shape[0]
     inv_n = 1.0 / n
     for i in prange(n):
-        zi, pi, gi = z[i], probs[i], dz[i]
-        lse = _softmax_row(zi, pi)
-        for j in range(d):
-            gi[j] = pi[j] * inv_n
-        lab = labels[i]
-        if lab < 0 or lab >= d:  # unchecked label: a NaN loss nonfinite_count sees, never a wild read
-            row_loss[i] = np.nan
-            continue
-        row_loss[i] = lse - zi[lab]
-        gi[lab] = (pi[lab] - 1.0) * inv_n
+        row_loss[i] = _softmax_xent_int_row(z[i], labels[i], probs[i], dz[i], inv_n)
     return _mean(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def _softmax_xent_dense_row(zi, yi, pi, gi, inv_n):
+    d = zi.shape[0]
+    lse = _softmax_row(zi, pi)
+    loss = 0.0
+    sy = 0.0
+    for j in range(d):
+        yj = np.float64(yi[j])
+        loss += yj * (lse - zi[j])
+        sy += yj
+    for j in range(d):
+        gi[j] = (pi[j] * sy - yi[j]) * inv_n
+    return loss
 
 
 @njit(**PJIT)
 def softmax_xent_dense(z, y, probs, dz, row_loss):
     """p = softmax(z); L = mean_i Σ_j y_ij (logsumexp(z_i) - z_ij);  dL/dz = (p Σ_j y_ij - y) / N."""
-    n, d = z.shape
+    n = z.shape[0]
     inv_n = 1.0 / n
     for i in prange(n):
-        zi, yi, pi, gi = z[i], y[i], probs[i], dz[i]
-        lse = _softmax_row(zi, pi)
-        loss = 0.0
-        sy = 0.0
-        for j in range(d):
-            yj = np.float64(yi[j])
-            loss += yj * (lse - zi[j])
-            sy += yj
-        row_loss[i] = loss
-        for j in range(d):
-            gi[j] = (pi[j] * sy - yi[j]) * inv_n
+        row_loss[i] = _softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], inv_n)
     return _mean(row_loss, n)
