@@ -11,6 +11,16 @@ from jitnn.prune import prune
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """``jitnn.cuda`` is imported on first use: numba.cuda adds ~0.5 s to start-up that CPU users skip."""
+    if name == "cuda":
+        import importlib
+
+        return importlib.import_module("jitnn.cuda")
+    raise AttributeError(f"module 'jitnn' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
     "Dense",
@@ -24,6 +34,7 @@ __all__ = [
     "__version__",
     "activations",
     "callbacks",
+    "cuda",
     "datasets",
     "gemm",
     "get_num_threads",

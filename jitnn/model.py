@@ -46,9 +46,8 @@ class Sequential:
     def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, received: dtype={dtype!r}")
-        if device != "cpu":
-            raise ValueError(f"device={device!r} is not available: jitnn's CPU backend is the only one built")
-        self.name, self.dtype, self.device = name or "sequential", np.dtype(dtype), device
+        self.name, self.dtype, self.device = name or "sequential", np.dtype(dtype), _check_device(device)
+        self._gpu_state = None
         self.layers, self.loss, self.optimizer, self.metrics = [], None, None, []
         self.built, self.stop_training, self.history = False, False, None
         for layer in layers or []:
@@ -62,6 +61,28 @@ class Sequential:
             raise ValueError("cannot add layers to a built model")
         self.layers.append(layer)
 
+    def to(self, device):
+        """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self."""
+        device = _check_device(device)
+        if device == "cpu" and self._gpu_state is not None:
+            self._gpu_state.download()
+            self._gpu_state = None
+        self.device = device
+        return self
+
+    def _gpu(self):
+        """The model's device state (jitnn.cuda.training.DeviceModel), made on first use after build."""
+        if self._gpu_state is None:
+            from jitnn.cuda.training import DeviceModel
+
+            self._gpu_state = DeviceModel(self)
+        return self._gpu_state
+
+    def _sync_host(self):
+        """Bring device weights and optimizer state back into the host arrays (get_weights, save)."""
+        if self._gpu_state is not None:
+            self._gpu_state.download()
+
     def build(self, input_dim, seed=None):
         """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
         if not self.layers:
@@ -72,6 +93,7 @@ class Sequential:
             layer.build(dim, self.dtype, rng)
             dim = layer.output_dim
         self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
+        self._gpu_state = None
         self._configure_fusion()
 
     def _declared_input_dim(self):
@@ -125,6 +147,8 @@ class Sequential:
         """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
         for layer in self._masked_layers():
             layer.apply_mask()
+        if self._gpu_state is not None:
+            self._gpu_state.upload()
 
     # --- inference ---------------------------------------------------------------------------------
     def _forward(self, x, training, prof=None):
@@ -154,6 +178,9 @@ class Sequential:
         x = as_features(x, self.dtype, "x")
         self._ensure_built(x)
         batch_size = check_batch_size(batch_size)
+        if self.device == "cuda":
+            _no_csr_on_gpu(x)
+            return self._gpu().predict(x, batch_size)
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
         self._allocate(min(batch_size, max(1, x.shape[0])), gather=not isinstance(x, CSRMatrix))
         for s in range(0, x.shape[0], batch_size):
@@ -211,13 +238,18 @@ class Sequential:
         rng = np.random.default_rng(seed)
         batch_size = min(batch_size, n)
         sparse = isinstance(x, CSRMatrix)
-        self._allocate(batch_size, gather=not sparse)
+        if self.device == "cuda":
+            _no_csr_on_gpu(x)
+            nan_guard_host = False  # the device keeps its own snapshot
+        else:
+            nan_guard_host = nan_guard
+            self._allocate(batch_size, gather=not sparse)
         masked = self._masked_layers()
         yb = np.zeros((batch_size,) + y.shape[1:], y.dtype)
         params = [p for layer in self.layers for p in layer.params]
         grads = [g for layer in self.layers for g in layer.grads]
         regs = [r for layer in self.layers for r in layer.regularizers]
-        snapshot = [np.empty_like(p) for p in params] if nan_guard else None
+        snapshot = [np.empty_like(p) for p in params] if nan_guard_host else None
         history = cbks.History()
         cb_list = [history] + list(callbacks or [])
         for cb in cb_list:
@@ -232,87 +264,78 @@ class Sequential:
         steps = (n + batch_size - 1) // batch_size
         order = np.arange(n)
         try:
-            for epoch in range(epochs):
-                t_epoch = t0 = _now()
-                bar = _Progress(epoch, epochs, steps, verbose)
-                if shuffle:
-                    rng.shuffle(order)
-                loss_sum, seen = 0.0, 0
-                metric_sums = [0.0] * len(self.metrics)
-                if prof:
-                    prof.add(None, "shuffle", t0, _now(), batch_size)
-                for step in range(steps):
-                    t0 = _now() if prof else 0
-                    idx = order[step * batch_size:(step + 1) * batch_size]
-                    m = idx.shape[0]
-                    # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
-                    # here); the indices come from a permutation, so they are always in range.
-                    if sparse:
-                        xb = x.take_rows(idx)  # a new CSR batch each step (see the module docstring)
-                    else:
-                        xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
-                    ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
+            if self.device == "cuda":
+                self._gpu().fit(x, y, epochs, batch_size, (xv, yv) if validation_data is not None else None,
+                                verbose, rng, shuffle, cb_list, prof, nan_guard)
+            else:
+                for epoch in range(epochs):
+                    t_epoch = t0 = _now()
+                    bar = _Progress(epoch, epochs, steps, verbose)
+                    if shuffle:
+                        rng.shuffle(order)
+                    loss_sum, seen = 0.0, 0
+                    metric_sums = [0.0] * len(self.metrics)
                     if prof:
-                        prof.add(None, "batching", t0, _now(), m)
-                    loss = self._train_step(xb, ybm, prof)
-                    t0 = _now() if prof else 0
-                    if not np.isfinite(loss):
-                        if snapshot is not None and (epoch or step):
+                        prof.add(None, "shuffle", t0, _now(), batch_size)
+                    for step in range(steps):
+                        t0 = _now() if prof else 0
+                        idx = order[step * batch_size:(step + 1) * batch_size]
+                        m = idx.shape[0]
+                        # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
+                        # here); the indices come from a permutation, so they are always in range.
+                        if sparse:
+                            xb = x.take_rows(idx)  # a new CSR batch each step (see the module docstring)
+                        else:
+                            xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
+                        ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
+                        if prof:
+                            prof.add(None, "batching", t0, _now(), m)
+                        loss = self._train_step(xb, ybm, prof)
+                        t0 = _now() if prof else 0
+                        if not np.isfinite(loss):
+                            if snapshot is not None and (epoch or step):
+                                for p, s in zip(params, snapshot):
+                                    p[...] = s
+                                self._weights_changed()
+                            raise NonFiniteLossError(
+                                f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
+                                + ("the weights of the last good step were restored" if nan_guard else
+                                   "nan_guard=False: the weights are those that produced it")
+                            )
+                        if snapshot is not None:
                             for p, s in zip(params, snapshot):
-                                p[...] = s
-                            self._weights_changed()
-                        raise NonFiniteLossError(
-                            f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
-                            + ("the weights of the last good step were restored" if nan_guard else
-                               "nan_guard=False: the weights are those that produced it")
-                        )
-                    if snapshot is not None:
-                        for p, s in zip(params, snapshot):
-                            np.copyto(s, p)
-                    if hook is None:
-                        self.optimizer.step(params, grads, regs)
-                        for layer in masked:
-                            layer.apply_mask()
-                    else:
-                        prof.add(None, "nan_guard", t0, _now(), m)
-                        hook.start(m)
-                        self.optimizer.step(params, grads, regs, on_param=hook)
-                        for layer in masked:
-                            layer.apply_mask()  # billed to the model's optimizer row
-                        prof.add(None, "optimizer", hook.t, _now(), m)
-                        t0 = _now()
-                    loss_sum += loss * m
-                    seen += m
-                    if self.metrics:
-                        out = self._last_output
-                        for k, (_, fn) in enumerate(self.metrics):
-                            metric_sums[k] += fn(ybm, out) * m
-                    if prof:
-                        prof.add(None, "metrics", t0, _now(), m)
-                        t0 = _now()
-                    bar.update(step + 1, loss_sum / seen)
-                    if prof:
-                        prof.add(None, "loop", t0, _now(), m)
-                logs = {"loss": loss_sum / seen}
-                for k, (name, _) in enumerate(self.metrics):
-                    logs[_metric_key(name)] = metric_sums[k] / seen
-                if validation_data is not None:
-                    t0 = _now() if prof else 0
-                    values = self.evaluate(xv, yv)
-                    values = values if isinstance(values, list) else [values]
-                    logs["val_loss"] = values[0]
-                    for (name, _), v in zip(self.metrics, values[1:]):
-                        logs["val_" + _metric_key(name)] = v
-                    if prof:
-                        prof.add(None, "validation", t0, _now(), xv.shape[0])
-                t0 = _now()
-                bar.close(logs, (t0 - t_epoch) / 1e9)
-                for cb in cb_list:
-                    cb.on_epoch_end(epoch, logs)
-                if prof:
-                    prof.add(None, "callbacks", t0, _now(), batch_size)
-                if self.stop_training:
-                    break
+                                np.copyto(s, p)
+                        if hook is None:
+                            self.optimizer.step(params, grads, regs)
+                            for layer in masked:
+                                layer.apply_mask()
+                        else:
+                            prof.add(None, "nan_guard", t0, _now(), m)
+                            hook.start(m)
+                            self.optimizer.step(params, grads, regs, on_param=hook)
+                            for layer in masked:
+                                layer.apply_mask()  # billed to the model's optimizer row
+                            prof.add(None, "optimizer", hook.t, _now(), m)
+                            t0 = _now()
+                        loss_sum += loss * m
+                        seen += m
+                        if self.metrics:
+                            out = self._last_output
+                            for k, (_, fn) in enumerate(self.metrics):
+                                metric_sums[k] += fn(ybm, out) * m
+                        if prof:
+                            prof.add(None, "metrics", t0, _now(), m)
+                            t0 = _now()
+                        bar.update(step + 1, loss_sum / seen)
+                        if prof:
+                            prof.add(None, "loop", t0, _now(), m)
+                    logs = {"loss": loss_sum / seen}
+                    for k, (name, _) in enumerate(self.metrics):
+                        logs[_metric_key(name)] = metric_sums[k] / seen
+                    self._end_epoch(epoch, logs, (xv, yv) if validation_data is not None else None, bar, t_epoch,
+                                    cb_list, prof, batch_size)
+                    if self.stop_training:
+                        break
             t0 = _now()
             for cb in cb_list:
                 cb.on_train_end()
@@ -323,6 +346,24 @@ class Sequential:
                 prof.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
         self.history = history
         return history
+
+    def _end_epoch(self, epoch, logs, validation, bar, t_epoch, cb_list, prof, batch_size):
+        """Validation into ``logs``, the progress bar's last line, the callbacks' on_epoch_end (both devices)."""
+        if validation is not None:
+            t0 = _now()
+            values = self.evaluate(*validation)
+            values = values if isinstance(values, list) else [values]
+            logs["val_loss"] = values[0]
+            for (name, _), v in zip(self.metrics, values[1:]):
+                logs["val_" + _metric_key(name)] = v
+            if prof:
+                prof.add(None, "validation", t0, _now(), validation[0].shape[0])
+        t0 = _now()
+        bar.close(logs, (t0 - t_epoch) / 1e9)
+        for cb in cb_list:
+            cb.on_epoch_end(epoch, logs)
+        if prof:
+            prof.add(None, "callbacks", t0, _now(), batch_size)
 
     def _train_step(self, xb, yb, prof):
         """Forward, loss, backward for one batch; returns the batch's mean loss (before the update)."""
@@ -353,6 +394,7 @@ class Sequential:
 
     # --- weights, config, files --------------------------------------------------------------------
     def get_weights(self):
+        self._sync_host()
         return [p.copy() for layer in self.layers for p in layer.params]
 
     def set_weights(self, weights):
@@ -376,6 +418,7 @@ class Sequential:
         """Write architecture, weights and optimizer state to ``path`` (.npz), atomically."""
         if not self.built:
             raise ValueError("build or fit the model before saving it")
+        self._sync_host()
         return saving.save_model(self, path)
 
     def load_weights(self, path):
@@ -394,6 +437,22 @@ class Sequential:
         lines.append(f"Total params: {total:,} ({self.dtype.name}, {total * self.dtype.itemsize / 1024:.1f} KiB)")
         print_fn("\n".join(lines))
         return "\n".join(lines)
+
+
+def _check_device(device):
+    """``"cpu"`` or ``"cuda"``; ``"cuda"`` only where a GPU (or the CUDA simulator) can run the kernels."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', received: device={device!r}")
+    if device == "cuda":
+        from jitnn.cuda.runtime import require
+
+        require()
+    return device
+
+
+def _no_csr_on_gpu(x):
+    if isinstance(x, CSRMatrix):
+        raise ValueError("CSRMatrix input runs on the CPU only: use device='cpu' or pass a dense array")
 
 
 def _metric_key(name):

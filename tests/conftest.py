@@ -1,8 +1,17 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
 
-import pytest
+Without an NVIDIA GPU the CUDA tests (marked ``cuda``) run under numba's CUDA simulator, which must
+be switched on before numba is first imported: hence this, above every import of jitnn.
+"""
 
-import jitnn
+import os
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import pytest  # noqa: E402
+
+import jitnn  # noqa: E402
 
 
 @pytest.fixture

@@ -73,11 +73,15 @@ class Dropout(Layer):
         if not self._active:
             return x
         n = x.shape[0]
-        self._step += 1
-        seed = (self._base_seed + self._step * 0x632BE59BD9B4E019) % 2**63  # fits numba int64
+        seed = self.next_seed()
         out, mask = self._buf_out[:n], self._buf_mask[:n]
         launch(dropout_forward, x.size, x, self.rate, seed, mask, out)
         return out
+
+    def next_seed(self):
+        """The hash seed of the next training call (also the GPU twin's: both count the same steps)."""
+        self._step += 1
+        return (self._base_seed + self._step * 0x632BE59BD9B4E019) % 2**63  # fits numba int64
 
     def backward(self, grad, need_input_grad):
         if not self._active:

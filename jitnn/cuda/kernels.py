@@ -1,0 +1,362 @@
+"""CUDA twins of the CPU kernels: activations, dropout, batch gathers, bias gradients, losses, metrics.
+
+Wherever the math is per element or per row, a CUDA kernel calls the CPU's own ``@njit`` function
+(numba compiles it again for the GPU): ``activate_scalar``/``derivative_scalar`` from
+jitnn.kernels.elementwise, the loss row functions from jitnn.kernels.reductions, dropout's counter
+hash. Both devices therefore run the same arithmetic, and the same dropout seed drops the same units.
+
+Threading: elementwise kernels are grid-stride loops over the flattened (N, D) array (consecutive
+threads take consecutive elements of a row: coalesced). Row kernels (softmax, losses) run one thread
+per sample: the output layer is narrow (10 classes here), so a warp per row would idle most lanes.
+Reductions are deterministic: ``column_sums`` and ``accumulate`` sum in a fixed order (no atomics on
+floats), so a run repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import float64
+
+from jitnn.cuda.runtime import cuda, device_function
+from jitnn.kernels import elementwise as _E
+from jitnn.kernels import optim as _O
+from jitnn.kernels import reductions as _R
+from jitnn.layers import dropout as _D
+
+activate_scalar = device_function(_E.activate_scalar)
+derivative_scalar = device_function(_E.derivative_scalar)
+_regularized = device_function(_O._regularized)
+_uniform = device_function(_D._uniform)
+_softmax_row = device_function(_R._softmax_row)
+_mse_row = device_function(_R._mse_row)
+_mae_row = device_function(_R._mae_row)
+_bce_probs_row = device_function(_R._bce_probs_row)
+_xent_probs_int_row = device_function(_R._xent_probs_int_row)
+_xent_probs_dense_row = device_function(_R._xent_probs_dense_row)
+_sigmoid_bce_logits_row = device_function(_R._sigmoid_bce_logits_row)
+_softmax_xent_int_row = device_function(_R._softmax_xent_int_row)
+_softmax_xent_dense_row = device_function(_R._softmax_xent_dense_row)
+
+THREADS = 256  # per block for the 1-D kernels
+MAX_BLOCKS = 65535  # grid-stride loops cover the rest
+COL_TILE = 32  # column_sums: columns per block (one warp wide) ...
+ROW_LANES = 8  # ... and the row lanes that split each column's sum
+
+
+def blocks(n):
+    """Blocks of THREADS for ``n`` items (at least 1, so an empty launch stays legal)."""
+    return max(1, min(MAX_BLOCKS, -(-n // THREADS)))
+
+
+def launch(kernel, n, *args, stream=0):
+    """``kernel[blocks(n), THREADS, stream](*args)``: the 1-D launch every kernel here uses."""
+    kernel[blocks(n), THREADS, stream](*args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Activations
+
+
+@cuda.jit
+def activate(x, out, code, param):
+    """out = f(x) elementwise (``out`` may be ``x``)."""
+    n, d = x.shape
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        out[i, j] = activate_scalar(code, x[i, j], param)
+
+
+@cuda.jit
+def backprop_activation(da, z, a, code, param, dz):
+    """dz = da * f'(z), f' read from the output ``a`` where it suffices (pass ``a`` as ``z`` then)."""
+    n, d = da.shape
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        dz[i, j] = da[i, j] * derivative_scalar(code, z[i, j], a[i, j], param)
+
+
+@cuda.jit
+def softmax_rows(z, out):
+    """out[i] = softmax(z[i]), max-subtracted; one thread per row (``out`` may be ``z``)."""
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        _softmax_row(z[i], out[i])
+
+
+@cuda.jit
+def backprop_softmax_rows(probs, dprobs, dz):
+    """dz[i] = p[i] * (dp[i] - sum_j dp[i, j] p[i, j]); one thread per row."""
+    i = cuda.grid(1)
+    if i < probs.shape[0]:
+        d = probs.shape[1]
+        s = 0.0
+        for j in range(d):
+            s += dprobs[i, j] * probs[i, j]
+        for j in range(d):
+            dz[i, j] = probs[i, j] * (dprobs[i, j] - s)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dropout (the CPU layer's hash: the same seed and step drop the same units on either device)
+
+
+@cuda.jit
+def dropout_forward(x, rate, seed, mask, out):
+    """mask = u >= rate; out = x * mask / (1 - rate)."""
+    n, d = x.shape
+    scale = 1.0 / (1.0 - rate)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        keep = _uniform(seed, i * d + j) >= rate
+        mask[i, j] = keep
+        out[i, j] = x[i, j] * scale if keep else 0
+
+
+@cuda.jit
+def backprop_dropout(grad, mask, rate, dx):
+    """dx = grad * mask / (1 - rate)."""
+    n, d = grad.shape
+    scale = 1.0 / (1.0 - rate)
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        dx[i, j] = grad[i, j] * scale if mask[i, j] else 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches: gathered on the device from the resident training set and a device permutation
+
+
+@cuda.jit
+def gather_rows(src, order, start, dst):
+    """dst[i, :] = src[order[start + i], :] for the rows of ``dst``."""
+    n, d = dst.shape
+    for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
+        i = e // d
+        j = e - i * d
+        dst[i, j] = src[order[start + i], j]
+
+
+@cuda.jit
+def gather_items(src, order, start, dst):
+    """dst[i] = src[order[start + i]] (1-D labels)."""
+    i = cuda.grid(1)
+    if i < dst.shape[0]:
+        dst[i] = src[order[start + i]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reductions
+
+
+@cuda.jit
+def column_sums(x, out):
+    """out[j] = sum_i x[i, j] (bias gradients). Blocks of (COL_TILE, ROW_LANES) threads: lane r sums
+    rows r, r + ROW_LANES, ... of its column (coalesced across the warp), then lane 0 adds the lanes'
+    partials in order. Fixed order, no atomics: the same sums every run."""
+    part = cuda.shared.array((ROW_LANES, COL_TILE), float64)
+    tx = cuda.threadIdx.x
+    r = cuda.threadIdx.y
+    j = cuda.blockIdx.x * COL_TILE + tx
+    n, d = x.shape
+    s = 0.0  # partial sums in float64
+    if j < d:
+        for i in range(r, n, ROW_LANES):
+            s += x[i, j]
+    part[r, tx] = s
+    cuda.syncthreads()
+    if r == 0 and j < d:
+        t = 0.0
+        for q in range(ROW_LANES):
+            t += part[q, tx]
+        out[j] = t
+
+
+def launch_column_sums(x, out, stream=0):
+    column_sums[(max(1, -(-x.shape[1] // COL_TILE)),), (COL_TILE, ROW_LANES), stream](x, out)
+
+
+@cuda.jit
+def accumulate(values, n, acc, slot):
+    """acc[slot] += sum(values[:n]), one block, a fixed tree order (the epoch's loss and metric sums
+    stay on the device; the host reads ``acc`` only at logging intervals)."""
+    buf = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    s = 0.0
+    for i in range(t, n, THREADS):
+        s += values[i]
+    buf[t] = s
+    cuda.syncthreads()
+    width = THREADS // 2
+    while width > 0:
+        if t < width:
+            buf[t] += buf[t + width]
+        cuda.syncthreads()
+        width //= 2
+    if t == 0:
+        acc[slot] += buf[0]
+
+
+def launch_accumulate(values, n, acc, slot, stream=0):
+    accumulate[1, THREADS, stream](values, n, acc, slot)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses: one thread per sample, running the CPU's row function. row_loss is float64.
+
+
+@cuda.jit
+def mse(pred, y, grad, row_loss, g):
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        row_loss[i] = _mse_row(pred[i], y[i], grad[i], g)
+
+
+@cuda.jit
+def mae(pred, y, grad, row_loss, g):
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        row_loss[i] = _mae_row(pred[i], y[i], grad[i], g)
+
+
+@cuda.jit
+def bce_probs(p, y, grad, row_loss, g, eps):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        row_loss[i] = _bce_probs_row(p[i], y[i], grad[i], g, eps)
+
+
+@cuda.jit
+def xent_probs_int(p, labels, grad, row_loss, inv_n, eps):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        row_loss[i] = _xent_probs_int_row(p[i], labels[i], grad[i], inv_n, eps)
+
+
+@cuda.jit
+def xent_probs_dense(p, y, grad, row_loss, inv_n, eps):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        row_loss[i] = _xent_probs_dense_row(p[i], y[i], grad[i], inv_n, eps)
+
+
+@cuda.jit
+def sigmoid_bce_logits(z, y, probs, dz, row_loss, g):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        row_loss[i] = _sigmoid_bce_logits_row(z[i], y[i], probs[i], dz[i], g)
+
+
+@cuda.jit
+def softmax_xent_int(z, labels, probs, dz, row_loss, inv_n):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        row_loss[i] = _softmax_xent_int_row(z[i], labels[i], probs[i], dz[i], inv_n)
+
+
+@cuda.jit
+def softmax_xent_dense(z, y, probs, dz, row_loss, inv_n):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        row_loss[i] = _softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], inv_n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics: per-row hit counts into a float64 row array, summed by ``accumulate``
+
+
+@cuda.jit
+def argmax_hits_int(pred, labels, hits):
+    """hits[i] = 1 if argmax_j pred[i, j] == labels[i] (first maximum wins, as np.argmax)."""
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        best = 0
+        for j in range(1, pred.shape[1]):
+            if pred[i, j] > pred[i, best]:
+                best = j
+        hits[i] = 1.0 if best == labels[i] else 0.0
+
+
+@cuda.jit
+def argmax_hits_dense(pred, y, hits):
+    """hits[i] = 1 if argmax_j pred[i, j] == argmax_j y[i, j]."""
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        bp = 0
+        by = 0
+        for j in range(1, pred.shape[1]):
+            if pred[i, j] > pred[i, bp]:
+                bp = j
+            if y[i, j] > y[i, by]:
+                by = j
+        hits[i] = 1.0 if bp == by else 0.0
+
+
+@cuda.jit
+def threshold_hits(pred, y, threshold, hits):
+    """hits[i] = #{j : (pred[i, j] > t) == (y[i, j] > t)}."""
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        c = 0.0
+        for j in range(pred.shape[1]):
+            if (pred[i, j] > threshold) == (y[i, j] > threshold):
+                c += 1.0
+        hits[i] = c
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimizers: the update formulas of jitnn.kernels.optim, one thread per element of flat arrays.
+# Scalars arrive in the array's dtype (cast on the host once per step).
+
+
+@cuda.jit
+def sgd_update(w, g, velocity, lr, mu, nesterov, l1, l2x2, reg):
+    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        if mu == 0:
+            w[i] -= lr * gi
+        else:
+            vi = mu * velocity[i] - lr * gi
+            velocity[i] = vi
+            w[i] += (mu * vi - lr * gi) if nesterov else vi
+
+
+@cuda.jit
+def adagrad_update(w, g, accum, lr, eps, l1, l2x2, reg):
+    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        a = accum[i] + gi * gi
+        accum[i] = a
+        w[i] -= lr * gi / (math.sqrt(a) + eps)
+
+
+@cuda.jit
+def rmsprop_update(w, g, ms, lr, rho, one_m_rho, eps, l1, l2x2, reg):
+    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        s = rho * ms[i] + one_m_rho * gi * gi
+        ms[i] = s
+        w[i] -= lr * gi / (math.sqrt(s) + eps)
+
+
+@cuda.jit
+def adam_update(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps, decay, amsgrad,
+                l1, l2x2, reg):
+    """Adam/AMSGrad/AdamW with the bias corrections folded into ``step`` and ``inv_sqrt_bc2``."""
+    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
+        wi = w[i]
+        gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
+        mi = b1 * m[i] + one_m_b1 * gi
+        vi = b2 * v[i] + one_m_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            vm = vmax[i]
+            if vm != vm or vm > vi:  # max that propagates NaN, as np.maximum on the CPU
+                vi = vm
+            vmax[i] = vi
+        w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
