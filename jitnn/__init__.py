@@ -1,13 +1,27 @@
 """jitnn: neural networks at native speed with Numba, and a profiler that shows where the time goes."""
 
-from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers, sparse, peak, report
-from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
+from jitnn import (
+    activations,
+    backend,
+    callbacks,
+    datasets,
+    initializers,
+    losses,
+    metrics,
+    optimizers,
+    peak,
+    report,
+    schedules,
+    sparse,
+)
+from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint, ProgbarLogger
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer
 from jitnn.linalg import gemm, matmul
-from jitnn.model import NonFiniteLossError, Sequential, load_model
+from jitnn.model import Sequential, load_model
 from jitnn.profiler import profile
 from jitnn.prune import prune
+from jitnn.training import NonFiniteLossError
 
 __version__ = "0.1.0"
 
@@ -30,9 +44,11 @@ __all__ = [
     "Layer",
     "ModelCheckpoint",
     "NonFiniteLossError",
+    "ProgbarLogger",
     "Sequential",
     "__version__",
     "activations",
+    "backend",
     "callbacks",
     "cuda",
     "datasets",
@@ -48,6 +64,7 @@ __all__ = [
     "profile",
     "prune",
     "report",
+    "schedules",
     "set_num_threads",
     "sparse",
 ]

@@ -30,6 +30,22 @@ class Activation:
         """True when f'(z) cannot be computed from f(z) alone, so the layer must keep z."""
         return self.code in (SWISH, GELU)
 
+    @property
+    def identity(self) -> bool:
+        """f(z) = z: the backends return their input instead of copying it."""
+        return self.code == LINEAR
+
+    @property
+    def rowwise(self) -> bool:
+        """Softmax: each output depends on the whole row, so it runs after the product, never in it."""
+        return self.code == SOFTMAX
+
+    @property
+    def in_epilogue(self) -> bool:
+        """True when a GEMM can apply it while writing its result (elementwise, and backward needs only
+        the output): the layer then keeps no pre-activation."""
+        return not self.rowwise and not self.needs_preactivation
+
     def get_config(self):
         return self.name if self.name != "leaky_relu" else {"name": self.name, "alpha": self.param}
 
@@ -42,12 +58,13 @@ def LeakyReLU(alpha: float = 0.01) -> Activation:
 
 
 NAMES = sorted(set(CODES) | {"softmax"})
+LINEAR_ACTIVATION = Activation("linear", LINEAR)
 
 
 def get(identifier) -> Activation:
     """Resolve None, a name, {"name": ..., "alpha": ...} or an Activation."""
     if identifier is None:
-        return Activation("linear", LINEAR)
+        return LINEAR_ACTIVATION
     if isinstance(identifier, Activation):
         return identifier
     if isinstance(identifier, dict):

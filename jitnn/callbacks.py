@@ -1,11 +1,15 @@
-"""Training callbacks (Keras conventions): History, EarlyStopping, ModelCheckpoint.
+"""Training callbacks (Keras conventions): History, ProgbarLogger, EarlyStopping, ModelCheckpoint.
 
 A callback sees the model and the epoch's logs dict ({"loss": .., "accuracy": .., "val_loss": ..}).
+The batch hooks receive the running means of the epoch so far: every batch on the CPU; on a GPU the
+values the host read last (jitnn.training: the host reads the device every ``sync_every`` batches).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import numpy as np
 
@@ -17,6 +21,23 @@ class Callback:
         self.model = model
 
     def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Before training batch ``batch`` (0-based, within the epoch); calls ``on_batch_begin`` (Keras)."""
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """After batch ``batch``'s update, with the running logs; calls ``on_batch_end`` (Keras)."""
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
         pass
 
     def on_epoch_end(self, epoch, logs=None):
@@ -37,6 +58,45 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
+
+
+class ProgbarLogger(Callback):
+    """A one-line, tqdm-style progress bar per epoch; redrawn at most 10 times a second.
+
+    ``verbose=1``: the bar, then the epoch's logs; ``verbose=2``: one line per epoch. ``fit(verbose=...)``
+    adds one; the bar shows the running loss the batch hook receives."""
+
+    def __init__(self, verbose=1):
+        self.verbose = verbose
+        self.steps, self.epochs = 0, 0
+
+    def set_params(self, epochs, steps):
+        self.epochs, self.steps = epochs, steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        print(f"Epoch {epoch + 1}/{self.epochs}", file=sys.stdout)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if self.verbose != 1 or not logs:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.1 and step < self.steps:
+            return
+        self.last = now
+        done = int(30 * step / self.steps)
+        bar = "=" * done + (">" if done < 30 else "") + "." * max(0, 29 - done)
+        sys.stdout.write(f"\r{step}/{self.steps} [{bar}] - {now - self.t0:.1f}s - loss: {logs['loss']:.4f}")
+        sys.stdout.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.t0
+        items = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
+        end = "\r" if self.verbose == 1 else ""
+        sys.stdout.write(f"{end}{self.steps}/{self.steps} [{'=' * 30}] - {seconds:.1f}s - {items}\n")
+        sys.stdout.flush()
 
 
 def _better(mode, monitor):

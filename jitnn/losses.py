@@ -7,13 +7,17 @@ Two call paths:
   targets once per ``fit`` (``prepare_targets``) and passes preallocated buffers every batch. The
   ``_from_logits`` variant fuses the last activation (``from_logits_activation``) into the loss, which
   is both faster and stable: softmax + cross-entropy never takes ``log`` of a rounded probability.
+
+The arithmetic runs on the ``ops`` passed in (jitnn.backend: the CPU by default), by the kernel names a
+loss lists in ``kernels`` (jitnn/kernels/losses.py); a device that lacks one says so at ``compile``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jitnn.config import launch
+from jitnn.backend.cpu import CPU
+from jitnn.config import FLOAT_DTYPES
 from jitnn.kernels import reductions as K
 
 EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to [EPSILON, 1 - EPSILON]
@@ -43,7 +47,7 @@ def _as_2d_targets(y, shape):
 
 def _as_predictions(y_pred):
     p = np.asarray(y_pred)
-    if p.dtype not in (np.float32, np.float64):
+    if p.dtype.name not in FLOAT_DTYPES:
         p = p.astype(np.float64)
     if p.ndim == 1:
         p = p.reshape(-1, 1)
@@ -58,6 +62,7 @@ class Loss:
     name = "loss"
     aliases: tuple[str, ...] = ()
     from_logits_activation: str | None = None
+    kernels: tuple[str, ...] = ()  # the kernels the training path runs (an Ops must have all of them)
 
     def __call__(self, y_true, y_pred) -> float:
         """Mean loss of predictions ``y_pred`` (post-activation) against ``y_true``."""
@@ -67,12 +72,13 @@ class Loss:
             raise ValueError(f"{y.shape[0]} targets for {p.shape[0]} predictions")
         return self.value_and_grad(p, y, np.empty_like(p), np.empty(p.shape[0]))
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss) -> float:
-        """dL/dy_pred into ``grad_out``, per-sample losses into ``row_loss[:N]``; returns the mean loss."""
+    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU) -> float | None:
+        """dL/dy_pred into ``grad_out``, per-sample losses into ``row_loss[:N]``; returns the mean loss
+        (None on a device that leaves it there: read the row losses instead)."""
         raise NotImplementedError
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss) -> float:
-        """Fused path: ``probs_out`` = activation(z), ``grad_out`` = dL/dz; return the mean loss."""
+    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU) -> float | None:
+        """Fused path: ``probs_out`` = activation(z), ``grad_out`` = dL/dz; returns as ``value_and_grad``."""
         raise TypeError(f"{self.name} fuses with no activation; call value_and_grad on the layer's output")
 
     def prepare_targets(self, y, n_outputs, dtype=None) -> np.ndarray:
@@ -123,14 +129,12 @@ def _finite_float_targets(y, name):
 
 
 class _Regression(Loss):
-    """A loss computed by one ``kernel(pred, y, grad, row_loss)`` over 2-D targets."""
+    """A loss computed by one kernel ``kernels[0](pred, y, grad, row_loss)`` over 2-D targets."""
 
-    kernel = None
-
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
+    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
-        return launch(type(self).kernel, y_pred.size, y_pred, y, grad_out, row_loss)
+        return ops.loss(self.kernels[0], y_pred, y, grad_out, row_loss)
 
 
 class MeanSquaredError(_Regression):
@@ -138,7 +142,7 @@ class MeanSquaredError(_Regression):
 
     name = "mean_squared_error"
     aliases = ("mse",)
-    kernel = K.mse
+    kernels = ("mse",)
 
 
 class MeanAbsoluteError(_Regression):
@@ -146,7 +150,7 @@ class MeanAbsoluteError(_Regression):
 
     name = "mean_absolute_error"
     aliases = ("mae",)
-    kernel = K.mae
+    kernels = ("mae",)
 
 
 class _Clipped(Loss):
@@ -167,16 +171,17 @@ class BinaryCrossentropy(_Clipped):
     name = "binary_crossentropy"
     aliases = ("bce",)
     from_logits_activation = "sigmoid"
+    kernels = ("bce_probs", "sigmoid_bce_logits")
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
+    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
-        return launch(K.bce_probs, y_pred.size, y_pred, y, grad_out, row_loss, self.epsilon)
+        return ops.loss("bce_probs", y_pred, y, grad_out, row_loss, self.epsilon)
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss):
+    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU):
         _check_2d(z, grad_out, row_loss)
         y = _as_2d_targets(y_true, z.shape)
-        return launch(K.sigmoid_bce_logits, z.size, z, y, probs_out, grad_out, row_loss)
+        return ops.loss_from_logits("sigmoid_bce_logits", z, y, probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         y = super()._check(y, n_outputs)
@@ -198,24 +203,25 @@ class CategoricalCrossentropy(_Clipped):
     name = "categorical_crossentropy"
     aliases = ("sparse_categorical_crossentropy", "cce")
     from_logits_activation = "softmax"
+    kernels = ("xent_probs_int", "xent_probs_dense", "softmax_xent_int", "softmax_xent_dense")
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss):
+    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
         _check_2d(y_pred, grad_out, row_loss)
         if y_true.ndim == 1:
             _check_labels_len(y_true, y_pred.shape[0])
-            return launch(K.xent_probs_int, y_pred.size, y_pred, y_true, grad_out, row_loss, self.epsilon)
+            return ops.loss("xent_probs_int", y_pred, y_true, grad_out, row_loss, self.epsilon)
         y = _as_2d_targets(y_true, y_pred.shape)
-        return launch(K.xent_probs_dense, y_pred.size, y_pred, y, grad_out, row_loss, self.epsilon)
+        return ops.loss("xent_probs_dense", y_pred, y, grad_out, row_loss, self.epsilon)
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss):
+    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU):
         _check_2d(z, grad_out, row_loss)
         if probs_out.shape != z.shape:
             raise ValueError(f"probs_out has shape {probs_out.shape}, logits have shape {z.shape}")
         if y_true.ndim == 1:
             _check_labels_len(y_true, z.shape[0])
-            return launch(K.softmax_xent_int, z.size, z, y_true, probs_out, grad_out, row_loss)
+            return ops.loss_from_logits("softmax_xent_int", z, y_true, probs_out, grad_out, row_loss)
         y = _as_2d_targets(y_true, z.shape)
-        return launch(K.softmax_xent_dense, z.size, z, y, probs_out, grad_out, row_loss)
+        return ops.loss_from_logits("softmax_xent_dense", z, y, probs_out, grad_out, row_loss)
 
     def _check(self, y, n_outputs):
         """int labels (1-D, or an integer (N, 1) column) in [0, n_outputs), or (N, n_outputs) float rows."""

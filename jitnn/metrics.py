@@ -1,54 +1,17 @@
-"""Metrics: plain functions ``(y_true, y_pred) -> float``, with njit kernels for the per-row work."""
+"""Metrics: plain functions ``(y_true, y_pred) -> float``, with njit kernels for the per-row work.
+
+Each built-in metric names its kernel (``fn.kernel``): a device backend computes that metric's
+per-sample numerators during training from the name (jitnn.kernels.metrics holds the row functions
+both devices run). Any other callable works on the CPU, where the batch is on the host.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
 from jitnn import losses
-from jitnn.config import PJIT, launch
-
-
-@njit(**PJIT)
-def argmax_hits_int(pred, labels):
-    """#{i : argmax_j pred[i, j] == labels[i]} (first maximum wins ties, as np.argmax)."""
-    hits = 0
-    for i in prange(pred.shape[0]):
-        best = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, best]:
-                best = j
-        if best == labels[i]:
-            hits += 1
-    return hits
-
-
-@njit(**PJIT)
-def argmax_hits_dense(pred, y):
-    """#{i : argmax_j pred[i, j] == argmax_j y[i, j]}."""
-    hits = 0
-    for i in prange(pred.shape[0]):
-        bp = 0
-        by = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, bp]:
-                bp = j
-            if y[i, j] > y[i, by]:
-                by = j
-        if bp == by:
-            hits += 1
-    return hits
-
-
-@njit(**PJIT)
-def threshold_hits(pred, y, threshold):
-    """#{(i, j) : (pred[i, j] > t) == (y[i, j] > t)}."""
-    hits = 0
-    for i in prange(pred.shape[0]):
-        for j in range(pred.shape[1]):
-            if (pred[i, j] > threshold) == (y[i, j] > threshold):
-                hits += 1
-    return hits
+from jitnn.backend.cpu import CPU
+from jitnn.kernels.metrics import argmax_hits_dense, argmax_hits_int, threshold_hits
 
 
 def _pred_2d(y_pred):
@@ -73,7 +36,7 @@ def binary_accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
     """Fraction of elements where prediction and target fall on the same side of ``threshold``."""
     p = _pred_2d(y_pred)
     y = _targets_like(y_true, p)
-    return launch(threshold_hits, p.size, p, y, threshold) / y.size
+    return CPU.launch(threshold_hits, p.size, p, y, threshold) / y.size
 
 
 def accuracy(y_true, y_pred) -> float:
@@ -88,8 +51,8 @@ def accuracy(y_true, y_pred) -> float:
     if y.ndim == 1:
         if y.shape[0] != p.shape[0]:
             raise ValueError(f"{y.shape[0]} labels for {p.shape[0]} predictions")
-        return launch(argmax_hits_int, p.size, p, y.astype(np.int64, copy=False)) / p.shape[0]
-    return launch(argmax_hits_dense, p.size, p, _targets_like(y, p)) / p.shape[0]
+        return CPU.launch(argmax_hits_int, p.size, p, y.astype(np.int64, copy=False)) / p.shape[0]
+    return CPU.launch(argmax_hits_dense, p.size, p, _targets_like(y, p)) / p.shape[0]
 
 
 def mse(y_true, y_pred) -> float:
@@ -101,6 +64,11 @@ def mae(y_true, y_pred) -> float:
     """Mean absolute error (mean over outputs, then over the batch)."""
     return losses.MeanAbsoluteError()(y_true, y_pred)
 
+
+accuracy.kernel = "accuracy"
+binary_accuracy.kernel = "binary_accuracy"
+mse.kernel = "mse"
+mae.kernel = "mae"
 
 _BY_NAME = {
     "accuracy": accuracy,
@@ -120,3 +88,11 @@ def get(identifier):
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]
     raise ValueError(f"unknown metric {identifier!r}; valid names: {', '.join(sorted(_BY_NAME))}")
+
+
+def log_key(identifier) -> str:
+    """The key a metric's value gets in the training logs: its name (``"acc"`` -> ``"accuracy"``), or a
+    callable's ``__name__``."""
+    if isinstance(identifier, str):
+        return {"acc": "accuracy"}.get(identifier, identifier)
+    return getattr(identifier, "__name__", "metric")

@@ -1,57 +1,58 @@
-"""Sequential: the training loop, batching, metrics, callbacks, save/load (Keras conventions).
+"""Sequential: a stack of layers with Keras' compile / fit / evaluate / predict / save, on any device.
 
-``x`` may be a ``jitnn.sparse.CSRMatrix``: fit gathers each shuffled batch with ``x.take_rows(idx)``
+The model owns the layers, the loss, the optimizer and the metrics, and one ``ops`` (jitnn.backend):
+``Sequential(device="cuda")`` or ``model.to("cuda")`` swaps it, and weights and optimizer state move.
+``fit`` validates its arguments and runs the one training loop (jitnn/training.py); one step is
+``train_step`` (forward, loss, backward) then ``apply_gradients`` (the optimizer), both public.
+
+``x`` may be a ``jitnn.sparse.CSRMatrix`` (CPU): fit gathers each shuffled batch with ``x.take_rows(idx)``
 (a new CSR batch per step: O(batch + its nonzeros) allocated, unlike the dense path), predict runs
 row-slice views ``x[s:s + batch_size]``, and the first Dense layer multiplies the CSR batch directly.
 Pruned Dense layers (``jitnn.prune``) get their mask re-applied after every optimizer step.
 
-One training step: gather the batch into preallocated buffers, forward through the layers, the loss
-and its gradient (softmax/sigmoid fused with cross-entropy from logits), backward, one optimizer step.
-After the first batch of a given size nothing is allocated. Each phase is timed per layer when a
-profiler is active (one perf_counter_ns pair per call; the phases are listed in jitnn/profiler.py).
+The last Dense's softmax/sigmoid fuses with a cross-entropy loss (gradient from logits). After the
+first batch of a given size nothing is allocated.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
-from jitnn import callbacks as cbks
+from jitnn import backend, saving, training
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
-from jitnn import profiler as prof_mod
-from jitnn import saving
-from jitnn.activations import SOFTMAX
-from jitnn.config import launch
-from jitnn.kernels.elementwise import SIGMOID, activate
-from jitnn.kernels.reductions import softmax_rows
+from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Activation, Dense, Dropout
-from jitnn.sparse import CSRMatrix
+from jitnn.profiler import NULL_RECORDER
+from jitnn.training import NonFiniteLossError
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
 LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
 _now = time.perf_counter_ns
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the model keeps the weights of the last good step."""
-
-
 class Sequential:
     """A stack of layers trained with ``compile`` then ``fit`` (see the module docstring)."""
 
     def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
-        if np.dtype(dtype) not in (np.float32, np.float64):
+        if np.dtype(dtype).name not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be float32 or float64, received: dtype={dtype!r}")
-        self.name, self.dtype, self.device = name or "sequential", np.dtype(dtype), _check_device(device)
-        self._gpu_state = None
+        self.name, self.dtype, self.ops = name or "sequential", np.dtype(dtype), backend.get(device)
         self.layers, self.loss, self.optimizer, self.metrics = [], None, None, []
         self.built, self.stop_training, self.history = False, False, None
+        self.recorder = NULL_RECORDER  # the training loop's profiler recorder, during fit
+        self._fused = False
+        self._cap = 0
+        self._xb = self._yb = self._step_lists = None
         for layer in layers or []:
             self.add(layer)
+
+    @property
+    def device(self) -> str:
+        return self.ops.name
 
     # --- construction ------------------------------------------------------------------------------
     def add(self, layer):
@@ -59,29 +60,27 @@ class Sequential:
             raise TypeError(f"Sequential.add needs a jitnn layer, received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add layers to a built model")
+        layer.to(self.ops)
         self.layers.append(layer)
 
     def to(self, device):
-        """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self."""
-        device = _check_device(device)
-        if device == "cpu" and self._gpu_state is not None:
-            self._gpu_state.download()
-            self._gpu_state = None
-        self.device = device
+        """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self.
+
+        Raises, changing nothing, when a layer, the loss, a metric or the optimizer cannot run there."""
+        ops = backend.get(device)
+        for layer in self.layers:
+            layer.check_backend(ops)
+        self._check_compiled_for(ops)
+        for layer in self.layers:
+            layer.to(ops)
+        if self.optimizer is not None:
+            self.optimizer.to(ops)
+        self.ops, self._cap, self._xb, self._yb, self._step_lists = ops, 0, None, None, None
         return self
 
-    def _gpu(self):
-        """The model's device state (jitnn.cuda.training.DeviceModel), made on first use after build."""
-        if self._gpu_state is None:
-            from jitnn.cuda.training import DeviceModel
-
-            self._gpu_state = DeviceModel(self)
-        return self._gpu_state
-
     def _sync_host(self):
-        """Bring device weights and optimizer state back into the host arrays (get_weights, save)."""
-        if self._gpu_state is not None:
-            self._gpu_state.download()
+        """Nothing to copy: get_weights and the file writer read device arrays through the backend (or
+        numpy's ``__array__``), so the host always sees the current weights."""
 
     def build(self, input_dim, seed=None):
         """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
@@ -90,10 +89,11 @@ class Sequential:
         rng = np.random.default_rng(seed)
         dim = int(input_dim)
         for layer in self.layers:
+            layer.to(self.ops)
             layer.build(dim, self.dtype, rng)
             dim = layer.output_dim
         self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
-        self._gpu_state = None
+        self._cap, self._xb, self._yb, self._step_lists = 0, None, None, None
         self._configure_fusion()
 
     def _declared_input_dim(self):
@@ -101,12 +101,26 @@ class Sequential:
         return getattr(first, "declared_input_dim", None)
 
     def compile(self, loss="mse", optimizer="adam", metrics=None):
-        self.loss = losses_mod.get(loss)
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
+        """Set the loss, optimizer and metrics; ValueError now if the model's device cannot run one."""
+        loss = losses_mod.get(loss)
+        optimizer = optimizers_mod.get(optimizer)
+        metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
+        self._check_compiled_for(self.ops, loss, optimizer, metrics)
+        optimizer.to(self.ops)
+        self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
         self.compiled = True
         if self.built:
             self._configure_fusion()
+
+    def _check_compiled_for(self, ops, loss=None, optimizer=None, metrics=None):
+        loss = loss or self.loss
+        optimizer = optimizer or self.optimizer
+        if loss is not None:
+            ops.check_loss(loss)
+        if optimizer is not None:
+            ops.check_optimizer(optimizer)
+        for _, fn in (self.metrics if metrics is None else metrics):
+            ops.check_metric(fn)
 
     def _configure_fusion(self):
         """Fuse the last Dense's softmax/sigmoid with a cross-entropy loss (gradient from logits)."""
@@ -126,66 +140,135 @@ class Sequential:
         if x.shape[1] != self.input_dim:
             raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
 
-    def _allocate(self, batch, gather=True):
-        """Buffers for ``batch`` rows; ``gather=False`` (CSR input) skips the dense batch buffer."""
+    def allocate(self, batch, gather=True, y_like=None):
+        """Buffers for ``batch`` rows on the model's device; ``gather=False`` (CSR input) skips the dense
+        batch buffer, ``y_like`` (the targets) sizes the target batch buffer."""
         for layer in self.layers:
             layer.allocate(batch)
-        out = self.output_dim
-        if getattr(self, "_cap", 0) < batch:
+        ops, out = self.ops, self.output_dim
+        if self._cap < batch:
             self._cap = batch
-            self._probs = np.zeros((batch, out), self.dtype)
-            self._grad = np.zeros((batch, out), self.dtype)
-            self._row_loss = np.zeros(batch, self.dtype)
-        xb = getattr(self, "_xb", None)
-        if gather and (xb is None or xb.shape[0] < batch):
-            self._xb = np.zeros((batch, self.input_dim), self.dtype)
+            self._probs = ops.zeros((batch, out), self.dtype)
+            self._grad = ops.zeros((batch, out), self.dtype)
+            self._row_loss = ops.zeros(batch, ops.row_dtype or self.dtype)
+            self._rows = ops.zeros(batch, np.float64)
+            self._xb = self._yb = None
+        if gather and (self._xb is None or self._xb.shape[0] < batch):
+            self._xb = ops.zeros((batch, self.input_dim), self.dtype)
+        if y_like is not None:
+            shape = (batch,) + tuple(y_like.shape[1:])
+            yb = self._yb
+            if yb is None or yb.shape[0] < batch or tuple(yb.shape[1:]) != shape[1:] or yb.dtype != y_like.dtype:
+                self._yb = ops.zeros(shape, y_like.dtype)
+        self.sums = ops.zeros(1 + len(self.metrics), np.float64)
+
+    def batch_buffers(self):
+        """The (input, target) batch buffers ``allocate`` made (the input one is None for CSR input)."""
+        return self._xb, self._yb
 
     def _masked_layers(self):
         return [layer for layer in self.layers if getattr(layer, "mask", None) is not None]
 
-    def _weights_changed(self):
+    def weights_changed(self):
         """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
         for layer in self._masked_layers():
             layer.apply_mask()
-        if self._gpu_state is not None:
-            self._gpu_state.upload()
+
+    _weights_changed = weights_changed  # the name the file-loading code calls
+
+    # --- one step ----------------------------------------------------------------------------------
+    def train_step(self, x, y):
+        """Forward, loss, backward and metric numerators for one batch already on the device.
+
+        Gradients land in the layers' ``grads``; the running loss and metric sums in the model's sums.
+        Returns the batch's mean loss where the backend computes it on the host (the CPU), else None.
+        The weights change only in ``apply_gradients``."""
+        m = x.shape[0]
+        rec = self.recorder
+        out = self._forward(x, True, rec)
+        t = rec.start()
+        value, pred = self._loss(out, y, m)
+        rec.stop(t, None, "loss", m)
+        grad = self._grad[:m]
+        for i in range(len(self.layers) - 1, -1, -1):
+            t = rec.start()
+            grad = self.layers[i].backward(grad, i > 0)
+            rec.stop(t, i, "backward", m)
+        t = rec.start()
+        self._add_metrics(y, pred, m)
+        rec.stop(t, None, "metrics", m)
+        return value
+
+    def test_step(self, x, y):
+        """Inference-mode forward, loss and metric numerators for one batch on the device; returns as
+        ``train_step``. Nothing is trained."""
+        m = x.shape[0]
+        value, pred = self._loss(self._forward(x, False, NULL_RECORDER), y, m)
+        self._add_metrics(y, pred, m)
+        return value
+
+    def apply_gradients(self, on_param=None):
+        """One optimizer step from the layers' gradients (then pruning masks re-applied)."""
+        params, grads, regs, masked = self._step_lists or self._gather_step_lists()
+        self.optimizer.step(params, grads, regs, on_param=on_param)
+        for layer in masked:
+            layer.apply_mask()
+
+    def reset_sums(self):
+        """Zero the running loss and metric sums (the loop does it at each epoch's start)."""
+        self.ops.to_device(np.zeros(1 + len(self.metrics)), out=self.sums)
+
+    def _loss(self, out, y, m):
+        ops, grad, rows = self.ops, self._grad[:m], self._row_loss[:m]
+        if self._fused:
+            pred = self._probs[:m]
+            value = self.loss.value_and_grad_from_logits(out, y, pred, grad, rows, ops)
+        else:
+            pred = out
+            value = self.loss.value_and_grad(out, y, grad, rows, ops)
+        ops.add_loss(self.sums, 0, value, rows, m)
+        return value, pred
+
+    def _add_metrics(self, y, pred, m):
+        # after backward: on a device the loss gradient's buffer is free to be the metrics' scratch
+        for k, (_, fn) in enumerate(self.metrics):
+            self.ops.add_metric(fn, y, pred, self.sums, 1 + k, self._rows[:m], self._grad[:m])
+
+    def _gather_step_lists(self):
+        """The lists one optimizer step walks, gathered once (again after build, ``to`` or a new mask)."""
+        self._step_lists = ([p for layer in self.layers for p in layer.params],
+                            [g for layer in self.layers for g in layer.grads],
+                            [r for layer in self.layers for r in layer.regularizers], self._masked_layers())
+        return self._step_lists
 
     # --- inference ---------------------------------------------------------------------------------
-    def _forward(self, x, training, prof=None):
+    def _forward(self, x, training, rec):
         out = x
+        n = x.shape[0]
         for i, layer in enumerate(self.layers):
-            if prof is None:
-                out = layer.forward(out, training)
-            else:
-                t0 = _now()
-                out = layer.forward(out, training)
-                prof.add(i, "forward", t0, _now(), x.shape[0])
+            t = rec.start()
+            out = layer.forward(out, training)
+            rec.stop(t, i, "forward", n)
         return out
 
     def _finish(self, out, n):
         """The model's output from the last layer's (possibly logit) output."""
         if not self._fused:
             return out
-        probs = self._probs[:n]
-        if self.layers[-1].activation.code == SOFTMAX:
-            launch(softmax_rows, out.size, out, probs)
-        else:
-            launch(activate, out.size, out, probs, SIGMOID, 0.0)
-        return probs
+        return self.ops.activate(out, self._probs[:n], self.layers[-1].activation)
 
     def predict(self, x, batch_size=1024, verbose=0):
         """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy."""
         x = as_features(x, self.dtype, "x")
         self._ensure_built(x)
         batch_size = check_batch_size(batch_size)
-        if self.device == "cuda":
-            _no_csr_on_gpu(x)
-            return self._gpu().predict(x, batch_size)
+        ops = self.ops
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
-        self._allocate(min(batch_size, max(1, x.shape[0])), gather=not isinstance(x, CSRMatrix))
+        self.allocate(min(batch_size, max(1, x.shape[0])), gather=False)
         for s in range(0, x.shape[0], batch_size):
-            chunk = x[s:s + batch_size]
-            result[s:s + chunk.shape[0]] = self._finish(self._forward(chunk, False), chunk.shape[0])
+            chunk = ops.asarray(x[s:s + batch_size])
+            n = chunk.shape[0]
+            ops.to_host(self._finish(self._forward(chunk, False, NULL_RECORDER), n), result[s:s + n])
         return result
 
     def evaluate(self, x, y, batch_size=1024, verbose=0):
@@ -193,7 +276,7 @@ class Sequential:
         self._require_compiled()
         x = as_features(x, self.dtype, "x")
         self._ensure_built(x)
-        y = self._prepare_targets(y, x)
+        y = self.prepare_targets(y, x)
         pred = self.predict(x, batch_size)
         values = [float(self.loss(y, pred))] + [float(fn(y, pred)) for _, fn in self.metrics]
         return values[0] if len(values) == 1 else values
@@ -203,7 +286,8 @@ class Sequential:
         if self.loss is None:
             raise ValueError("call compile(loss=..., optimizer=...) before training or evaluating")
 
-    def _prepare_targets(self, y, x):
+    def prepare_targets(self, y, x):
+        """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
         y = np.asarray(y)
         check_lengths(x, y)
         return self.loss.prepare_targets(y, self.output_dim, self.dtype)
@@ -213,8 +297,8 @@ class Sequential:
         """Train with shuffled minibatches; returns a History (``history.history["loss"]`` ...).
 
         ``seed`` fixes weights (if not yet built), shuffling and dropout: same seed, same result.
-        ``nan_guard`` keeps a copy of the weights before each step so that a NaN loss can restore
-        the last good ones (costs one copy of the parameters per step).
+        ``nan_guard`` keeps a copy of the weights at each check of the loss, so that a NaN loss can
+        restore the last good ones (jitnn/training.py: costs one copy of the parameters per check).
         """
         t_fit = _now()
         self._require_compiled()
@@ -226,187 +310,36 @@ class Sequential:
             declared = self._declared_input_dim()
             self.build(declared if declared is not None else x.shape[1], seed=seed)
         self._ensure_built(x)
-        y = self._prepare_targets(y, x)
+        y = self.prepare_targets(y, x)
         if validation_data is not None:
             xv, yv = validation_data
             xv = as_features(xv, self.dtype, "validation x")
             self._ensure_built(xv)
-            yv = self._prepare_targets(yv, xv)
-        n = x.shape[0]
-        if n == 0:
+            validation_data = (xv, self.prepare_targets(yv, xv))
+        if x.shape[0] == 0:
             raise ValueError("x has no rows to train on")
-        rng = np.random.default_rng(seed)
-        batch_size = min(batch_size, n)
-        sparse = isinstance(x, CSRMatrix)
-        if self.device == "cuda":
-            _no_csr_on_gpu(x)
-            nan_guard_host = False  # the device keeps its own snapshot
-        else:
-            nan_guard_host = nan_guard
-            self._allocate(batch_size, gather=not sparse)
-        masked = self._masked_layers()
-        yb = np.zeros((batch_size,) + y.shape[1:], y.dtype)
-        params = [p for layer in self.layers for p in layer.params]
-        grads = [g for layer in self.layers for g in layer.grads]
-        regs = [r for layer in self.layers for r in layer.regularizers]
-        snapshot = [np.empty_like(p) for p in params] if nan_guard_host else None
-        history = cbks.History()
-        cb_list = [history] + list(callbacks or [])
-        for cb in cb_list:
-            cb.set_model(self)
-            cb.on_train_begin()
-        prof = prof_mod.current(profile, self, t_fit)
-        hook = None
-        if prof:
-            hook = prof.update_hook(self.layers)  # bills each array's optimizer kernel to its layer
-            prof.add(None, "setup", t_fit, _now(), batch_size)
-        self.stop_training = False
-        steps = (n + batch_size - 1) // batch_size
-        order = np.arange(n)
-        try:
-            if self.device == "cuda":
-                self._gpu().fit(x, y, epochs, batch_size, (xv, yv) if validation_data is not None else None,
-                                verbose, rng, shuffle, cb_list, prof, nan_guard)
-            else:
-                for epoch in range(epochs):
-                    t_epoch = t0 = _now()
-                    bar = _Progress(epoch, epochs, steps, verbose)
-                    if shuffle:
-                        rng.shuffle(order)
-                    loss_sum, seen = 0.0, 0
-                    metric_sums = [0.0] * len(self.metrics)
-                    if prof:
-                        prof.add(None, "shuffle", t0, _now(), batch_size)
-                    for step in range(steps):
-                        t0 = _now() if prof else 0
-                        idx = order[step * batch_size:(step + 1) * batch_size]
-                        m = idx.shape[0]
-                        # mode="clip": with the default "raise" numpy gathers through a temporary (64 KiB a step
-                        # here); the indices come from a permutation, so they are always in range.
-                        if sparse:
-                            xb = x.take_rows(idx)  # a new CSR batch each step (see the module docstring)
-                        else:
-                            xb = np.take(x, idx, axis=0, out=self._xb[:m], mode="clip")
-                        ybm = np.take(y, idx, axis=0, out=yb[:m], mode="clip")
-                        if prof:
-                            prof.add(None, "batching", t0, _now(), m)
-                        loss = self._train_step(xb, ybm, prof)
-                        t0 = _now() if prof else 0
-                        if not np.isfinite(loss):
-                            if snapshot is not None and (epoch or step):
-                                for p, s in zip(params, snapshot):
-                                    p[...] = s
-                                self._weights_changed()
-                            raise NonFiniteLossError(
-                                f"loss became {loss} at epoch {epoch + 1}, batch {step + 1} of {steps}; "
-                                + ("the weights of the last good step were restored" if nan_guard else
-                                   "nan_guard=False: the weights are those that produced it")
-                            )
-                        if snapshot is not None:
-                            for p, s in zip(params, snapshot):
-                                np.copyto(s, p)
-                        if hook is None:
-                            self.optimizer.step(params, grads, regs)
-                            for layer in masked:
-                                layer.apply_mask()
-                        else:
-                            prof.add(None, "nan_guard", t0, _now(), m)
-                            hook.start(m)
-                            self.optimizer.step(params, grads, regs, on_param=hook)
-                            for layer in masked:
-                                layer.apply_mask()  # billed to the model's optimizer row
-                            prof.add(None, "optimizer", hook.t, _now(), m)
-                            t0 = _now()
-                        loss_sum += loss * m
-                        seen += m
-                        if self.metrics:
-                            out = self._last_output
-                            for k, (_, fn) in enumerate(self.metrics):
-                                metric_sums[k] += fn(ybm, out) * m
-                        if prof:
-                            prof.add(None, "metrics", t0, _now(), m)
-                            t0 = _now()
-                        bar.update(step + 1, loss_sum / seen)
-                        if prof:
-                            prof.add(None, "loop", t0, _now(), m)
-                    logs = {"loss": loss_sum / seen}
-                    for k, (name, _) in enumerate(self.metrics):
-                        logs[_metric_key(name)] = metric_sums[k] / seen
-                    self._end_epoch(epoch, logs, (xv, yv) if validation_data is not None else None, bar, t_epoch,
-                                    cb_list, prof, batch_size)
-                    if self.stop_training:
-                        break
-            t0 = _now()
-            for cb in cb_list:
-                cb.on_train_end()
-            if prof:
-                prof.add(None, "callbacks", t0, _now(), batch_size)
-        finally:
-            if prof:
-                prof.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
-        self.history = history
-        return history
-
-    def _end_epoch(self, epoch, logs, validation, bar, t_epoch, cb_list, prof, batch_size):
-        """Validation into ``logs``, the progress bar's last line, the callbacks' on_epoch_end (both devices)."""
-        if validation is not None:
-            t0 = _now()
-            values = self.evaluate(*validation)
-            values = values if isinstance(values, list) else [values]
-            logs["val_loss"] = values[0]
-            for (name, _), v in zip(self.metrics, values[1:]):
-                logs["val_" + _metric_key(name)] = v
-            if prof:
-                prof.add(None, "validation", t0, _now(), validation[0].shape[0])
-        t0 = _now()
-        bar.close(logs, (t0 - t_epoch) / 1e9)
-        for cb in cb_list:
-            cb.on_epoch_end(epoch, logs)
-        if prof:
-            prof.add(None, "callbacks", t0, _now(), batch_size)
-
-    def _train_step(self, xb, yb, prof):
-        """Forward, loss, backward for one batch; returns the batch's mean loss (before the update)."""
-        m = xb.shape[0]
-        out = self._forward(xb, True, prof)
-        t0 = _now() if prof else 0
-        grad = self._grad[:m]
-        if self._fused:
-            probs = self._probs[:m]
-            loss = self.loss.value_and_grad_from_logits(out, yb, probs, grad, self._row_loss[:m])
-            self._last_output = probs
-        else:
-            loss = self.loss.value_and_grad(out, yb, grad, self._row_loss[:m])
-            self._last_output = out
-        if prof:
-            prof.add(None, "loss", t0, _now(), m)
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            layer = self.layers[i]
-            t0 = _now() if prof else 0
-            if i == last and self._fused:
-                grad = layer.backward(grad, i > 0, grad_is_dz=True)
-            else:
-                grad = layer.backward(grad, i > 0)
-            if prof:
-                prof.add(i, "backward", t0, _now(), m)
-        return loss
+        self.optimizer.to(self.ops)  # an optimizer assigned after compile
+        self._step_lists = None  # masks may have been set since the last fit
+        self.history = training.fit(
+            self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]), validation_data=validation_data,
+            verbose=verbose, rng=np.random.default_rng(seed), shuffle=shuffle, callbacks=callbacks,
+            profile=profile, nan_guard=nan_guard, t_start=t_fit)
+        return self.history
 
     # --- weights, config, files --------------------------------------------------------------------
     def get_weights(self):
-        self._sync_host()
-        return [p.copy() for layer in self.layers for p in layer.params]
+        return [self.ops.to_host(p) for layer in self.layers for p in layer.params]
 
     def set_weights(self, weights):
         params = [p for layer in self.layers for p in layer.params]
         if len(weights) != len(params):
             raise ValueError(f"set_weights needs {len(params)} arrays, received: {len(weights)}")
         for i, (p, w) in enumerate(zip(params, weights)):
-            if np.shape(w) != p.shape:
+            if np.shape(w) != tuple(p.shape):
                 raise ValueError(f"weight {i} must have shape {p.shape}, received: {np.shape(w)}")
         for p, w in zip(params, weights):
-            p[...] = w
-        self._weights_changed()
+            self.ops.to_device(np.asarray(w, p.dtype), out=p)
+        self.weights_changed()
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
@@ -439,26 +372,6 @@ class Sequential:
         return "\n".join(lines)
 
 
-def _check_device(device):
-    """``"cpu"`` or ``"cuda"``; ``"cuda"`` only where a GPU (or the CUDA simulator) can run the kernels."""
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', received: device={device!r}")
-    if device == "cuda":
-        from jitnn.cuda.runtime import require
-
-        require()
-    return device
-
-
-def _no_csr_on_gpu(x):
-    if isinstance(x, CSRMatrix):
-        raise ValueError("CSRMatrix input runs on the CPU only: use device='cpu' or pass a dense array")
-
-
-def _metric_key(name):
-    return {"acc": "accuracy"}.get(name, name) if isinstance(name, str) else getattr(name, "__name__", "metric")
-
-
 def load_model(path):
     """A compiled Sequential rebuilt from a file written by ``save``; ValueError if corrupt."""
     record, arrays = saving.read_file(path)
@@ -486,36 +399,6 @@ def load_model(path):
             model.optimizer.build([p for layer in model.layers for p in layer.params])
             model.optimizer.load_state_arrays(opt_state)
     return model
-
-
-class _Progress:
-    """A one-line, tqdm-style progress bar; redrawn at most 10 times a second; silent at verbose=0."""
-
-    def __init__(self, epoch, epochs, steps, verbose):
-        self.verbose, self.steps, self.last = verbose, steps, 0.0
-        self.t0 = time.perf_counter()
-        if verbose:
-            print(f"Epoch {epoch + 1}/{epochs}", file=sys.stdout)
-
-    def update(self, step, loss):
-        if self.verbose != 1:
-            return
-        now = time.perf_counter()
-        if now - self.last < 0.1 and step < self.steps:
-            return
-        self.last = now
-        done = int(30 * step / self.steps)
-        bar = "=" * done + (">" if done < 30 else "") + "." * max(0, 29 - done)
-        sys.stdout.write(f"\r{step}/{self.steps} [{bar}] - {now - self.t0:.1f}s - loss: {loss:.4f}")
-        sys.stdout.flush()
-
-    def close(self, logs, seconds):
-        if not self.verbose:
-            return
-        items = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-        end = "\r" if self.verbose == 1 else ""
-        sys.stdout.write(f"{end}{self.steps}/{self.steps} [{'=' * 30}] - {seconds:.1f}s - {items}\n")
-        sys.stdout.flush()
 
 
 __all__ = ["NonFiniteLossError", "Sequential", "load_model"]

@@ -1,10 +1,12 @@
-"""Optimizers and learning-rate schedules, Keras-style on the outside, one fused kernel per family inside.
+"""Optimizers, Keras-style on the outside, one fused kernel per family inside (schedules: jitnn.schedules).
 
-One general implementation per family, the familiar names as thin subclasses (tinygrad's way):
-``SGD`` (plain, momentum, Nesterov), ``Adagrad``, ``RMSprop``, and ``Adam`` which also is ``AMSGrad``
-(``amsgrad=True``) and ``AdamW`` (``weight_decay > 0``). Each ``step`` makes one call per parameter
-array into :mod:`jitnn.kernels.optim`, which reads the gradient once and updates the weights and the
-moment buffers in the same pass; after ``build`` nothing is allocated.
+One general implementation per family, the familiar names as thin factories (tinygrad's way):
+``SGD`` (plain, momentum, Nesterov), ``Adagrad``, ``RMSprop``, and ``Adam``; ``AMSGrad`` is
+``Adam(amsgrad=True)`` and ``AdamW`` is ``Adam(weight_decay=...)``. Each ``step`` makes one call per
+parameter array into the optimizer's ``ops`` (jitnn.backend: the CPU's kernels are
+:mod:`jitnn.kernels.optim`), which reads the gradient once and updates the weights and the moment
+buffers in the same pass; after ``build`` nothing is allocated. ``state`` holds those buffers on the
+device of ``ops``; ``to(ops)`` moves them.
 
     opt = Adam(learning_rate=CosineDecay(1e-3, decay_steps=10_000))
     opt.step(params, grads)                 # in place; opt.iterations += 1
@@ -12,42 +14,14 @@ moment buffers in the same pass; after ``build`` nothing is allocated.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 
-from jitnn.kernels import optim as K
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _real(name, value, low=None, high=None, low_open=False, high_open=False):
-    """``value`` as a float within [low, high] (open ends on request), else TypeError/ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, received: {name}={value!r}")
-    v = float(value)
-    ok = math.isfinite(v)
-    if ok and low is not None:
-        ok = v > low if low_open else v >= low
-    if ok and high is not None:
-        ok = v < high if high_open else v <= high
-    if not ok:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        rng = f"{left}{lo}, {hi}{right}"
-        raise ValueError(f"{name} must be in {rng}, received: {name}={value!r}")
-    return v
-
-
-def _int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, received: {name}={value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, received: {name}={value!r}")
-    return int(value)
+from jitnn.backend.cpu import CPU
+from jitnn.config import FLOAT_DTYPES
+from jitnn.schedules import SCHEDULES, CosineDecay, LearningRateSchedule, StepDecay
+from jitnn.schedules import check_real as _real
 
 
 def _bool(name, value):
@@ -57,83 +31,23 @@ def _bool(name, value):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Learning-rate schedules: callables step -> learning rate, evaluated once per optimizer step.
-
-
-class LearningRateSchedule:
-    """Base class: ``schedule(step) -> float`` for the 0-based step about to be taken; ``get_config``."""
-
-    def __call__(self, step: int) -> float:
-        raise NotImplementedError
-
-    def get_config(self) -> dict:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, cfg: dict):
-        return cls(**cfg)
-
-
-class StepDecay(LearningRateSchedule):
-    """lr = initial * drop ** (step // every): the staircase decay of Krizhevsky et al. (AlexNet)."""
-
-    def __init__(self, initial_learning_rate, drop=0.5, every=1000):
-        self.initial_learning_rate = _real("initial_learning_rate", initial_learning_rate, 0.0, low_open=True)
-        self.drop = _real("drop", drop, 0.0, 1.0, low_open=True)
-        self.every = _int("every", every, 1)
-
-    def __call__(self, step):
-        return self.initial_learning_rate * self.drop ** (int(step) // self.every)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "drop": self.drop, "every": self.every}
-
-
-class CosineDecay(LearningRateSchedule):
-    """Cosine annealing, SGDR without restarts (Loshchilov & Hutter, https://arxiv.org/abs/1608.03983).
-
-    lr = initial * ((1 - alpha) * 0.5 * (1 + cos(pi * min(s, decay_steps) / decay_steps)) + alpha),
-    with s = step - warmup_steps; during the first ``warmup_steps`` steps the rate instead ramps up
-    linearly, lr = initial * (step + 1) / warmup_steps, so the very first step already moves.
-    """
-
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_steps=0):
-        self.initial_learning_rate = _real("initial_learning_rate", initial_learning_rate, 0.0, low_open=True)
-        self.decay_steps = _int("decay_steps", decay_steps, 1)
-        self.alpha = _real("alpha", alpha, 0.0, 1.0)
-        self.warmup_steps = _int("warmup_steps", warmup_steps, 0)
-
-    def __call__(self, step):
-        step = int(step)
-        if step < self.warmup_steps:
-            return self.initial_learning_rate * (step + 1) / self.warmup_steps
-        s = min(step - self.warmup_steps, self.decay_steps)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * s / self.decay_steps))
-        return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "alpha": self.alpha, "warmup_steps": self.warmup_steps}
-
-
-SCHEDULES = {"StepDecay": StepDecay, "CosineDecay": CosineDecay}
-
-
-# ---------------------------------------------------------------------------------------------------
 # The optimizer contract.
 
 
 class Optimizer:
     """Base class: learning rate (a float or a schedule), step counter, per-parameter state buffers.
 
-    Subclasses name their buffers in ``_slots()`` and apply one kernel per array in ``_update``.
+    Subclasses name their buffers in ``slots`` and apply one ``ops`` update per array in ``_update``.
     """
 
     name = "optimizer"
+    kernel = ""  # the Ops method of the family's update (checked by ``Ops.check_optimizer``)
 
     def __init__(self, learning_rate=0.001):
         self.learning_rate = learning_rate
         self.iterations = 0
+        self.ops = CPU
+        self.state: dict[str, list] = {}  # slot -> one buffer per parameter array, on ``ops``' device
         self._specs = None  # [(shape, dtype)] of the params seen at build
 
     # -- learning rate ---------------------------------------------------------------------------
@@ -157,13 +71,14 @@ class Optimizer:
         return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
 
     # -- state -----------------------------------------------------------------------------------
-    def _slots(self) -> tuple[str, ...]:
+    @property
+    def slots(self) -> tuple[str, ...]:
         """Names of the per-parameter state buffers (all zeros at build, same shape and dtype)."""
         return ()
 
     def _kernel_slots(self) -> tuple[str, ...]:
         """The buffers the kernel takes, in order, used or not (an unused one is passed empty)."""
-        return self._slots()
+        return self.slots
 
     @property
     def built(self) -> bool:
@@ -172,27 +87,42 @@ class Optimizer:
     def build(self, params) -> None:
         """Allocate the state buffers for ``params`` (zeros, same shape and dtype); once, before stepping."""
         params = self._check_params(params)
-        self._specs = [(p.shape, p.dtype) for p in params]
-        self._state = {s: [np.zeros_like(p, order="C") for p in params] for s in self._slots()}
-        # Each array's kernel buffers as flat views, made once: step() then allocates nothing, and an
-        # empty array of the right dtype stands in for a buffer the settings leave unused.
-        self._bufs = [tuple(self._state[s][i].reshape(-1) if s in self._state else np.empty(0, p.dtype)
-                            for s in self._kernel_slots()) for i, p in enumerate(params)]
+        self._specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
+        self.state = {s: [self.ops.zeros(shape, dtype) for shape, dtype in self._specs] for s in self.slots}
+        self._flat_views()
+
+    def _flat_views(self):
+        """Each array's kernel buffers as flat views, made once: step() then allocates nothing, and an
+        empty array of the right dtype stands in for a buffer the settings leave unused."""
+        self._bufs = [tuple(self.state[s][i].reshape(self.state[s][i].size) if s in self.state
+                            else self.ops.alloc(0, dtype) for s in self._kernel_slots())
+                      for i, (_, dtype) in enumerate(self._specs)]
+
+    def to(self, ops) -> None:
+        """Run the updates on ``ops`` from now on; the state buffers move there."""
+        ops.check_optimizer(self)
+        if ops is self.ops:
+            return
+        if self.built:
+            self.state = {s: [ops.to_device(self.ops.to_host(a)) for a in arrays] for s, arrays in self.state.items()}
+        self.ops = ops
+        if self.built:
+            self._flat_views()
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """A copy of the state, keyed ``"iterations"`` and ``"{slot}/{index}"`` (e.g. ``"m/0"``)."""
+        """A copy of the state (numpy), keyed ``"iterations"`` and ``"{slot}/{index}"`` (e.g. ``"m/0"``)."""
         out = {"iterations": np.asarray(self.iterations, dtype=np.int64)}
         if self.built:
-            for s, arrays in self._state.items():
+            for s, arrays in self.state.items():
                 for i, a in enumerate(arrays):
-                    out[f"{s}/{i}"] = a.copy()
+                    out[f"{s}/{i}"] = self.ops.to_host(a)
         return out
 
     def load_state_arrays(self, arrays) -> None:
         """Restore what ``state_arrays`` returned (after ``build`` on the same params); all or nothing."""
         if not self.built:
             raise ValueError("call build(params) before load_state_arrays, so the state has somewhere to go")
-        expected = {"iterations"} | {f"{s}/{i}" for s in self._slots() for i in range(len(self._specs))}
+        expected = {"iterations"} | {f"{s}/{i}" for s in self.slots for i in range(len(self._specs))}
         missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
         if missing or extra:
             raise ValueError(f"optimizer state does not match {type(self).__name__} with "
@@ -200,15 +130,15 @@ class Optimizer:
         it = np.asarray(arrays["iterations"])
         if it.shape != () or it.dtype.kind not in "iu" or int(it) < 0:
             raise ValueError(f"iterations must be a non-negative integer scalar, received: {it!r}")
-        for s, bufs in self._state.items():
+        for s, bufs in self.state.items():
             for i, buf in enumerate(bufs):
                 a = np.asarray(arrays[f"{s}/{i}"])
-                if a.shape != buf.shape or a.dtype.kind != "f":
+                if a.shape != tuple(buf.shape) or a.dtype.kind != "f":
                     raise ValueError(f"optimizer state {s}/{i} must be a float array of shape {buf.shape}, "
                                      f"received: shape={a.shape}, dtype={a.dtype}")
-        for s, bufs in self._state.items():
+        for s, bufs in self.state.items():
             for i, buf in enumerate(bufs):
-                np.copyto(buf, arrays[f"{s}/{i}"], casting="unsafe")
+                self.ops.to_device(np.ascontiguousarray(arrays[f"{s}/{i}"], dtype=buf.dtype), out=buf)
         self.iterations = int(it)
 
     # -- stepping --------------------------------------------------------------------------------
@@ -238,7 +168,8 @@ class Optimizer:
             l1, l2 = regularizers[i] if regularizers is not None else (0.0, 0.0)
             if on_param is not None:
                 on_param(i)
-            self._update(params[i].reshape(-1), grads[i].reshape(-1), bufs[i], lr, float(l1), float(l2))
+            w, g = params[i], grads[i]
+            self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2))
         if on_param is not None:
             on_param(n)
 
@@ -250,11 +181,11 @@ class Optimizer:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError(f"params must be a list of numpy arrays, received: {type(params).__name__}")
         for i, p in enumerate(params):
-            if not isinstance(p, np.ndarray):
+            if not isinstance(p, self.ops.array_type):
                 raise TypeError(f"params[{i}] must be a numpy array, received: {type(p).__name__}")
-            if p.dtype not in _FLOATS:
+            if np.dtype(p.dtype).name not in FLOAT_DTYPES:
                 raise ValueError(f"params[{i}] must be float32 or float64, received: dtype={p.dtype}")
-            if not (p.flags.c_contiguous and p.flags.writeable):
+            if isinstance(p, np.ndarray) and not (p.flags.c_contiguous and p.flags.writeable):
                 raise ValueError(f"params[{i}] must be a writeable C-contiguous array (it is updated in "
                                  f"place), received: c_contiguous={p.flags.c_contiguous}, "
                                  f"writeable={p.flags.writeable}")
@@ -262,19 +193,20 @@ class Optimizer:
 
     def _check_pair(self, i, p, g):
         shape, dtype = self._specs[i]
-        if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype != dtype:
-            got = f"shape={p.shape}, dtype={p.dtype}" if isinstance(p, np.ndarray) else type(p).__name__
+        kind = self.ops.array_type
+        if not isinstance(p, kind) or p.shape != shape or p.dtype != dtype:
+            got = f"shape={p.shape}, dtype={p.dtype}" if isinstance(p, kind) else type(p).__name__
             raise ValueError(f"params[{i}] must match the array the optimizer was built for "
                              f"(shape={shape}, dtype={dtype}), received: {got}")
-        flags = p.flags
-        if not (flags.c_contiguous and flags.writeable):
-            raise ValueError(f"params[{i}] must be a writeable C-contiguous array")
-        if not isinstance(g, np.ndarray) or g.shape != shape or g.dtype != dtype:
-            got = f"shape={g.shape}, dtype={g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
+        if not isinstance(g, kind) or g.shape != shape or g.dtype != dtype:
+            got = f"shape={g.shape}, dtype={g.dtype}" if isinstance(g, kind) else type(g).__name__
             raise ValueError(f"grads[{i}] must have the shape and dtype of params[{i}] "
                              f"(shape={shape}, dtype={dtype}), received: {got}")
-        if not g.flags.c_contiguous:
-            raise ValueError(f"grads[{i}] must be C-contiguous")
+        if isinstance(p, np.ndarray):  # device arrays are made contiguous by the backend
+            if not (p.flags.c_contiguous and p.flags.writeable):
+                raise ValueError(f"params[{i}] must be a writeable C-contiguous array")
+            if not g.flags.c_contiguous:
+                raise ValueError(f"grads[{i}] must be C-contiguous")
 
     # -- config ----------------------------------------------------------------------------------
     def _hyper(self) -> dict:
@@ -315,20 +247,22 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    kernel = "sgd_update"
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         super().__init__(learning_rate)
         self.momentum = _real("momentum", momentum, 0.0, 1.0)
         self.nesterov = _bool("nesterov", nesterov)
 
-    def _slots(self):
+    @property
+    def slots(self):
         return ("velocity",) if self.momentum > 0 else ()
 
     def _kernel_slots(self):
         return ("velocity",)
 
     def _update(self, w, g, bufs, lr, l1, l2):
-        K.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2)
+        self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2)
 
     def _hyper(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -338,16 +272,18 @@ class Adagrad(Optimizer):
     """Adagrad (Duchi et al., https://jmlr.org/papers/v12/duchi11a.html): w -= lr*g/(sqrt(sum g^2)+eps)."""
 
     name = "adagrad"
+    kernel = "adagrad_update"
 
     def __init__(self, learning_rate=0.001, epsilon=1e-7):
         super().__init__(learning_rate)
         self.epsilon = _real("epsilon", epsilon, 0.0)
 
-    def _slots(self):
+    @property
+    def slots(self):
         return ("accum",)
 
     def _update(self, w, g, bufs, lr, l1, l2):
-        K.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2)
+        self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2)
 
     def _hyper(self):
         return {"epsilon": self.epsilon}
@@ -360,17 +296,19 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    kernel = "rmsprop_update"
 
     def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
         super().__init__(learning_rate)
         self.rho = _real("rho", rho, 0.0, 1.0, high_open=True)
         self.epsilon = _real("epsilon", epsilon, 0.0)
 
-    def _slots(self):
+    @property
+    def slots(self):
         return ("ms",)
 
     def _update(self, w, g, bufs, lr, l1, l2):
-        K.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2)
+        self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2)
 
     def _hyper(self):
         return {"rho": self.rho, "epsilon": self.epsilon}
@@ -384,6 +322,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    kernel = "adam_update"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
                  weight_decay=0.0):
@@ -394,7 +333,8 @@ class Adam(Optimizer):
         self.amsgrad = _bool("amsgrad", amsgrad)
         self.weight_decay = _real("weight_decay", weight_decay, 0.0)
 
-    def _slots(self):
+    @property
+    def slots(self):
         return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
 
     def _kernel_slots(self):
@@ -402,32 +342,22 @@ class Adam(Optimizer):
 
     def _update(self, w, g, bufs, lr, l1, l2):
         m, v, vmax = bufs
-        K.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
-                      self.weight_decay, self.amsgrad, l1, l2)
+        self.ops.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
+                             self.weight_decay, self.amsgrad, l1, l2)
 
     def _hyper(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
                 "amsgrad": self.amsgrad, "weight_decay": self.weight_decay}
 
 
-class AMSGrad(Adam):
+def AMSGrad(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0) -> Adam:
     """Adam with the running maximum of v (Reddi et al., https://openreview.net/forum?id=ryQu7f-RZ)."""
-
-    name = "amsgrad"
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=True,
-                 weight_decay=0.0):
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay)
+    return Adam(learning_rate, beta_1, beta_2, epsilon, amsgrad=True, weight_decay=weight_decay)
 
 
-class AdamW(Adam):
+def AdamW(learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False) -> Adam:
     """Adam, decoupled weight decay w -= lr*wd*w (Loshchilov & Hutter, https://arxiv.org/abs/1711.05101)."""
-
-    name = "adamw"
-
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False):
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay)
+    return Adam(learning_rate, beta_1, beta_2, epsilon, amsgrad=amsgrad, weight_decay=weight_decay)
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "amsgrad": AMSGrad,
@@ -438,7 +368,7 @@ def get(identifier) -> Optimizer:
     """An optimizer from a name (``"adam"``), a config dict, a class, or an instance (returned as is)."""
     if isinstance(identifier, Optimizer):
         return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer) or identifier in (AMSGrad, AdamW):
         return identifier()
     if isinstance(identifier, dict):
         cls = get(identifier.get("name", ""))
@@ -449,3 +379,20 @@ def get(identifier) -> Optimizer:
             raise ValueError(f"unknown optimizer {identifier!r}; known: {', '.join(sorted(OPTIMIZERS))}")
         return OPTIMIZERS[key]()
     raise TypeError(f"optimizer must be a name, a config dict or an Optimizer, received: {identifier!r}")
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SGD",
+    "AMSGrad",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "CosineDecay",
+    "LearningRateSchedule",
+    "Optimizer",
+    "RMSprop",
+    "StepDecay",
+    "get",
+]

@@ -1,7 +1,9 @@
 """Per-layer, per-phase timers for the training loop; the tables and exports live in jitnn/report.py.
 
-The model brackets every layer call and every model-level phase with one ``perf_counter_ns`` pair and
-calls ``add(layer, phase, t0, t1, batch)``: never inside kernels. A row is keyed by (model, layer,
+The training loop brackets every layer call and every model-level phase through a recorder (the
+backend's: ``HostRecorder`` here, one ``perf_counter_ns`` pair per call; CUDA events on the GPU; the
+do-nothing ``NULL_RECORDER`` when no profile is open, so the loop has no branches for profiling),
+which calls ``add(layer, phase, t0, t1, batch)``: never inside kernels. A row is keyed by (model, layer,
 phase, batch size) and holds [ns, calls]; FLOPs and bytes are computed from the layers' shapes when
 a report asks, so recording costs a dict lookup and two additions.
 
@@ -167,7 +169,7 @@ class Profile:
 
 def update_bytes(optimizer, layer) -> int:
     """Bytes one optimizer step moves for a layer: read g, read+write w and every state buffer."""
-    slots = len(optimizer._slots()) if optimizer is not None else 0
+    slots = len(optimizer.slots) if optimizer is not None else 0
     return sum(p.nbytes for p in layer.params) * (1 + 2 * (1 + slots))
 
 
@@ -231,6 +233,76 @@ class _UpdateTimer:
         else:
             self.rec.add(self.owner[i - 1], "update", self.t, t1, self.batch)
         self.t = _now()
+
+
+class NullRecorder:
+    """The recorder when nothing is profiled: every method does nothing, at the cost of a call."""
+
+    __slots__ = ()
+
+    def start(self):
+        return 0
+
+    def stop(self, mark, layer, phase, batch):
+        pass
+
+    host_start, host_stop = start, stop
+
+    def add(self, layer, phase, t0, t1, batch):
+        pass
+
+    def update_hook(self, batch):
+        return None
+
+    def end_update(self, batch):
+        pass
+
+    def flush(self):
+        pass
+
+    def finish(self):
+        pass
+
+
+NULL_RECORDER = NullRecorder()
+
+
+class HostRecorder:
+    """Host-clock timing for the training loop: ``mark = start()`` ... ``stop(mark, layer, phase, batch)``.
+
+    ``host_start``/``host_stop`` time host work (the same clock here; a device recorder keeps its events
+    for device work only). ``update_hook(batch)`` is the optimizer's ``on_param``, billing each array's
+    update to its layer; ``end_update`` closes the step's ``optimizer`` row."""
+
+    __slots__ = ("rec", "timer")
+
+    def __init__(self, rec, layers):
+        self.rec = rec
+        self.timer = rec.update_hook(layers)
+
+    def start(self):
+        return _now()
+
+    def stop(self, mark, layer, phase, batch):
+        self.rec.add(layer, phase, mark, _now(), batch)
+
+    host_start, host_stop = start, stop
+
+    def add(self, layer, phase, t0, t1, batch):
+        self.rec.add(layer, phase, t0, t1, batch)
+
+    def update_hook(self, batch):
+        self.timer.start(batch)
+        return self.timer
+
+    def end_update(self, batch):
+        self.rec.add(None, "optimizer", self.timer.t, _now(), batch)
+
+    def flush(self):
+        pass
+
+    def finish(self):
+        self.rec.finish()
 
 
 def current(requested, model, t_start=None):

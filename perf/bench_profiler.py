@@ -123,25 +123,24 @@ def paired_steps(model, x, y, batch, pairs):
     """[(label, median ns difference, median plain step ns)] for A/A (two plain steps) and A/profiled."""
     now = time.perf_counter_ns
     xb = np.ascontiguousarray(x[:batch])
-    yb = model._prepare_targets(y[:batch], xb)
-    params = [p for layer in model.layers for p in layer.params]
-    grads = [g for layer in model.layers for g in layer.grads]
-    regs = [r for layer in model.layers for r in layer.regularizers]
-    rec = jitnn.profiler.Profile().recorder(model)
-    hook = rec.update_hook(model.layers)
+    yb = model.prepare_targets(y[:batch], xb)
+    rec = jitnn.profiler.HostRecorder(jitnn.profiler.Profile().recorder(model), model.layers)
+    model.allocate(batch)
 
     def plain():
+        model.recorder = jitnn.profiler.NULL_RECORDER
         t0 = now()
-        model._train_step(xb, yb, None)
-        model.optimizer.step(params, grads, regs)
+        model.train_step(xb, yb)
+        model.apply_gradients(on_param=model.recorder.update_hook(batch))
+        model.recorder.end_update(batch)
         return now() - t0
 
-    def profiled():  # what fit does around a step when profiling, minus batching/metrics
+    def profiled():  # what fit does around a step when profiling, minus batching
+        model.recorder = rec
         t0 = now()
-        model._train_step(xb, yb, rec)
-        hook.start(batch)
-        model.optimizer.step(params, grads, regs, on_param=hook)
-        rec.add(None, "optimizer", hook.t, now(), batch)
+        model.train_step(xb, yb)
+        model.apply_gradients(on_param=rec.update_hook(batch))
+        rec.end_update(batch)
         return now() - t0
 
     out = []

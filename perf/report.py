@@ -17,7 +17,7 @@ embedded digits set when Fashion-MNIST is not installed). For each batch size th
 once per machine and thread count, then cached).
 
 --lines adds two listings through line_profiler, which cannot see inside compiled code:
-  1. the Python-level training loop (Sequential.fit/_train_step/_forward, Dense.forward/backward,
+  1. the Python-level training loop (Sequential.fit/train_step/_forward, Dense.forward/backward,
      Optimizer.step) over real steps: a compiled kernel call is one opaque line with its real time;
   2. the pure-Python versions (``py_func``) of the kernels behind the hottest rows, run interpreted
      on a small clone of the layer: which lines run and how often, NOT how fast they run compiled.
@@ -136,7 +136,7 @@ def python_lines(model, x, y, batch, steps, seed):
     from jitnn.optimizers import Optimizer
 
     lp = _line_profiler()
-    for fn in (Sequential.fit, Sequential._train_step, Sequential._forward, Dense.forward, Dense.backward,
+    for fn in (Sequential.fit, Sequential.train_step, Sequential.apply_gradients, Dense.forward, Dense.backward,
                Optimizer.step):
         lp.add_function(fn)
     rows, epochs, b = _plan(x.shape[0], batch, steps)
@@ -244,14 +244,14 @@ def kernel_lines(model, prof, top=3, batch=8):
     for i, layer in enumerate(tiny.layers):
         layer.forward = traced(layer.forward, i, "forward")
         layer.backward = traced(layer.backward, i, "backward")
-    tiny._allocate(batch)
-    ys = tiny._prepare_targets(yb, xb)
+    tiny.allocate(batch)
+    ys = tiny.prepare_targets(yb, xb)
     params = [p for layer in tiny.layers for p in layer.params]
     grads = [g for layer in tiny.layers for g in layer.grads]
     with interpreted() as funcs:
         for fn in funcs:
             lp.add_function(fn)
-        tiny._train_step(xb, ys, None)
+        tiny.train_step(xb, ys)
         tiny.optimizer.step(params, grads, on_param=on_param)
     out = io.StringIO()
     lp.print_stats(out, output_unit=1e-6, stripzeros=True)

@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 import re
 
+import helpers
 import numpy as np
 import pytest
 
@@ -17,15 +18,7 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) err: (-?\d+\.\d{6})$")
 
 def logged_errors(out, epochs):
     """The per-epoch errors ``fit`` printed, checking the line format."""
-    lines = out.strip().splitlines()
-    assert len(lines) == epochs
-    errs = []
-    for i, line in enumerate(lines):
-        m = EPOCH_LINE.match(line)
-        assert m, line
-        assert (int(m[1]), int(m[2])) == (i + 1, epochs)
-        errs.append(float(m[3]))
-    return errs
+    return helpers.logged_errors(out, epochs, EPOCH_LINE)
 
 
 def blobs(n_per_class=100, classes=3, seed=0):

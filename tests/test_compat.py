@@ -5,8 +5,10 @@ import importlib.util
 import pathlib
 import re
 
+import helpers
 import numpy as np
 import pytest
+from helpers import DTYPES
 
 from jitnn import compat
 from jitnn.datasets import load_digits, one_hot
@@ -17,7 +19,6 @@ tutorial = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tutorial)
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) err: ([0-9.]+)")
-DTYPES = [np.float32, np.float64]
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -40,15 +41,7 @@ def build(module, sizes, activations, loss, seed):
 
 def logged_errors(out, epochs):
     """The per-epoch errors ``fit`` printed, in order, checking every line's format."""
-    lines = out.strip().splitlines()
-    assert len(lines) == epochs, out
-    errs = []
-    for i, line in enumerate(lines):
-        m = EPOCH_LINE.fullmatch(line)
-        assert m, line
-        assert (int(m[1]), int(m[2])) == (i + 1, epochs)
-        errs.append(float(m[3]))
-    return errs
+    return helpers.logged_errors(out, epochs, EPOCH_LINE)
 
 
 # ---------------------------------------------------------------- the tutorial's code, unchanged

@@ -1,19 +1,18 @@
 """Layers (Dense, Activation, Dropout) against float64 numpy references, central finite differences and
-PyTorch autograd (a whole model's gradients after ``Sequential._train_step``)."""
+PyTorch autograd (a whole model's gradients after ``Sequential.train_step``)."""
 
 import itertools
 
 import numpy as np
 import pytest
+from helpers import DTYPES, central_diff, tolerance
 from scipy.special import expit, softmax
 
 from jitnn import activations, losses, optimizers
 from jitnn.layers import Activation, Dense, Dropout
 from jitnn.model import Sequential
 
-DTYPES = [np.float32, np.float64]
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu", "softmax"]
-FD_EPS = 1e-6
 FD_TOL = {"rtol": 1e-5, "atol": 1e-8}
 KINK_MARGIN = 0.05  # |pre-activation| kept above this, so +-FD_EPS never crosses relu's kink at 0
 
@@ -44,21 +43,7 @@ def ref_activation(name, z):
 
 
 def tol(dtype):
-    return {"rtol": 1e-4, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-11, "atol": 1e-12}
-
-
-def central_diff(loss, arr):
-    """dloss/darr by central differences, perturbing ``arr`` in place one element at a time."""
-    g = np.empty(arr.shape, np.float64)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + FD_EPS
-        up = loss()
-        arr[idx] = old - FD_EPS
-        down = loss()
-        arr[idx] = old
-        g[idx] = (up - down) / (2 * FD_EPS)
-    return g
+    return tolerance(dtype)
 
 
 def built(layer, input_dim, batch, dtype=np.float64, seed=0):
@@ -112,15 +97,17 @@ def test_dense_gradients_match_finite_differences(activation, use_bias):
 
 
 @pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid", "softmax"])
-def test_dense_grad_is_dz_passes_gradient_through(activation):
-    """With grad_is_dz the incoming gradient is dL/dZ: the activation's derivative is not applied."""
+def test_dense_emitting_logits_passes_gradient_through(activation):
+    """With emit_logits (the loss fused the activation) forward returns Z and the incoming gradient is
+    dL/dZ: the activation's derivative is not applied."""
     rng = np.random.default_rng(2)
     layer = built(Dense(5, activation=activation), input_dim=4, batch=7)
+    layer.emit_logits = True
     layer.b[...] = rng.normal(size=5)
     x = rng.normal(size=(7, 4))
     g = rng.normal(size=(7, 5))
-    layer.forward(x, True)
-    dx = layer.backward(g, True, grad_is_dz=True)
+    np.testing.assert_allclose(layer.forward(x, True), x @ layer.W + layer.b, **tol(np.float64))
+    dx = layer.backward(g, True)
     np.testing.assert_allclose(dx, g @ layer.W.T, **tol(np.float64))
     np.testing.assert_allclose(layer.dW, x.T @ g, **tol(np.float64))
     np.testing.assert_allclose(layer.db, g.sum(axis=0), **tol(np.float64))
@@ -345,7 +332,7 @@ def test_model_gradients_match_torch(name, specs, loss, kind):
     model = Sequential([make_layer(s) for s in specs], dtype="float64")
     model.compile(loss=loss, optimizer=optimizers.SGD(0.1))
     model.build(d_in, seed=0)
-    model._allocate(n)
+    model.allocate(n)
     dense = [layer for layer in model.layers if isinstance(layer, Dense)]
     for layer in dense:
         layer.b[...] = 0.1 * rng.normal(size=layer.b.shape)
@@ -365,7 +352,7 @@ def test_model_gradients_match_torch(name, specs, loss, kind):
     ref = torch_loss(loss, h, torch.tensor(y), kind)
     ref.backward()
 
-    value = model._train_step(x, y_model, None)
+    value = model.train_step(x, y_model)
     np.testing.assert_allclose(value, ref.item(), rtol=1e-10)
     for i, (layer, (w, b)) in enumerate(zip(dense, params)):
         np.testing.assert_allclose(layer.dW, w.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=f"dW of Dense {i}")

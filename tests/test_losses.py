@@ -3,14 +3,15 @@
 import numba
 import numpy as np
 import pytest
+from helpers import DTYPES, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, log_expit, log_softmax, logsumexp, softmax
 
 from jitnn import losses, metrics
+from jitnn.kernels import losses as KL
 from jitnn.kernels import reductions as K
 
-DTYPES = [np.float32, np.float64]
 SHAPES = [(n, d) for n in (1, 7, 33) for d in (1, 3, 10)]
 EPS = 1e-7
 
@@ -71,7 +72,7 @@ def fd_grad(f, x, h=1e-6):
 
 
 def tol(dtype):
-    return {"rtol": 3e-5, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-12}
+    return tolerance(dtype, float32=(3e-5, 1e-7), float64=(1e-9, 1e-12))
 
 
 # ---------------------------------------------------------------- test cases, shared by all tests
@@ -354,11 +355,11 @@ def test_nan_propagates_through_losses():
 
 
 PARALLEL_CASES = [
-    ("mse", lambda x, y, g, r: K.mse(x, y, g, r)),
-    ("softmax_xent_int", lambda x, y, g, r: K.softmax_xent_int(x, y, np.empty_like(x), g, r)),
-    ("softmax_xent_dense", lambda x, y, g, r: K.softmax_xent_dense(x, y, np.empty_like(x), g, r)),
-    ("sigmoid_bce_logits", lambda x, y, g, r: K.sigmoid_bce_logits(x, y, np.empty_like(x), g, r)),
-    ("xent_probs_dense", lambda x, y, g, r: K.xent_probs_dense(np.abs(x) + 0.1, y, g, r, EPS)),
+    ("mse", lambda x, y, g, r: KL.mse(x, y, g, r)),
+    ("softmax_xent_int", lambda x, y, g, r: KL.softmax_xent_int(x, y, np.empty_like(x), g, r)),
+    ("softmax_xent_dense", lambda x, y, g, r: KL.softmax_xent_dense(x, y, np.empty_like(x), g, r)),
+    ("sigmoid_bce_logits", lambda x, y, g, r: KL.sigmoid_bce_logits(x, y, np.empty_like(x), g, r)),
+    ("xent_probs_dense", lambda x, y, g, r: KL.xent_probs_dense(np.abs(x) + 0.1, y, g, r, EPS)),
 ]
 
 

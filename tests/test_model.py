@@ -7,14 +7,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import DTYPE_NAMES as DTYPES
+from helpers import assert_weights_equal
 from sklearn.datasets import make_classification
 
 from jitnn import EarlyStopping, ModelCheckpoint, NonFiniteLossError, Sequential, load_model, optimizers
 from jitnn.callbacks import Callback
 from jitnn.layers import Dense, Dropout
-
-DTYPES = ["float32", "float64"]
-
 
 # ---------------------------------------------------------------- shared helpers
 
@@ -48,12 +47,6 @@ def regressor(features=4, dtype="float32", optimizer=None):
     model = Sequential([Dense(8, activation="tanh", input_dim=features), Dense(1)], dtype=dtype)
     model.compile(loss="mse", optimizer=optimizer or optimizers.Adam(0.01))
     return model
-
-
-def assert_weights_equal(a, b):
-    assert len(a) == len(b)
-    for wa, wb in zip(a, b):
-        np.testing.assert_array_equal(wa, wb)
 
 
 def weights_differ(a, b):
@@ -203,9 +196,9 @@ def record_steps(monkeypatch, model):
     copies = []
     step = model.optimizer.step
 
-    def recording_step(params, grads, regularizers=None):
+    def recording_step(params, grads, regularizers=None, on_param=None):
         copies.append([p.copy() for p in params])
-        return step(params, grads, regularizers)
+        return step(params, grads, regularizers, on_param)
 
     monkeypatch.setattr(model.optimizer, "step", recording_step)
     return copies
@@ -293,18 +286,18 @@ def traced_peak(fn):
 
 
 def test_train_step_and_optimizer_step_do_not_allocate():
-    """Forward + loss + backward (``_train_step``) and the optimizer step, on a batch already in place."""
+    """Forward + loss + backward (``train_step``) and the optimizer step, on a batch already in place."""
     model, x, y = warm_allocation_model(steps_per_epoch=2)
     params = [p for layer in model.layers for p in layer.params]
     grads = [g for layer in model.layers for g in layer.grads]
     regs = [r for layer in model.layers for r in layer.regularizers]
-    xb, yb = model._xb[:ALLOC_BATCH], np.ascontiguousarray(y[:ALLOC_BATCH])
+    xb, yb = model.batch_buffers()[0][:ALLOC_BATCH], np.ascontiguousarray(y[:ALLOC_BATCH])
     xb[...] = x[:ALLOC_BATCH]
     losses_seen = []
 
     def steps():
         for _ in range(8):
-            losses_seen.append(model._train_step(xb, yb, None))
+            losses_seen.append(model.train_step(xb, yb))
             model.optimizer.step(params, grads, regs)
 
     peak, held, top = traced_peak(steps)
@@ -316,22 +309,22 @@ def test_train_step_and_optimizer_step_do_not_allocate():
 def test_fit_loop_steady_state_does_not_allocate(monkeypatch):
     """The whole loop of ``fit`` (batching, step, NaN guard, optimizer, metrics) between two batches.
 
-    The peak of new allocations is recorded for each interval from one ``_train_step`` call to the next,
+    The peak of new allocations is recorded for each interval from one ``train_step`` call to the next,
     which spans exactly one iteration of the batch loop; intervals touching the epoch's start are left out."""
     model, x, y = warm_allocation_model(steps_per_epoch=6)
-    train_step = model._train_step
+    train_step = model.train_step
     peaks = []
 
-    def measured(xb, yb, prof):
+    def measured(xb, yb):
         _, peak = tracemalloc.get_traced_memory()
         peaks.append(peak - measured.base)
-        loss = train_step(xb, yb, prof)
+        loss = train_step(xb, yb)
         tracemalloc.reset_peak()
         measured.base, _ = tracemalloc.get_traced_memory()
         return loss
 
     measured.base = 0
-    monkeypatch.setattr(model, "_train_step", measured)
+    monkeypatch.setattr(model, "train_step", measured)
     traced_peak(lambda: model.fit(x, y, epochs=1, batch_size=ALLOC_BATCH, verbose=0, seed=1))
     steady = peaks[1:]  # peaks[0] spans fit's own set-up
     assert len(steady) == 5

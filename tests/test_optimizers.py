@@ -13,6 +13,7 @@ import tracemalloc
 import numba
 import numpy as np
 import pytest
+from helpers import DTYPES, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ import jitnn
 from jitnn import optimizers as O
 from jitnn.kernels import optim as K
 
-DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
 # 4097: one CHUNK plus one element (serial path); 10007: three CHUNKs (parallel path); one 2-D array
 SHAPES = [(1,), (7,), (4097,), (10007,), (13, 17)]
@@ -94,8 +94,8 @@ def random_problem(shapes, dtype, steps, seed=0):
     return params, grads
 
 
-def tolerance(dtype):
-    return {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-11, "atol": 1e-12}
+def step_tolerance(dtype):
+    return tolerance(dtype, float32=(2e-5, 2e-5), float64=(1e-11, 1e-12))
 
 
 def check_trajectory(opt, ref, ref_kw, lr, dtype, shapes=SHAPES, steps=STEPS, regs=None, lr_of_step=None):
@@ -114,7 +114,7 @@ def check_trajectory(opt, ref, ref_kw, lr, dtype, shapes=SHAPES, steps=STEPS, re
             ref_w[i] = ref(ref_w[i], g64, ref_state[i], k + 1, lr_k, **ref_kw)
         for i, (p, r) in enumerate(zip(params, ref_w)):
             assert p.dtype == dtype
-            np.testing.assert_allclose(p, r, **tolerance(dtype), err_msg=f"param {i}, step {k + 1}")
+            np.testing.assert_allclose(p, r, **step_tolerance(dtype), err_msg=f"param {i}, step {k + 1}")
     return params
 
 
@@ -316,7 +316,8 @@ def test_compiled_matches_plain_python(dtype, monkeypatch):
 
     The plain run computes sqrt in float64 (math.sqrt returns a Python float), hence the float32 tolerance.
     """
-    for name in ("_regularized", "_sgd_block", "_adagrad_block", "_rmsprop_block", "_adam_block"):
+    for name in ("regularized", "sgd_element", "adagrad_element", "rmsprop_element", "adam_moments", "adam_weight",
+                 "_sgd_block", "_adagrad_block", "_rmsprop_block", "_adam_block"):
         monkeypatch.setattr(K, name, getattr(K, name).py_func)
     n = K.SERIAL_MAX + 5  # past the serial cut-off: three chunks through the Python prange loop
     # atol: FMA contraction in the compiled code rounds cancelling sums like w + mu*v - lr*g differently
@@ -422,16 +423,33 @@ def test_load_state_errors_change_nothing():
         opt.load_state_arrays(dict(good, iterations=np.array(-1)))
 
 
+FACTORY_SETTINGS = {"amsgrad": {"amsgrad": True}, "adamw": {"weight_decay": 0.004}}  # thin factories over Adam
+
+
 @pytest.mark.parametrize("name", sorted(O.OPTIMIZERS))
 def test_config_round_trip_and_get(name):
     opt = O.get(name)
-    assert isinstance(opt, O.OPTIMIZERS[name])
     cfg = opt.get_config()
-    assert cfg["name"] == name
+    if name in FACTORY_SETTINGS:
+        assert type(opt) is O.Adam and cfg["name"] == "adam"
+        assert FACTORY_SETTINGS[name].items() <= cfg.items()
+    else:
+        assert isinstance(opt, O.OPTIMIZERS[name]) and cfg["name"] == name
     assert type(opt).from_config(cfg).get_config() == cfg
     assert O.get(cfg).get_config() == cfg
     assert O.get(opt) is opt
     assert O.get(name.upper()).get_config() == cfg
+
+
+def test_factories_take_no_contradictory_arguments_and_old_configs_load():
+    with pytest.raises(TypeError, match="amsgrad"):
+        O.AMSGrad(amsgrad=False)
+    assert O.get(O.AMSGrad).amsgrad and O.get(O.AdamW).weight_decay == 0.004
+    # files written before the factories name them "amsgrad" / "adamw": they still load, as Adam
+    old = {"name": "adamw", "learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+           "amsgrad": True, "weight_decay": 0.1}
+    opt = O.get(old)
+    assert type(opt) is O.Adam and opt.get_config() == dict(old, name="adam")
 
 
 def test_defaults_follow_keras():
@@ -546,7 +564,7 @@ def _torch_trajectory(torch, make_torch, make_ours, dtype, regs=None, steps=STEP
             tp.grad = torch.tensor(g.copy())
         topt.step()
         ours.step(params, grads[k], regs)
-        tol = tolerance(dtype)
+        tol = step_tolerance(dtype)
         for i, (p, tp) in enumerate(zip(params, tparams)):
             np.testing.assert_allclose(p, tp.detach().numpy(), **tol, err_msg=f"param {i}, step {k + 1}")
 

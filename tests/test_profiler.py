@@ -411,4 +411,4 @@ def test_cli_line_listings_label_interpreted_kernels_and_restore_them(run):
     assert not isinstance(gemm.micro_kernel, type(cli._micro_kernel_py))
     x, y = data(128)
     listing = cli.python_lines(model, x, y, 32, 2, 0)
-    assert "Function: Sequential._train_step" in listing and "Function: Dense.forward" in listing
+    assert "Function: Sequential.train_step" in listing and "Function: Dense.forward" in listing

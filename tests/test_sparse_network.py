@@ -3,16 +3,15 @@ finite differences, magnitude pruning against a masked dense reference, and the 
 
 import numpy as np
 import pytest
+from helpers import DTYPES, central_diff
 
 import jitnn
-from test_layers import central_diff  # the shared finite-difference helper
 from jitnn import report
 from jitnn.layers import Dense
 from jitnn.model import Sequential
 from jitnn.prune import magnitude_mask
 from jitnn.sparse import CSRMatrix
 
-DTYPES = [np.float32, np.float64]
 TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-10, "atol": 1e-12}}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnn.config import FLOAT_DTYPES
 from jitnn.cuda.runtime import cuda, device_function, multiprocessors
 from jitnn.kernels.elementwise import CODES, LINEAR
 from jitnn.kernels.elementwise import activate_scalar as _activate_scalar
@@ -41,7 +42,7 @@ TILES = {
 }
 PAD = 1
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = tuple(np.dtype(d) for d in FLOAT_DTYPES)
 _KERNELS: dict = {}
 
 

@@ -1,8 +1,8 @@
-"""CUDA twins of the CPU kernels: activations, dropout, batch gathers, bias gradients, losses, metrics.
+"""CUDA kernels behind jitnn.backend.cuda: activations, dropout, gathers, bias gradients, losses, metrics, updates.
 
 Wherever the math is per element or per row, a CUDA kernel calls the CPU's own ``@njit`` function
 (numba compiles it again for the GPU): ``activate_scalar``/``derivative_scalar`` from
-jitnn.kernels.elementwise, the loss row functions from jitnn.kernels.reductions, dropout's counter
+jitnn.kernels.elementwise, the loss row functions from jitnn.kernels.losses, dropout's counter
 hash. Both devices therefore run the same arithmetic, and the same dropout seed drops the same units.
 
 Threading: elementwise kernels are grid-stride loops over the flattened (N, D) array (consecutive
@@ -19,24 +19,34 @@ import math
 from numba import float64
 
 from jitnn.cuda.runtime import cuda, device_function
-from jitnn.kernels import elementwise as _E
-from jitnn.kernels import optim as _O
-from jitnn.kernels import reductions as _R
-from jitnn.layers import dropout as _D
+from jitnn.kernels import dropout as KD
+from jitnn.kernels import elementwise as KE
+from jitnn.kernels import losses as KL
+from jitnn.kernels import metrics as KM
+from jitnn.kernels import optim as KO
+from jitnn.kernels import reductions as KR
 
-activate_scalar = device_function(_E.activate_scalar)
-derivative_scalar = device_function(_E.derivative_scalar)
-_regularized = device_function(_O._regularized)
-_uniform = device_function(_D._uniform)
-_softmax_row = device_function(_R._softmax_row)
-_mse_row = device_function(_R._mse_row)
-_mae_row = device_function(_R._mae_row)
-_bce_probs_row = device_function(_R._bce_probs_row)
-_xent_probs_int_row = device_function(_R._xent_probs_int_row)
-_xent_probs_dense_row = device_function(_R._xent_probs_dense_row)
-_sigmoid_bce_logits_row = device_function(_R._sigmoid_bce_logits_row)
-_softmax_xent_int_row = device_function(_R._softmax_xent_int_row)
-_softmax_xent_dense_row = device_function(_R._softmax_xent_dense_row)
+activate_scalar = device_function(KE.activate_scalar)
+derivative_scalar = device_function(KE.derivative_scalar)
+regularized = device_function(KO.regularized)
+sgd_element = device_function(KO.sgd_element)
+adagrad_element = device_function(KO.adagrad_element)
+rmsprop_element = device_function(KO.rmsprop_element)
+adam_moments = device_function(KO.adam_moments)
+adam_weight = device_function(KO.adam_weight)
+uniform_hash = device_function(KD.uniform_hash)
+softmax_row = device_function(KR.softmax_row)
+backprop_softmax_row = device_function(KR.backprop_softmax_row)
+mse_row = device_function(KL.mse_row)
+mae_row = device_function(KL.mae_row)
+bce_probs_row = device_function(KL.bce_probs_row)
+xent_probs_int_row = device_function(KL.xent_probs_int_row)
+xent_probs_dense_row = device_function(KL.xent_probs_dense_row)
+sigmoid_bce_logits_row = device_function(KL.sigmoid_bce_logits_row)
+softmax_xent_int_row = device_function(KL.softmax_xent_int_row)
+softmax_xent_dense_row = device_function(KL.softmax_xent_dense_row)
+argmax_row = device_function(KM.argmax_row)
+threshold_hits_row = device_function(KM.threshold_hits_row)
 
 THREADS = 256  # per block for the 1-D kernels
 MAX_BLOCKS = 65535  # grid-stride loops cover the rest
@@ -83,7 +93,7 @@ def softmax_rows(z, out):
     """out[i] = softmax(z[i]), max-subtracted; one thread per row (``out`` may be ``z``)."""
     i = cuda.grid(1)
     if i < z.shape[0]:
-        _softmax_row(z[i], out[i])
+        softmax_row(z[i], out[i])
 
 
 @cuda.jit
@@ -91,12 +101,7 @@ def backprop_softmax_rows(probs, dprobs, dz):
     """dz[i] = p[i] * (dp[i] - sum_j dp[i, j] p[i, j]); one thread per row."""
     i = cuda.grid(1)
     if i < probs.shape[0]:
-        d = probs.shape[1]
-        s = 0.0
-        for j in range(d):
-            s += dprobs[i, j] * probs[i, j]
-        for j in range(d):
-            dz[i, j] = probs[i, j] * (dprobs[i, j] - s)
+        backprop_softmax_row(probs[i], dprobs[i], dz[i])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,7 +116,7 @@ def dropout_forward(x, rate, seed, mask, out):
     for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
         i = e // d
         j = e - i * d
-        keep = _uniform(seed, i * d + j) >= rate
+        keep = uniform_hash(seed, i * d + j) >= rate
         mask[i, j] = keep
         out[i, j] = x[i, j] * scale if keep else 0
 
@@ -206,67 +211,77 @@ def launch_accumulate(values, n, acc, slot, stream=0):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Losses: one thread per sample, running the CPU's row function. row_loss is float64.
+# Losses: one thread per sample, running the CPU's row function, with the CPU drivers' arguments (the
+# scale, 1/(N D) or 1/N, is computed from the shapes, as the CPU drivers do). row_loss is float64.
 
 
 @cuda.jit
-def mse(pred, y, grad, row_loss, g):
+def mse(pred, y, grad, row_loss):
     i = cuda.grid(1)
-    if i < pred.shape[0]:
-        row_loss[i] = _mse_row(pred[i], y[i], grad[i], g)
+    n, d = pred.shape
+    if i < n:
+        row_loss[i] = mse_row(pred[i], y[i], grad[i], 2.0 / (n * d))
 
 
 @cuda.jit
-def mae(pred, y, grad, row_loss, g):
+def mae(pred, y, grad, row_loss):
     i = cuda.grid(1)
-    if i < pred.shape[0]:
-        row_loss[i] = _mae_row(pred[i], y[i], grad[i], g)
+    n, d = pred.shape
+    if i < n:
+        row_loss[i] = mae_row(pred[i], y[i], grad[i], 1.0 / (n * d))
 
 
 @cuda.jit
-def bce_probs(p, y, grad, row_loss, g, eps):
+def bce_probs(p, y, grad, row_loss, eps):
     i = cuda.grid(1)
-    if i < p.shape[0]:
-        row_loss[i] = _bce_probs_row(p[i], y[i], grad[i], g, eps)
+    n, d = p.shape
+    if i < n:
+        row_loss[i] = bce_probs_row(p[i], y[i], grad[i], 1.0 / (n * d), eps)
 
 
 @cuda.jit
-def xent_probs_int(p, labels, grad, row_loss, inv_n, eps):
+def xent_probs_int(p, labels, grad, row_loss, eps):
     i = cuda.grid(1)
-    if i < p.shape[0]:
-        row_loss[i] = _xent_probs_int_row(p[i], labels[i], grad[i], inv_n, eps)
+    n = p.shape[0]
+    if i < n:
+        row_loss[i] = xent_probs_int_row(p[i], labels[i], grad[i], 1.0 / n, eps)
 
 
 @cuda.jit
-def xent_probs_dense(p, y, grad, row_loss, inv_n, eps):
+def xent_probs_dense(p, y, grad, row_loss, eps):
     i = cuda.grid(1)
-    if i < p.shape[0]:
-        row_loss[i] = _xent_probs_dense_row(p[i], y[i], grad[i], inv_n, eps)
+    n = p.shape[0]
+    if i < n:
+        row_loss[i] = xent_probs_dense_row(p[i], y[i], grad[i], 1.0 / n, eps)
 
 
 @cuda.jit
-def sigmoid_bce_logits(z, y, probs, dz, row_loss, g):
+def sigmoid_bce_logits(z, y, probs, dz, row_loss):
     i = cuda.grid(1)
-    if i < z.shape[0]:
-        row_loss[i] = _sigmoid_bce_logits_row(z[i], y[i], probs[i], dz[i], g)
+    n, d = z.shape
+    if i < n:
+        row_loss[i] = sigmoid_bce_logits_row(z[i], y[i], probs[i], dz[i], 1.0 / (n * d))
 
 
 @cuda.jit
-def softmax_xent_int(z, labels, probs, dz, row_loss, inv_n):
+def softmax_xent_int(z, labels, probs, dz, row_loss):
     i = cuda.grid(1)
-    if i < z.shape[0]:
-        row_loss[i] = _softmax_xent_int_row(z[i], labels[i], probs[i], dz[i], inv_n)
+    n = z.shape[0]
+    if i < n:
+        row_loss[i] = softmax_xent_int_row(z[i], labels[i], probs[i], dz[i], 1.0 / n)
 
 
 @cuda.jit
-def softmax_xent_dense(z, y, probs, dz, row_loss, inv_n):
+def softmax_xent_dense(z, y, probs, dz, row_loss):
     i = cuda.grid(1)
-    if i < z.shape[0]:
-        row_loss[i] = _softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], inv_n)
+    n = z.shape[0]
+    if i < n:
+        row_loss[i] = softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], 1.0 / n)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Metrics: per-row hit counts into a float64 row array, summed by ``accumulate``
+# Metrics: each row's value (a hit, a fraction of hits, an error) into a float64 row array, summed by
+# ``accumulate``; the row functions are the CPU metric kernels' own (jitnn.kernels.metrics).
 
 
 @cuda.jit
@@ -274,11 +289,7 @@ def argmax_hits_int(pred, labels, hits):
     """hits[i] = 1 if argmax_j pred[i, j] == labels[i] (first maximum wins, as np.argmax)."""
     i = cuda.grid(1)
     if i < pred.shape[0]:
-        best = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, best]:
-                best = j
-        hits[i] = 1.0 if best == labels[i] else 0.0
+        hits[i] = 1.0 if argmax_row(pred[i]) == labels[i] else 0.0
 
 
 @cuda.jit
@@ -286,61 +297,62 @@ def argmax_hits_dense(pred, y, hits):
     """hits[i] = 1 if argmax_j pred[i, j] == argmax_j y[i, j]."""
     i = cuda.grid(1)
     if i < pred.shape[0]:
-        bp = 0
-        by = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, bp]:
-                bp = j
-            if y[i, j] > y[i, by]:
-                by = j
-        hits[i] = 1.0 if bp == by else 0.0
+        hits[i] = 1.0 if argmax_row(pred[i]) == argmax_row(y[i]) else 0.0
 
 
 @cuda.jit
 def threshold_hits(pred, y, threshold, hits):
-    """hits[i] = #{j : (pred[i, j] > t) == (y[i, j] > t)}."""
+    """hits[i] = #{j : (pred[i, j] > t) == (y[i, j] > t)} / D: the row's share, so that every metric's
+    sum divides by the number of samples."""
     i = cuda.grid(1)
     if i < pred.shape[0]:
-        c = 0.0
-        for j in range(pred.shape[1]):
-            if (pred[i, j] > threshold) == (y[i, j] > threshold):
-                c += 1.0
-        hits[i] = c
+        hits[i] = threshold_hits_row(pred[i], y[i], threshold) / pred.shape[1]
+
+
+@cuda.jit
+def mse_rows(pred, y, scratch, rows):
+    """rows[i] = mean_j (p - y)^2 (the metric: ``scratch`` receives a zero gradient)."""
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        rows[i] = mse_row(pred[i], y[i], scratch[i], 0.0)
+
+
+@cuda.jit
+def mae_rows(pred, y, scratch, rows):
+    """rows[i] = mean_j |p - y|."""
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        rows[i] = mae_row(pred[i], y[i], scratch[i], 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Optimizers: the update formulas of jitnn.kernels.optim, one thread per element of flat arrays.
+# Optimizers: the element updates of jitnn.kernels.optim, one thread per element of flat arrays.
 # Scalars arrive in the array's dtype (cast on the host once per step).
 
 
 @cuda.jit
 def sgd_update(w, g, velocity, lr, mu, nesterov, l1, l2x2, reg):
     for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
-        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-        if mu == 0:
-            w[i] -= lr * gi
-        else:
-            vi = mu * velocity[i] - lr * gi
+        gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        vi = velocity[i] if mu != 0 else gi  # plain SGD: no velocity buffer (empty), none read
+        wi, vi = sgd_element(w[i], gi, vi, lr, mu, nesterov)
+        w[i] = wi
+        if mu != 0:
             velocity[i] = vi
-            w[i] += (mu * vi - lr * gi) if nesterov else vi
 
 
 @cuda.jit
 def adagrad_update(w, g, accum, lr, eps, l1, l2x2, reg):
     for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
-        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-        a = accum[i] + gi * gi
-        accum[i] = a
-        w[i] -= lr * gi / (math.sqrt(a) + eps)
+        gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        w[i], accum[i] = adagrad_element(w[i], gi, accum[i], lr, eps)
 
 
 @cuda.jit
 def rmsprop_update(w, g, ms, lr, rho, one_m_rho, eps, l1, l2x2, reg):
     for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
-        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-        s = rho * ms[i] + one_m_rho * gi * gi
-        ms[i] = s
-        w[i] -= lr * gi / (math.sqrt(s) + eps)
+        gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        w[i], ms[i] = rmsprop_element(w[i], gi, ms[i], lr, rho, one_m_rho, eps)
 
 
 @cuda.jit
@@ -349,14 +361,13 @@ def adam_update(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2
     """Adam/AMSGrad/AdamW with the bias corrections folded into ``step`` and ``inv_sqrt_bc2``."""
     for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):
         wi = w[i]
-        gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
-        mi = b1 * m[i] + one_m_b1 * gi
-        vi = b2 * v[i] + one_m_b2 * gi * gi
+        gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
+        mi, vi = adam_moments(gi, m[i], v[i], b1, one_m_b1, b2, one_m_b2)
         m[i] = mi
         v[i] = vi
         if amsgrad:
             vm = vmax[i]
-            if vm != vm or vm > vi:  # max that propagates NaN, as np.maximum on the CPU
+            if math.isnan(vm) or vm > vi:  # max that propagates NaN, as np.maximum in the CPU block
                 vi = vm
             vmax[i] = vi
-        w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+        w[i] = adam_weight(wi, mi, vi, step, inv_sqrt_bc2, eps, decay)

@@ -19,6 +19,8 @@ import argparse
 import re
 import sys
 
+from jitnn.config import FLOAT_DTYPES
+
 
 def signatures(dtype_name="float32"):
     """{kernel name: (python function, argument types)} for every kernel in jitnn.cuda."""
@@ -37,11 +39,12 @@ def signatures(dtype_name="float32"):
         "dropout_forward": (A2, f64, i64, B2, A2), "backprop_dropout": (A2, B2, f64, A2),
         "gather_rows": (A2, I1, i64, A2), "gather_items": (I1, I1, i64, I1),
         "column_sums": (A2, A1), "accumulate": (D1, i64, D1, i64),
-        "mse": (A2, A2, A2, D1, f64), "mae": (A2, A2, A2, D1, f64), "bce_probs": (A2, A2, A2, D1, f64, f64),
-        "xent_probs_int": (A2, I1, A2, D1, f64, f64), "xent_probs_dense": (A2, A2, A2, D1, f64, f64),
-        "sigmoid_bce_logits": (A2, A2, A2, A2, D1, f64), "softmax_xent_int": (A2, I1, A2, A2, D1, f64),
-        "softmax_xent_dense": (A2, A2, A2, A2, D1, f64),
+        "mse": (A2, A2, A2, D1), "mae": (A2, A2, A2, D1), "bce_probs": (A2, A2, A2, D1, f64),
+        "xent_probs_int": (A2, I1, A2, D1, f64), "xent_probs_dense": (A2, A2, A2, D1, f64),
+        "sigmoid_bce_logits": (A2, A2, A2, A2, D1), "softmax_xent_int": (A2, I1, A2, A2, D1),
+        "softmax_xent_dense": (A2, A2, A2, A2, D1),
         "argmax_hits_int": (A2, I1, D1), "argmax_hits_dense": (A2, A2, D1), "threshold_hits": (A2, A2, f64, D1),
+        "mse_rows": (A2, A2, A2, D1), "mae_rows": (A2, A2, A2, D1),
         "sgd_update": (A1, A1, A1, F, F, b, F, F, b), "adagrad_update": (A1, A1, A1, F, F, F, F, b),
         "rmsprop_update": (A1, A1, A1, F, F, F, F, F, F, b),
         "adam_update": (A1, A1, A1, A1, A1, F, F, F, F, F, F, F, F, b, F, F, b),
@@ -77,7 +80,7 @@ def stats(ptx):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", default="9.0", help="compute capability, e.g. 9.0 (H100), 8.0 (A100)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--dtype", default="float32", choices=list(FLOAT_DTYPES))
     ap.add_argument("--dump", help="print this kernel's PTX instead of the table")
     args = ap.parse_args(argv)
     cc = tuple(int(p) for p in args.cc.split("."))

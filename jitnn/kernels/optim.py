@@ -33,7 +33,7 @@ SERIAL_MAX = 2 * CHUNK  # at most this many elements run serially: waking the po
 
 
 @njit(**JIT, inline="always")
-def _regularized(gi, wi, l1, l2x2):
+def regularized(gi, wi, l1, l2x2):
     """g + l1*sign(w) + 2*l2*w, with sign(0) = 0 as in Keras."""
     if wi > 0:
         gi += l1
@@ -43,27 +43,66 @@ def _regularized(gi, wi, l1, l2x2):
 
 
 # ---------------------------------------------------------------------------------------------------
+# The update of one element, per family: the CPU blocks below and the CUDA kernels (jitnn/cuda/kernels.py)
+# both call these, so the two devices run one formula. They inline into the loops, which still vectorize.
+
+
+@njit(**JIT, inline="always")
+def sgd_element(wi, gi, vi, lr, mu, nesterov):
+    """(w, velocity) after one SGD step; ``mu == 0``: plain SGD, the velocity is returned unchanged."""
+    if mu == 0:
+        return wi - lr * gi, vi
+    v = mu * vi - lr * gi
+    if nesterov:
+        return wi + (mu * v - lr * gi), v
+    return wi + v, v
+
+
+@njit(**JIT, inline="always")
+def adagrad_element(wi, gi, ai, lr, eps):
+    """(w, accum) after one Adagrad step."""
+    a = ai + gi * gi
+    return wi - lr * gi / (math.sqrt(a) + eps), a
+
+
+@njit(**JIT, inline="always")
+def rmsprop_element(wi, gi, si, lr, rho, one_m_rho, eps):
+    """(w, ms) after one RMSprop step."""
+    s = rho * si + one_m_rho * gi * gi
+    return wi - lr * gi / (math.sqrt(s) + eps), s
+
+
+@njit(**JIT, inline="always")
+def adam_moments(gi, mi, vi, b1, one_m_b1, b2, one_m_b2):
+    """Adam's (m, v) after one step."""
+    return b1 * mi + one_m_b1 * gi, b2 * vi + one_m_b2 * gi * gi
+
+
+@njit(**JIT, inline="always")
+def adam_weight(wi, mi, vi, step, inv_sqrt_bc2, eps, decay):
+    """w after one Adam step, the bias corrections folded into ``step`` and ``inv_sqrt_bc2``."""
+    return wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+# ---------------------------------------------------------------------------------------------------
 # SGD
 
 
 @njit(**JIT)
 def _sgd_block(w, g, velocity, lr, mu, nesterov, l1, l2x2, reg):
+    # three loops, so that each one's branches in sgd_element are decided before it starts
     if mu == 0:
         for i in range(w.size):
-            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-            w[i] -= lr * gi
+            gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            w[i] = sgd_element(w[i], gi, gi, lr, mu, False)[0]
     elif nesterov:
         for i in range(w.size):
-            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-            vi = mu * velocity[i] - lr * gi
-            velocity[i] = vi
-            w[i] += mu * vi - lr * gi
+            gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            w[i], velocity[i] = sgd_element(w[i], gi, velocity[i], lr, mu, True)
     else:
         for i in range(w.size):
-            gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-            vi = mu * velocity[i] - lr * gi
-            velocity[i] = vi
-            w[i] += vi
+            gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+            w[i], velocity[i] = sgd_element(w[i], gi, velocity[i], lr, mu, False)
 
 
 @njit(**PJIT)
@@ -98,10 +137,8 @@ def sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2):
 @njit(**JIT)
 def _adagrad_block(w, g, accum, lr, eps, l1, l2x2, reg):
     for i in range(w.size):
-        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-        a = accum[i] + gi * gi
-        accum[i] = a
-        w[i] -= lr * gi / (math.sqrt(a) + eps)
+        gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        w[i], accum[i] = adagrad_element(w[i], gi, accum[i], lr, eps)
 
 
 @njit(**PJIT)
@@ -132,10 +169,8 @@ def adagrad_update(w, g, accum, lr, eps, l1, l2):
 @njit(**JIT)
 def _rmsprop_block(w, g, ms, lr, rho, one_m_rho, eps, l1, l2x2, reg):
     for i in range(w.size):
-        gi = _regularized(g[i], w[i], l1, l2x2) if reg else g[i]
-        s = rho * ms[i] + one_m_rho * gi * gi
-        ms[i] = s
-        w[i] -= lr * gi / (math.sqrt(s) + eps)
+        gi = regularized(g[i], w[i], l1, l2x2) if reg else g[i]
+        w[i], ms[i] = rmsprop_element(w[i], gi, ms[i], lr, rho, one_m_rho, eps)
 
 
 @njit(**PJIT)
@@ -170,9 +205,8 @@ def _adam_block(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2
     if amsgrad:
         for i in range(w.size):
             wi = w[i]
-            gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
-            mi = b1 * m[i] + one_m_b1 * gi
-            vi = b2 * v[i] + one_m_b2 * gi * gi
+            gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
+            mi, vi = adam_moments(gi, m[i], v[i], b1, one_m_b1, b2, one_m_b2)
             m[i] = mi
             v[i] = vi
             # np.maximum propagates NaN like torch.maximum and vectorizes to an unconditional store; the
@@ -180,16 +214,15 @@ def _adam_block(w, g, m, v, vmax, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2
             # microcoded on Zen 3): either is about 3x slower.
             vi = np.maximum(vmax[i], vi)
             vmax[i] = vi
-            w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+            w[i] = adam_weight(wi, mi, vi, step, inv_sqrt_bc2, eps, decay)
     else:
         for i in range(w.size):
             wi = w[i]
-            gi = _regularized(g[i], wi, l1, l2x2) if reg else g[i]
-            mi = b1 * m[i] + one_m_b1 * gi
-            vi = b2 * v[i] + one_m_b2 * gi * gi
+            gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
+            mi, vi = adam_moments(gi, m[i], v[i], b1, one_m_b1, b2, one_m_b2)
             m[i] = mi
             v[i] = vi
-            w[i] = wi - decay * wi - step * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+            w[i] = adam_weight(wi, mi, vi, step, inv_sqrt_bc2, eps, decay)
 
 
 @njit(**PJIT)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from jitnn import activations
-from jitnn.activations import SOFTMAX
-from jitnn.config import launch
-from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
-from jitnn.kernels.reductions import backprop_softmax_rows, softmax_rows
 from jitnn.layers.base import Layer
 
 
@@ -25,28 +21,12 @@ class Activation(Layer):
         self._buf_dx = self._buffer("_buf_dx", self.input_dim)
 
     def forward(self, x, training):
-        act = self.activation
-        if act.code == LINEAR:
-            return x
         self._x = x
-        out = self._buf_out[: x.shape[0]]
-        if act.code == SOFTMAX:
-            launch(softmax_rows, x.size, x, out)
-        else:
-            launch(activate, x.size, x, out, act.code, act.param)
-        return out
+        return self.ops.activate(x, self._buf_out[:x.shape[0]], self.activation)
 
     def backward(self, grad, need_input_grad):
-        act = self.activation
-        if act.code == LINEAR:
-            return grad
         n = grad.shape[0]
-        out, dx = self._buf_out[:n], self._buf_dx[:n]
-        if act.code == SOFTMAX:
-            launch(backprop_softmax_rows, dx.size, out, grad, dx)
-        else:
-            launch(backprop_activation, dx.size, grad, self._x, out, act.code, act.param, dx)
-        return dx
+        return self.ops.backprop_activation(grad, self._x, self._buf_out[:n], self.activation, self._buf_dx[:n])
 
     def describe(self):
         return f"Activation {self.activation.name}"

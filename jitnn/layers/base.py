@@ -2,18 +2,22 @@
 
 A layer owns its parameters, their gradients and its work buffers, sized once for the largest batch
 (`allocate`); `forward`/`backward` return views of those buffers, so a training step allocates nothing.
-Layers do no arithmetic themselves: they call kernels.
+Layers do no arithmetic themselves: they call ``self.ops`` (jitnn.backend), the one interface every
+device implements, so a layer written once runs on each; ``to(ops)`` moves it to another device.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from jitnn.backend.cpu import CPU
+
 
 class Layer:
     """Base class. Subclasses set ``params``/``grads``/``regularizers`` in ``build``."""
 
     kind = "Layer"
+    arrays: tuple[str, ...] = ()  # attributes holding the layer's parameters and gradients (moved by ``to``)
 
     def __init__(self, name=None):
         self.name = name
@@ -26,6 +30,28 @@ class Layer:
         self.regularizers: list[tuple[float, float]] = []
         self.built = False
         self.capacity = 0
+        self.ops = CPU
+
+    def to(self, ops) -> None:
+        """Compute on ``ops`` from now on: parameters and gradients move there, work buffers are remade."""
+        self.check_backend(ops)
+        if ops is self.ops:
+            return
+        for name in self.arrays:
+            a = getattr(self, name, None)
+            if a is not None:
+                setattr(self, name, ops.to_device(np.ascontiguousarray(self.ops.to_host(a))))
+        for name in [k for k in vars(self) if k.startswith("_buf")]:
+            delattr(self, name)
+        self.ops, self.capacity = ops, 0
+        if self.built:
+            self.collect()
+
+    def check_backend(self, ops) -> None:
+        """ValueError when this layer cannot run on ``ops`` (nothing to check for most layers)."""
+
+    def collect(self) -> None:
+        """Refresh ``params``/``grads`` from the attributes in ``arrays`` (after ``build`` or ``to``)."""
 
     def build(self, input_dim: int, dtype, rng: np.random.Generator) -> None:
         """Create the weights for ``input_dim`` inputs; the default keeps the width."""
@@ -68,7 +94,7 @@ class Layer:
         """A (capacity, cols) work buffer, reallocated only when capacity grows."""
         buf = getattr(self, attr, None)
         if buf is None or buf.shape[0] < self.capacity or buf.shape[1] != cols:
-            buf = np.zeros((self.capacity, cols), dtype or self.dtype)
+            buf = self.ops.zeros((self.capacity, cols), dtype or self.dtype)
             setattr(self, attr, buf)
         return buf
 

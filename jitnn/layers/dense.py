@@ -1,8 +1,11 @@
 """Dense: A = f(X @ W + b), one GEMM with the bias and activation fused into its epilogue.
 
-Two sparse variants share the layer (docs/sparse.md, issue 5):
-- a ``CSRMatrix`` input batch X: Z = spmm(X, W), then bias and activation in one epilogue pass
-  (``scale_epilogue``); dW = spmm_t(X, dZ), so X is never densified.
+An activation the GEMM can apply while writing Z goes into its epilogue; any other (softmax, or one
+whose derivative needs Z: swish, gelu) runs after the product through ``ops.activate``.
+
+Two sparse variants share the layer on the CPU (docs/sparse.md, issue 5); ``ops.gemm`` takes CSR operands:
+- a ``CSRMatrix`` input batch X: Z = spmm(X, W), then bias and activation in one epilogue pass;
+  dW = spmm_t(X, dZ), so X is never densified.
 - pruned weights (``jitnn.prune``): ``mask`` marks the kept weights. Training keeps a dense W and
   re-applies the mask after every optimizer step (``apply_mask``); inference runs
   dense_spmm(X, W_csr) with a CSR copy of W rebuilt lazily after W changes.
@@ -13,14 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from jitnn import activations, initializers
-from jitnn.activations import SOFTMAX
-from jitnn.config import launch
-from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
-from jitnn.kernels.gemm import scale_epilogue
-from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
+from jitnn.activations import LINEAR_ACTIVATION
 from jitnn.layers.base import Layer
-from jitnn.linalg import gemm_into
-from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t
+from jitnn.sparse import CSRMatrix
 
 
 def _regularizer(value):
@@ -41,6 +39,7 @@ class Dense(Layer):
     """Fully connected layer: forward = one GEMM + bias + activation; backward = dZ, X^T dZ, col sums, dZ W^T."""
 
     kind = "Dense"
+    arrays = ("W", "b", "dW", "db")
 
     def __init__(self, units, activation=None, input_dim=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", use_bias=True, kernel_regularizer=None, name=None):
@@ -65,18 +64,28 @@ class Dense(Layer):
         if self.declared_input_dim is not None and self.declared_input_dim != input_dim:
             raise ValueError(f"Dense(input_dim={self.declared_input_dim}) receives {input_dim} features")
         self.input_dim, self.output_dim, self.dtype = int(input_dim), self.units, np.dtype(dtype)
-        self.W = self.kernel_initializer((self.input_dim, self.units), rng, self.dtype)
-        self.dW = np.zeros_like(self.W)
-        self.params, self.grads, self.param_names = [self.W], [self.dW], ["kernel"]
-        self.regularizers = [(self.l1, self.l2)]
-        self.b = self.bias_initializer((self.units,), rng, self.dtype)
-        self.db = np.zeros_like(self.b)
-        if self.use_bias:
-            self.params.append(self.b)
-            self.grads.append(self.db)
-            self.param_names.append("bias")
-            self.regularizers.append((0.0, 0.0))
+        ops = self.ops
+        self.W = ops.to_device(self.kernel_initializer((self.input_dim, self.units), rng, self.dtype))
+        self.dW = ops.zeros(self.W.shape, self.dtype)
+        self.b = ops.to_device(self.bias_initializer((self.units,), rng, self.dtype))
+        self.db = ops.zeros(self.b.shape, self.dtype)
+        self.param_names = ["kernel", "bias"] if self.use_bias else ["kernel"]
+        self.regularizers = [(self.l1, self.l2), (0.0, 0.0)][:len(self.param_names)]
+        self.collect()
         self.built = True
+
+    def collect(self):
+        self.params = [self.W, self.b] if self.use_bias else [self.W]
+        self.grads = [self.dW, self.db] if self.use_bias else [self.dW]
+
+    def check_backend(self, ops):
+        if self.mask is not None and ops.name != "cpu":
+            raise ValueError(f"{self.describe()} is pruned (jitnn.prune): pruned layers run on the CPU only")
+
+    @property
+    def output_activation(self):
+        """The activation this layer applies: none when the loss fuses it (``emit_logits``)."""
+        return LINEAR_ACTIVATION if self.emit_logits else self.activation
 
     def allocate(self, batch):
         super().allocate(batch)
@@ -88,39 +97,21 @@ class Dense(Layer):
 
     def forward(self, x, training):
         n = x.shape[0]
+        ops, act = self.ops, self.output_activation
         out = self._buf_out[:n]
-        act = self.activation
         bias = self.b if self.use_bias else None
         self._x = x
-        if isinstance(x, CSRMatrix):
+        w = self.W
+        if isinstance(x, CSRMatrix):  # spmm on the (masked) dense W
             self._csr_rows += n
             self._csr_nnz += x.nnz
-        if self.emit_logits or act.code == LINEAR:
-            self._product(x, out, bias, LINEAR, 0.0, training)
-        elif act.code == SOFTMAX:
-            self._product(x, out, bias, LINEAR, 0.0, training)
-            launch(softmax_rows, out.size, out, out)
-        elif act.needs_preactivation:
-            z = self._buf_z[:n]
-            self._product(x, z, bias, LINEAR, 0.0, training)
-            launch(activate, z.size, z, out, act.code, act.param)
-        else:
-            self._product(x, out, bias, act.code, act.param, training)
-        return out
-
-    def _product(self, x, out, bias, code, param, training):
-        """out = f(x @ W + bias): one fused GEMM for dense x; for a CSR x (or pruned inference) the
-        sparse product, then bias and activation in one epilogue pass (spmm has no epilogue yet)."""
-        if isinstance(x, CSRMatrix):
-            spmm(x, self.W, out=out)
         elif self.mask is not None and not training:
-            dense_spmm(x, self.sparse_kernel(), out=out)
-        else:
-            gemm_into(x, self.W, out, bias=bias, act=code, act_param=param)
-            return
-        if bias is not None or code != LINEAR:
-            b = bias if bias is not None else self.b[:0]
-            launch(scale_epilogue, out.size, out, out.dtype.type(1), b, code, float(param))
+            w = self.sparse_kernel()  # pruned inference: dense X times CSR W
+        if act.in_epilogue:
+            return ops.gemm(x, w, out, bias=bias, activation=act)
+        z = self._buf_z[:n] if act.needs_preactivation else out  # softmax runs in place
+        ops.gemm(x, w, z, bias=bias)
+        return ops.activate(z, out, act)
 
     # --- pruning (jitnn.prune) -----------------------------------------------------------------------
     def set_mask(self, mask):
@@ -145,31 +136,19 @@ class Dense(Layer):
             self._w_csr = CSRMatrix(self.W[self.mask], s.indices, s.indptr, s.shape)
         return self._w_csr
 
-    def backward(self, grad, need_input_grad, grad_is_dz=False):
-        """``grad`` is dL/dA, or dL/dZ when ``grad_is_dz`` (a loss fused with the activation)."""
+    def backward(self, grad, need_input_grad):
+        """``grad`` is dL/dA (dL/dZ when the loss fused this layer's activation: ``emit_logits``)."""
         n = grad.shape[0]
-        act = self.activation
+        ops, act = self.ops, self.output_activation
         out = self._buf_out[:n]
-        if grad_is_dz or self.emit_logits or act.code == LINEAR:
-            dz = grad
-        elif act.code == SOFTMAX:
-            dz = self._buf_dz[:n]
-            launch(backprop_softmax_rows, dz.size, out, grad, dz)
-        else:
-            dz = self._buf_dz[:n]
-            z = self._buf_z[:n] if act.needs_preactivation else out
-            launch(backprop_activation, dz.size, grad, z, out, act.code, act.param, dz)
-        if isinstance(self._x, CSRMatrix):
-            spmm_t(self._x, dz, out=self.dW)  # never densifies X
-        else:
-            gemm_into(self._x.T, dz, self.dW)
+        z = self._buf_z[:n] if act.needs_preactivation else out
+        dz = ops.backprop_activation(grad, z, out, act, self._buf_dz[:n])
+        ops.gemm(self._x, dz, self.dW, trans_a=True)
         if self.use_bias:
-            launch(column_sums, dz.size, dz, self.db)
+            ops.column_sums(dz, self.db)
         if not need_input_grad:
             return None
-        dx = self._buf_dx[:n]
-        gemm_into(dz, self.W.T, dx)
-        return dx
+        return ops.gemm(dz, self.W, self._buf_dx[:n], trans_b=True)
 
     def _input_nnz(self, batch):
         """Nonzeros of a CSR input batch of ``batch`` rows (the mean over batches seen), else None."""

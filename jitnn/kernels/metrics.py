@@ -1,0 +1,58 @@
+"""Metric numerators: a row function per metric (shared with the CUDA kernels) and a parallel count.
+
+The drivers return integer counts (prange reductions: per-thread partial counts, race-free); the CUDA
+kernels write each row's value into a float64 row array that a fixed-order reduction then sums.
+"""
+
+from numba import njit, prange
+
+from jitnn.config import JIT, PJIT
+
+
+@njit(**JIT, inline="always")
+def argmax_row(pi):
+    """The index of the first maximum of row ``pi`` (as np.argmax)."""
+    best = 0
+    for j in range(1, pi.shape[0]):
+        if pi[j] > pi[best]:
+            best = j
+    return best
+
+
+@njit(**JIT, inline="always")
+def threshold_hits_row(pi, yi, threshold):
+    """#{j : (p_j > t) == (y_j > t)} for one row."""
+    c = 0
+    for j in range(pi.shape[0]):
+        if (pi[j] > threshold) == (yi[j] > threshold):
+            c += 1
+    return c
+
+
+@njit(**PJIT)
+def argmax_hits_int(pred, labels):
+    """#{i : argmax_j pred[i, j] == labels[i]} (first maximum wins ties, as np.argmax)."""
+    hits = 0
+    for i in prange(pred.shape[0]):
+        if argmax_row(pred[i]) == labels[i]:
+            hits += 1
+    return hits
+
+
+@njit(**PJIT)
+def argmax_hits_dense(pred, y):
+    """#{i : argmax_j pred[i, j] == argmax_j y[i, j]}."""
+    hits = 0
+    for i in prange(pred.shape[0]):
+        if argmax_row(pred[i]) == argmax_row(y[i]):
+            hits += 1
+    return hits
+
+
+@njit(**PJIT)
+def threshold_hits(pred, y, threshold):
+    """#{(i, j) : (pred[i, j] > t) == (y[i, j] > t)}."""
+    hits = 0
+    for i in prange(pred.shape[0]):
+        hits += threshold_hits_row(pred[i], y[i], threshold)
+    return hits
