@@ -16,7 +16,7 @@ from jitnn import (
 )
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint, ProgbarLogger
 from jitnn.config import get_num_threads, set_num_threads
-from jitnn.layers import Activation, Dense, Dropout, Layer
+from jitnn.layers import Activation, Dense, Dropout, Layer, LeakyReLU
 from jitnn.linalg import gemm, matmul
 from jitnn.model import Sequential, load_model
 from jitnn.profiler import profile
@@ -42,6 +42,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "Layer",
+    "LeakyReLU",
     "ModelCheckpoint",
     "NonFiniteLossError",
     "ProgbarLogger",

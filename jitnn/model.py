@@ -25,12 +25,12 @@ from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
 from jitnn.config import FLOAT_DTYPES
-from jitnn.layers import Activation, Dense, Dropout
+from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 from jitnn.profiler import NULL_RECORDER
 from jitnn.training import NonFiniteLossError
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
-LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
+LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation, "LeakyReLU": LeakyReLU}
 _now = time.perf_counter_ns
 
 

@@ -20,7 +20,7 @@ from test_optimizers import random_problem, step_tolerance
 from jitnn import backend, losses
 from jitnn.backend.cpu import CPU
 from jitnn.cuda import runtime
-from jitnn.layers import Activation, Dense, Dropout
+from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 
 BACKENDS = [
     pytest.param("cpu", id="cpu"),
@@ -40,6 +40,7 @@ LAYERS = {
     "activation_swish": lambda: Activation("swish"),
     "activation_softmax": lambda: Activation("softmax"),
     "dropout": lambda: Dropout(0.4, seed=3),
+    "leaky_relu": lambda: LeakyReLU(0.2),
 }
 
 

@@ -9,8 +9,8 @@ from helpers import DTYPES, central_diff, tolerance
 from scipy.special import expit, softmax
 
 from jitnn import activations, losses, optimizers
-from jitnn.layers import Activation, Dense, Dropout
-from jitnn.model import Sequential
+from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.model import Sequential, load_model
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu", "softmax"]
 FD_TOL = {"rtol": 1e-5, "atol": 1e-8}
@@ -202,6 +202,28 @@ def test_activation_layer_forward_matches_numpy(activation, dtype):
     out = layer.forward(x, False)
     assert out.shape == x.shape and out.dtype == dtype
     np.testing.assert_allclose(out, ref_activation(activation, x), **tol(dtype))
+
+
+# ---------------------------------------------------------------- LeakyReLU layer (its gradients: test_backends)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_leaky_relu_layer_matches_numpy_and_round_trips(dtype, tmp_path):
+    rng = np.random.default_rng(11)
+    layer = built(LeakyReLU(0.2), input_dim=13, batch=7, dtype=dtype)
+    x = rng.normal(size=(7, 13)).astype(dtype)
+    np.testing.assert_allclose(layer.forward(x, True), np.where(x > 0, x, 0.2 * x), **tol(dtype))
+    g = rng.normal(size=x.shape).astype(dtype)
+    np.testing.assert_allclose(layer.backward(g, True), np.where(x > 0, g, 0.2 * g), **tol(dtype))
+    assert LeakyReLU().negative_slope == 0.3  # Keras 3's default
+    with pytest.raises(ValueError, match="received: negative_slope=1.5"):
+        LeakyReLU(1.5)
+    model = Sequential([Dense(4, input_dim=3), LeakyReLU(0.1), Dense(2)])
+    model.compile("mse", "sgd")
+    model.build(3, seed=0)
+    xs = rng.normal(size=(5, 3))
+    path = model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(load_model(path).predict(xs), model.predict(xs))
 
 
 # ---------------------------------------------------------------- Dropout
