@@ -1,12 +1,22 @@
 """Every setting of jitnn in one place: dtype, threads, fastmath flags, the compile cache.
 
-Environment variables are read once, here, at import:
+Environment variables, all read once, here, at import:
 
 - ``NUMBA_NUM_THREADS``: numba's own cap on worker threads (numba reads it; we respect it).
 - ``JITNN_NUM_THREADS``: threads jitnn kernels use (default: all numba threads).
+- ``JITNN_PARALLEL_MIN_WORK``: below this many elements touched, a kernel runs on the calling thread
+  (default 65536). ``JITNN_PARALLEL_MIN_FLOPS``: the same for GEMM, in FLOPs (default 4,000,000).
 - ``JITNN_CACHE``: ``0`` disables the on-disk compile cache.
 - ``JITNN_CACHE_DIR``: where compiled kernels are cached (default: numba's own choice, falling back to
   ``~/.cache/jitnn/numba`` and then a temporary directory when that is not writable).
+- ``NUMBA_THREADING_LAYER``: when unset, jitnn asks numba for ``threadsafe`` (tbb if installed, else
+  omp; never ``workqueue``, which aborts the process when two threads call kernels at once).
+- ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
+  (jitnn's default and why: the Threading section of docs/architecture.md).
+
+The thread rule (``threads_for``): work below the size above runs on the calling thread, larger work
+on ``get_num_threads()`` threads. GEMM receives the count as an argument; ``launch`` applies it to
+other kernels through numba's thread-local count, restored on every exit, KeyboardInterrupt included.
 """
 
 from __future__ import annotations
@@ -61,12 +71,12 @@ def _choose_cache() -> tuple[bool, str | None]:
 
 CACHE, CACHE_DIR = _choose_cache()
 
-# libgomp (numba's default threading layer here) spins ~300k iterations at every barrier before it
-# sleeps. When another process holds a core, the spinning thread burns the slice the other one needs:
-# a training step of the 784-512-128-64-10 MLP at batch 128 measured 12-24 ms with the default and
-# 12 ms with 5000, against 5 ms on an idle machine where both settings measured alike (docs/benchmarks.md).
-# libgomp reads this once, when numba first starts its thread pool (below); a value you set wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "5000")
+# libgomp spins GOMP_SPINCOUNT iterations at every barrier before its workers sleep. Back-to-back
+# kernels (a training step, a loop of matmuls) want the team still awake when the next one starts;
+# an idle process must not burn a core; a loaded machine must not lose its time slices to our spin.
+# The measured trade-off behind this value is in docs/architecture.md ("Threading").
+SPIN_COUNT = "30000"
+os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 import numba
 
@@ -74,13 +84,21 @@ if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:
     numba.config.reload_config()  # numba was imported before us: make it see the new directory
 
 
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"  # tbb, else omp: both take concurrent callers
+
+
 def _initial_threads() -> int:
     n = int(os.environ.get("JITNN_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))
     return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
 
 
+_threads = _initial_threads()
+
+
 def set_num_threads(n: int) -> None:
     """Set how many threads jitnn's parallel kernels use (at most ``NUMBA_NUM_THREADS``)."""
+    global _threads
     if not isinstance(n, (int,)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads needs a positive int, received: {n!r}")
     limit = numba.config.NUMBA_NUM_THREADS
@@ -90,14 +108,15 @@ def set_num_threads(n: int) -> None:
             "before the first import of numba"
         )
     numba.set_num_threads(n)
+    _threads = n
 
 
 def get_num_threads() -> int:
     """Threads jitnn's parallel kernels use now."""
-    return numba.get_num_threads()
+    return _threads
 
 
-numba.set_num_threads(_initial_threads())
+numba.set_num_threads(_threads)
 
 # The njit options every kernel shares.
 JIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
@@ -106,19 +125,60 @@ PJIT = dict(JIT, parallel=True)
 # Below this much work (elements touched, or FLOPs for a GEMM) a kernel runs on the calling thread
 # alone. Waking the pool costs 3-6 us on an idle machine, and when another process holds a core a
 # parallel region can wait a whole scheduler time slice (measured: 8 ms for a 128x512 activation).
-PARALLEL_MIN_WORK = int(os.environ.get("JITNN_PARALLEL_MIN_WORK", 65536))
-PARALLEL_MIN_FLOPS = int(os.environ.get("JITNN_PARALLEL_MIN_FLOPS", 4_000_000))
+PARALLEL_MIN_WORK = int(os.environ.get("JITNN_PARALLEL_MIN_WORK", "65536"))
+PARALLEL_MIN_FLOPS = int(os.environ.get("JITNN_PARALLEL_MIN_FLOPS", "4000000"))
+
+
+# Set in a child forked after the parent ran GNU OpenMP threads: libgomp's pool does not survive
+# fork(), and numba kills such a child at its first parallel region ("Terminating: fork() called from a
+# process already using GNU OpenMP"), which hangs a multiprocessing.Pool waiting on it.
+_forked_after_omp = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_omp
+    try:
+        _forked_after_omp = numba.threading_layer() == "omp"
+    except ValueError:  # the parent never started a thread pool: the child starts its own
+        _forked_after_omp = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+FORK_MESSAGE = (
+    "jitnn's parallel kernels cannot run in a process forked after the parent used numba's 'omp' threading "
+    "layer (GNU OpenMP does not survive fork). Start worker processes with the 'spawn' method, e.g. "
+    "multiprocessing.get_context('spawn').Pool(...), or install tbb (pip install tbb), whose layer is fork-safe."
+)
+
+
+def threads_for(work, min_work=None) -> int:
+    """The one thread rule: how many threads a piece of ``work`` (elements, or FLOPs for a GEMM) gets.
+
+    1 below ``min_work`` (default PARALLEL_MIN_WORK) or in a child forked after OpenMP was used (the
+    serial paths never enter a parallel region, so they stay safe there); else ``get_num_threads()``.
+    """
+    if work < (PARALLEL_MIN_WORK if min_work is None else min_work) or _forked_after_omp:
+        return 1
+    return _threads
 
 
 def launch(kernel, work, *args):
-    """``kernel(*args)``, single-threaded when ``work`` < PARALLEL_MIN_WORK (see above)."""
-    if work >= PARALLEL_MIN_WORK:
+    """``kernel(*args)`` on ``threads_for(work)`` threads.
+
+    numba's thread count is thread-local, so concurrent callers in other Python threads are not
+    affected; it is restored in ``finally`` (set inside the ``try``), so an interrupt cannot leave it
+    at one thread.
+    """
+    if _forked_after_omp:
+        raise RuntimeError(FORK_MESSAGE)
+    if threads_for(work) > 1:
         return kernel(*args)
-    threads = numba.get_num_threads()
-    if threads == 1:
+    before = numba.get_num_threads()
+    if before == 1:
         return kernel(*args)
-    numba.set_num_threads(1)
     try:
+        numba.set_num_threads(1)
         return kernel(*args)
     finally:
-        numba.set_num_threads(threads)
+        numba.set_num_threads(before)

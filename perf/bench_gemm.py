@@ -1,12 +1,18 @@
-"""GEMM benchmark: jitnn against numpy (OpenBLAS) and a naive Numba triple loop, in one run.
+"""GEMM benchmark: jitnn against numpy (OpenBLAS), measured the way a user's code calls it.
 
-    python perf/bench_gemm.py            # the table: GFLOP/s and the jitnn/numpy ratio per shape
-    python perf/bench_gemm.py --quick    # fewer shapes and repeats (the README's demo uses this)
-    pytest perf/bench_gemm.py --benchmark-only   # the same shapes through pytest-benchmark
+    python perf/bench_gemm.py                      # f32 and f64, every shape, jitnn's thread count
+    python perf/bench_gemm.py --threads 1          # one jitnn thread against one OpenBLAS thread
+    python perf/bench_gemm.py --quick --dtype float32
+    pytest perf/bench_gemm.py --benchmark-only     # a few shapes through pytest-benchmark
 
-Each figure is the median of several timed blocks of calls after a warm-up; peers take turns block by
-block in one process, so the ratio is measured under the same machine load (this machine is shared and
-noisy), with a short pause between blocks so one library's spinning threads never bill the other.
+Each peer runs in blocks of back-to-back calls (no pause inside a block, as in a training loop); the
+peers alternate block by block, so drifts in machine load hit both alike, and each figure is the
+median over the blocks. The table gives GFLOP/s, the ratio jitnn/numpy (> 1: jitnn faster) and jitnn's
+share of ``jitnn.peak`` (the micro-kernel's measured rate on this machine and thread count).
+
+numpy's BLAS threads are limited to ``--threads`` with threadpoolctl, so both peers use the same
+number of cores. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, when set, change OpenBLAS's kernel choice; the
+header prints what threadpoolctl reports so the peer is known.
 """
 
 from __future__ import annotations
@@ -17,41 +23,28 @@ import sys
 import time
 
 import numpy as np
-from numba import njit, prange
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jitnn  # noqa: E402
-from jitnn.config import PJIT  # noqa: E402
+import jitnn
+from jitnn import peak
 
-SQUARE = [64, 128, 256, 512, 1024, 2048]
-# The reference MLP 784-512-128-64-10: (name, M, K, N, trans_a, trans_b) for each layer's three GEMMs.
+SQUARE = [256, 512, 1024, 2048]
+# The reference MLP 784-512-128-64-10.
 LAYERS = [(784, 512), (512, 128), (128, 64), (64, 10)]
+BATCHES = (32, 64, 128)
 
 
-def mlp_shapes(batches=(32, 64, 1000), layers=LAYERS):
-    """Forward XW, backward X^T dZ and dZ W^T for every layer of the reference MLP."""
+def mlp_shapes(batches=BATCHES, layers=LAYERS):
+    """(name, M, K, N, trans_a, trans_b): forward XW, backward X^T dZ and dZ W^T of every layer."""
     out = []
     for batch in batches:
         for fan_in, fan_out in layers:
-            out.append((f"fwd  XW    b={batch} {fan_in}x{fan_out}", batch, fan_in, fan_out, False, False))
-            out.append((f"bwd  X^TdZ b={batch} {fan_in}x{fan_out}", fan_in, batch, fan_out, True, False))
+            out.append((f"fwd XW    b={batch} {fan_in}x{fan_out}", batch, fan_in, fan_out, False, False))
+            out.append((f"bwd X^TdZ b={batch} {fan_in}x{fan_out}", fan_in, batch, fan_out, True, False))
             if fan_in != 784:  # dX is skipped for the first layer
-                out.append((f"bwd  dZW^T b={batch} {fan_in}x{fan_out}", batch, fan_out, fan_in, False, True))
+                out.append((f"bwd dZW^T b={batch} {fan_in}x{fan_out}", batch, fan_out, fan_in, False, True))
     return out
-
-
-@njit(**PJIT)
-def naive_matmul(a, b, c):
-    """The triple loop a tutorial would write, parallel over rows: the floor jitnn must clear."""
-    m, k = a.shape
-    n = b.shape[1]
-    for i in prange(m):
-        for j in range(n):
-            s = c.dtype.type(0)
-            for p in range(k):
-                s += a[i, p] * b[p, j]
-            c[i, j] = s
 
 
 def operands(m, k, n, ta, tb, dtype=np.float32, seed=0):
@@ -61,77 +54,87 @@ def operands(m, k, n, ta, tb, dtype=np.float32, seed=0):
     return a, b, np.empty((m, n), dtype)
 
 
-def median_times(fns, repeats, min_seconds=0.05, settle=0.15):
-    """Median seconds per call of each fn: rounds of timed blocks, fns taking turns block by block.
+def median_times(fns, blocks=7, block_seconds=0.04, clock=time.perf_counter):
+    """Median seconds per call of each fn over ``blocks`` blocks of back-to-back calls, peers alternating.
 
-    Turns alternate so slow drifts in machine load hit every peer alike, but never call by call:
-    OpenBLAS workers keep spinning ~0.1 s after numpy returns (and numba's after jitnn), which would
-    bill one peer for the other's threads. ``settle`` seconds of sleep before each block let them park.
+    ``clock`` is wall time by default; with one thread, ``time.thread_time`` (the calling thread's CPU
+    time) leaves out the slices other processes take on a shared machine.
     """
     for f in fns:
-        f()  # warm-up (compilation, workspace, caches)
-    inner = []
-    for f in fns:  # batch fast calls so each sample lasts long enough to time reliably
-        t0 = time.perf_counter()
+        f()  # warm-up: compilation, workspace, caches
+    calls = []
+    for f in fns:  # size each block to ~block_seconds
+        t0 = clock()
         f()
-        dt = time.perf_counter() - t0
-        inner.append(max(1, int(min_seconds / max(dt, 1e-7))))
+        f()
+        calls.append(max(2, int(block_seconds / max((clock() - t0) / 2, 1e-7))))
     samples = [[] for _ in fns]
-    for _ in range(repeats):
+    for _ in range(blocks):
         for i, f in enumerate(fns):
-            time.sleep(settle)
-            f()  # wake this peer's thread pool before the clock starts
-            t0 = time.perf_counter()
-            for _ in range(inner[i]):
+            t0 = clock()
+            for _ in range(calls[i]):
                 f()
-            samples[i].append((time.perf_counter() - t0) / inner[i])
+            samples[i].append((clock() - t0) / calls[i])
     return [float(np.median(s)) for s in samples]
 
 
-def run_table(shapes, repeats, with_naive=True, dtype=np.float32):
+def run_table(shapes, dtype, blocks, clock=time.perf_counter):
     rows = []
     for name, m, k, n, ta, tb in shapes:
         a, b, c = operands(m, k, n, ta, tb, dtype)
         opa, opb = (a.T if ta else a), (b.T if tb else b)
-        fns = [lambda: jitnn.gemm(a, b, c, trans_a=ta, trans_b=tb), lambda: np.matmul(opa, opb, out=c)]
-        naive = with_naive and m * n * k <= 512**3
-        if naive:
-            fns.append(lambda: naive_matmul(opa, opb, c))
-        times = median_times(fns, repeats)
+        c2 = c.copy()
+        t_j, t_n = median_times([lambda a=a, b=b, c=c, ta=ta, tb=tb: jitnn.gemm(a, b, c, trans_a=ta, trans_b=tb),
+                                 lambda opa=opa, opb=opb, c2=c2: np.matmul(opa, opb, out=c2)], blocks, clock=clock)
         flops = 2.0 * m * n * k
-        gf = [flops / t / 1e9 for t in times]
-        rows.append((name, m, k, n, gf[0], gf[1], gf[2] if naive else float("nan"), times[1] / times[0]))
+        rows.append((name, m, k, n, flops / t_j / 1e9, flops / t_n / 1e9, t_n / t_j, t_j))
     return rows
 
 
-def print_table(rows, title):
+def print_table(rows, title, peak_gf):
     print(f"\n{title}")
-    print(f"{'shape':34s} {'M':>5s} {'K':>5s} {'N':>5s} {'jitnn':>8s} {'numpy':>8s} {'naive':>8s} "
-          f"{'jitnn/numpy':>11s}")
-    for name, m, k, n, gj, gn, gv, ratio in rows:
-        print(f"{name:34s} {m:5d} {k:5d} {n:5d} {gj:8.1f} {gn:8.1f} {gv:8.1f} {ratio:11.2f}")
-    ratios = [r[-1] for r in rows]
-    print(f"{'geometric mean of jitnn/numpy':>68s} {np.exp(np.mean(np.log(ratios))):11.2f}")
+    print(f"{'shape':30s} {'M':>5s} {'K':>5s} {'N':>5s} {'us/call':>8s} {'jitnn':>7s} {'numpy':>7s} "
+          f"{'ratio':>6s} {'%peak':>6s}")
+    for name, m, k, n, gj, gn, ratio, t in rows:
+        print(f"{name:30s} {m:5d} {k:5d} {n:5d} {t * 1e6:8.1f} {gj:7.1f} {gn:7.1f} {ratio:6.2f} "
+              f"{100 * gj / peak_gf:5.0f}%")
+    ratios = [r[6] for r in rows]
+    print(f"{'geometric mean of jitnn/numpy':>62s} {np.exp(np.mean(np.log(ratios))):6.2f}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
-    p.add_argument("--repeats", type=int, default=None, help="timed samples per figure (median taken)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--quick", action="store_true", help="256^3, 1024^3 and batch 64 only")
+    p.add_argument("--blocks", type=int, default=7, help="alternating blocks per figure (median taken)")
+    p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
+    p.add_argument("--threads", type=int, default=None, help="threads for both peers (default: jitnn's)")
+    p.add_argument("--only", default="", help="run only shapes whose name contains this text")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="cpu: the calling thread's CPU time (one thread only; robust on a shared machine)")
     args = p.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 11)
-    dtype = np.dtype(args.dtype).type
     import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    print(f"jitnn {jitnn.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
-          f"threads: jitnn {jitnn.get_num_threads()}, {dtype.__name__}, GFLOP/s (median of {repeats})")
-    sizes = [256, 1024] if args.quick else SQUARE
-    square = [(f"square {s}", s, s, s, False, False) for s in sizes]
-    print_table(run_table(square, repeats, dtype=dtype), "Square C = A @ B")
-    batches = (64,) if args.quick else (32, 64, 1000)
-    print_table(run_table(mlp_shapes(batches), repeats, dtype=dtype),
-                "Reference MLP 784-512-128-64-10 (forward XW, backward X^T dZ and dZ W^T)")
+    threads = args.threads or jitnn.get_num_threads()
+    if args.clock == "cpu" and threads != 1:
+        p.error("--clock cpu measures the calling thread only: use it with --threads 1")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    jitnn.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")
+    blas = [(i.get("internal_api"), i.get("version"), i.get("architecture"), i.get("num_threads"))
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    print(f"jitnn {jitnn.__version__}, numba {numba.__version__} ({numba.config.THREADING_LAYER}), "
+          f"numpy {np.__version__}, BLAS {blas}, threads: {threads}, median of {args.blocks} blocks, "
+          f"{args.clock} clock")
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    est = peak.estimate(threads)
+    for dt in dtypes:
+        sizes = [256, 1024] if args.quick else SQUARE
+        square = [(f"square {s}", s, s, s, False, False) for s in sizes]
+        shapes = square + mlp_shapes((64,) if args.quick else BATCHES)
+        shapes = [s for s in shapes if args.only in s[0]]
+        print_table(run_table(shapes, np.dtype(dt).type, args.blocks, clock),
+                    f"{dt}: C = op(A) @ op(B), peak {est[dt]} GFLOP/s on {threads} thread(s)", est[dt])
 
 
 # --- pytest-benchmark -----------------------------------------------------------------------------
@@ -142,7 +145,7 @@ except ImportError:  # pragma: no cover - the table above needs no pytest
 
 if pytest is not None:
     BENCH_SHAPES = [(f"square{s}", s, s, s, False, False) for s in (256, 1024)] + [
-        (name.replace(" ", ""), m, k, n, ta, tb) for name, m, k, n, ta, tb in mlp_shapes((64, 1000), LAYERS[:1])
+        (name.replace(" ", ""), m, k, n, ta, tb) for name, m, k, n, ta, tb in mlp_shapes((64,), LAYERS[:1])
     ]
 
     @pytest.mark.parametrize("impl", ["jitnn", "numpy"])

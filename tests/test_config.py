@@ -83,3 +83,89 @@ def test_launch_runs_small_work_on_one_thread_and_restores(restore_num_threads):
     config.launch(lambda: seen.append(numba.get_num_threads()), config.PARALLEL_MIN_WORK)
     assert seen == [1, numba.get_num_threads()]
     assert np.isfinite(config.launch(np.sum, 10, np.ones(10)))
+
+
+def test_threads_for_is_the_one_rule(restore_num_threads):
+    jitnn.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert config.threads_for(config.PARALLEL_MIN_WORK - 1) == 1
+    assert config.threads_for(config.PARALLEL_MIN_WORK) == jitnn.get_num_threads()
+    assert config.threads_for(10, min_work=5) == jitnn.get_num_threads()
+    jitnn.set_num_threads(1)
+    assert config.threads_for(10**12) == 1
+
+
+def test_launch_restores_threads_after_an_interrupt(restore_num_threads):
+    """A KeyboardInterrupt inside a small launch leaves numba's thread count where it was."""
+    before = numba.get_num_threads()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        config.launch(interrupted, 1)
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
+def test_launch_leaves_other_threads_alone(restore_num_threads):
+    """The serial switch is thread-local: another Python thread keeps its count meanwhile."""
+    import threading
+
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def small_kernel():
+        inside.set()
+        release.wait(30)
+
+    worker = threading.Thread(target=config.launch, args=(small_kernel, 1))
+    worker.start()
+    inside.wait(30)
+    seen.append(numba.get_num_threads())
+    release.set()
+    worker.join(30)
+    assert seen == [jitnn.get_num_threads()]
+
+
+def _run(code, **env):
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=dict(os.environ, **env),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_threading_layer_is_never_workqueue():
+    """Without NUMBA_THREADING_LAYER, jitnn asks for a thread-safe layer (workqueue aborts on concurrent calls)."""
+    code = ("import os; os.environ.pop('NUMBA_THREADING_LAYER', None); import numpy as np, numba, jitnn; "
+            "jitnn.matmul(np.ones((300, 300)), np.ones((300, 300))); print(numba.threading_layer())")
+    assert _run(code, NUMBA_NUM_THREADS="2").split()[-1] in ("tbb", "omp")
+
+
+FORK_SCRIPT = """
+import multiprocessing as mp, numpy as np, numba, jitnn
+from jitnn import config
+from jitnn.kernels.elementwise import activate
+
+def work(_):
+    a = np.ones((300, 300))
+    ok = bool(np.allclose(jitnn.matmul(a, a), 300.0))  # the GEMM's serial path is fork-safe
+    try:
+        config.launch(activate, 10**7, a, a.copy(), 1, 0.0)
+        return ok, "ran"
+    except RuntimeError as e:
+        return ok, str(e)
+
+a = np.ones((400, 400))
+jitnn.matmul(a, a)  # the parent uses the thread pool
+config.launch(activate, 10**7, a, a.copy(), 1, 0.0)
+with mp.get_context("fork").Pool(1) as pool:
+    ok, msg = pool.apply_async(work, (0,)).get(timeout=120)
+print(numba.threading_layer(), ok, "spawn" in msg if msg != "ran" else "ran")
+"""
+
+
+def test_fork_after_use_works_or_says_spawn():
+    """A fork-based worker after the parent ran threads: the GEMM works; other kernels work or raise a
+    RuntimeError naming the 'spawn' start method; nothing hangs or dies."""
+    layer, ok, verdict = _run(FORK_SCRIPT, NUMBA_NUM_THREADS="2").split()
+    assert ok == "True"
+    assert verdict == ("True" if layer == "omp" else "ran")

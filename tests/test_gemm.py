@@ -24,7 +24,7 @@ from numba import njit
 from scipy.special import expit
 
 import jitnn
-from jitnn.kernels.blocking import BLOCKS
+from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
 from jitnn.kernels.micro import micro_kernel
 
 DTYPES = [np.float32, np.float64]
@@ -39,16 +39,18 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # BLOCKS (f32 and f64 rows differ), so the table follows a retuning; the primes sit past every block.
 _MCS = sorted({blk[2] for blk in BLOCKS.values()})
 _KCS = sorted({blk[3] for blk in BLOCKS.values()} | {blk[5] for blk in BLOCKS.values()})
+_M_PAST = max(_MCS) + 13  # past MC for every dtype and off every MR (205 while MC <= 192)
+_N_PAST = max(blk[4] for blk in BLOCKS.values()) + 3  # past NC
 K_MULTI = max(_KCS) + 9  # several slabs for every dtype, K % KC != 0 (521 while KC is 256 or 512)
 SHAPES = [
     (0, 5, 7), (5, 0, 7), (5, 7, 0), (0, 0, 0), (0, 17, 0),   # empty products
     (1, 1, 1), (1, 17, 7), (17, 1, 7), (7, 17, 1),           # ones in each dimension
     (5, 7, 3), (6, 16, 8), (7, 17, 97),                      # under, on and past one register tile
     (1, 521, K_MULTI), (521, 1, K_MULTI),                    # row and column vectors, several slabs
-    (149, 263, K_MULTI),                                     # large-M path, ragged last slab
+    (_M_PAST, 263, K_MULTI),                                 # large-M path, ragged last slab
     (17, 149, 2 * max(_KCS) + 1),                            # small-M path, three slabs
     (521, 17, 5),                                            # tall
-    (5, 8209, 3), (149, 4099, 3),                            # N > NC on both paths
+    (5, _N_PAST, 3), (_M_PAST, _N_PAST, 3),                  # N > NC on both paths
 ]
 SHAPES += [(97, 97, kc) for kc in _KCS]                      # K == KC
 SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1
@@ -529,6 +531,13 @@ GEMM_ERRORS = [
      "bias must have dtype float64, received: float32"),
     ("activation", lambda: jitnn.gemm(_f64(2, 3), _f64(3, 5), activation="softmax"), ValueError,
      "unknown activation 'softmax'"),
+    ("alpha_str", lambda: jitnn.gemm(_f64(2, 3), _f64(3, 5), alpha="2"), TypeError,
+     "alpha must be a real number, received: alpha='2'"),
+    ("beta_none", lambda: jitnn.gemm(_f64(2, 3), _f64(3, 5), c=_f64(2, 5), beta=None), TypeError,
+     "beta must be a real number, received: beta=None"),
+    ("param_str", lambda: jitnn.gemm(_f64(2, 3), _f64(3, 5), activation="leaky_relu", activation_param="x"),
+     TypeError, "activation_param must be a real number, received: activation_param='x'"),
+    ("alpha_complex", lambda: jitnn.gemm(_f64(2, 3), _f64(3, 1), alpha=1j), TypeError, "alpha=1j"),
 ]
 
 
@@ -638,6 +647,36 @@ def test_workspace_reuse_growing_then_shrinking(dtype, restore_num_threads):
             check_gemm(a, b, bias=rng.uniform(-1, 1, n).astype(dtype), act="relu")
 
 
+# --- matrix-vector and dot products (no packing) ---------------------------------------------------------
+
+@pytest.mark.parametrize("lb", ["C", "F", "view", "neg"])
+@pytest.mark.parametrize("mnk", [(1, 97, 263), (97, 1, 263), (1, 1, 521), (263, 1, 1), (1, 1, 0)], ids=shape_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_vector_products_with_epilogue(dtype, mnk, lb):
+    """M == 1 or N == 1 (both forms of the vector path, and 1 x N with row-major B through the tiles):
+    alpha, beta, bias and an activation, against float64."""
+    m, n, k = mnk
+    rng = np.random.default_rng(m * 1000 + n)
+    a, b = operands(rng, m, n, k, dtype, la="view", lb=lb)
+    c = make_operand(rng, (m, n), dtype, "view")
+    bias = rng.uniform(-1, 1, n).astype(dtype)
+    check_gemm(a, b, c, alpha=-0.7, beta=0.3, bias=bias, act="leaky_relu", param=0.1)
+    check_gemm(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_long_dot_product_is_accurate(dtype):
+    """A (1 x 2**20) @ (2**20 x 1) dot of positive terms: within a few float32 ulps of the float64 sum
+    (a float32 running sum drifts by ~1e-4 relative here)."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 1, (1, 2**20)).astype(dtype)
+    b = rng.uniform(0, 1, (2**20, 1)).astype(dtype)
+    got = jitnn.matmul(a, b)[0, 0]
+    want = a[0].astype(np.float64) @ b[:, 0].astype(np.float64)
+    rtol = 4 * np.finfo(np.float32).eps if dtype == np.float32 else rtol_for(dtype, 2**20)
+    assert abs(got - want) <= rtol * want
+
+
 # --- the micro-kernel alone ----------------------------------------------------------------------------
 
 @njit(cache=False)
@@ -674,14 +713,16 @@ def _host_has_avx2_fma():
 @pytest.mark.skipif(not _host_has_avx2_fma(), reason="host CPU lacks AVX2/FMA")
 @pytest.mark.skipif(numba.config.CPU_NAME not in (None, "host"), reason="NUMBA_CPU_NAME overrides the host")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_micro_kernel_assembly_uses_ymm_fma(dtype):
+def test_micro_kernel_assembly_uses_packed_fma(dtype):
+    """Every accumulator is one packed FMA per k step: ymm on AVX2, zmm where the AVX-512 table is used."""
     mr, nr = BLOCKS[np.dtype(dtype).name][:2]
-    lanes = 32 // np.dtype(dtype).itemsize
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    reg = "zmm" if VECTOR_BYTES == 64 else "ymm"
     z = np.zeros(mr * nr * 2, dtype)
     micro_tile(1, z, 0, z, 0, nr, z)
     nbt = numba.from_dtype(dtype)
     sig = next(s for s in micro_tile.signatures if s[1].dtype == nbt)
     asm = micro_tile.inspect_asm(sig)
     suffix = "ps" if dtype == np.float32 else "pd"
-    fmas = re.findall(rf"vfmadd\d+{suffix}\s+[^\n]*%ymm", asm)
-    assert len(fmas) >= mr * nr // lanes, f"expected >= {mr * nr // lanes} ymm FMAs, found {len(fmas)}"
+    fmas = re.findall(rf"vfmadd\d+{suffix}\s+[^\n]*%{reg}", asm)
+    assert len(fmas) >= mr * nr // lanes, f"expected >= {mr * nr // lanes} {reg} FMAs, found {len(fmas)}"

@@ -277,6 +277,29 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
                              act, act_param, pc + kcur == k)
 
 
+@njit(**JIT)
+def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
+    """c[:, 0] = act(alpha * a @ x[:, 0] + beta * c[:, 0] + bias): one dot product per row of ``a``.
+
+    The matrix-vector and dot products (N == 1; M == 1 reaches here transposed, with the bias indexed
+    by row: ``bias_per_row``). No packing and no parallel region: each operand is read once, so the
+    product runs at memory speed. The sum is kept in float64: a float32 running sum of 2**24 terms loses
+    its last digits (the product is memory-bound, so the wider sum costs nothing measurable).
+    """
+    m, k = a.shape
+    has_bias = bias.shape[0] > 0
+    for i in range(m):
+        s = 0.0
+        for p in range(k):
+            s += np.float64(a[u(i), u(p)]) * np.float64(x[u(p), 0])
+        v = alpha * s
+        if beta != 0:
+            v += beta * c[i, 0]
+        if has_bias:
+            v += bias[i] if bias_per_row else bias[0]
+        c[i, 0] = activate_scalar(act, v, act_param)
+
+
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
     mr, nr, mc, kc_max, nc_max, _ = blocks

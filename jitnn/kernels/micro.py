@@ -20,9 +20,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from jitnn.kernels.blocking import BLOCKS
-
-VECTOR_BYTES = 32  # AVX2 ymm
+from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
 
 
 def _emit(context, builder, sig, args, mr: int, nr: int):
