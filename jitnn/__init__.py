@@ -5,9 +5,10 @@ from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer
 from jitnn.linalg import gemm, matmul
-from jitnn.model import NonFiniteLossError, Sequential, load_model
+from jitnn.model import NonFiniteLossError, Sequential
 from jitnn.profiler import profile
 from jitnn.prune import prune
+from jitnn.saving import ModelFileError, load_model
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "Layer",
+    "ModelFileError",
     "ModelCheckpoint",
     "NonFiniteLossError",
     "Sequential",

@@ -28,11 +28,10 @@ from jitnn.activations import SOFTMAX
 from jitnn.config import launch
 from jitnn.kernels.elementwise import SIGMOID, activate
 from jitnn.kernels.reductions import softmax_rows
-from jitnn.layers import Activation, Dense, Dropout
+from jitnn.layers import Dense
 from jitnn.sparse import CSRMatrix
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
-LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation}
 _now = time.perf_counter_ns
 
 
@@ -423,10 +422,7 @@ class Sequential:
 
     def load_weights(self, path):
         """Load parameters saved from a model of the same architecture; on any error nothing changes."""
-        record, arrays = saving.read_file(path)
-        for p, a in saving.check_weights(self, arrays, path):
-            p[...] = a
-        self._weights_changed()
+        saving.load_weights(self, path)
 
     def summary(self, print_fn=print):
         lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output':>10s} {'Params':>10s}"]
@@ -459,35 +455,6 @@ def _metric_key(name):
     return {"acc": "accuracy"}.get(name, name) if isinstance(name, str) else getattr(name, "__name__", "metric")
 
 
-def load_model(path):
-    """A compiled Sequential rebuilt from a file written by ``save``; ValueError if corrupt."""
-    record, arrays = saving.read_file(path)
-    cfg = record["config"]
-    try:
-        layers = []
-        for spec in cfg["layers"]:
-            cls = LAYER_TYPES[spec["class"]]
-            c = dict(spec["config"])
-            if cls is Dense:
-                c.pop("input_dim", None)
-            layers.append(cls(**c))
-        model = Sequential(layers, name=cfg["name"], dtype=cfg["dtype"])
-        model.build(cfg["input_dim"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: malformed architecture record: {e!r}") from None
-    for p, a in saving.check_weights(model, arrays, path):
-        p[...] = a
-    if cfg.get("loss"):
-        model.compile(loss=losses_mod.get(cfg["loss"]["name"]),
-                      optimizer=optimizers_mod.get(cfg["optimizer"]["name"]) if cfg.get("optimizer") else "adam")
-        opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-        if opt_state and cfg.get("optimizer"):
-            model.optimizer = type(model.optimizer).from_config(cfg["optimizer"])
-            model.optimizer.build([p for layer in model.layers for p in layer.params])
-            model.optimizer.load_state_arrays(opt_state)
-    return model
-
-
 class _Progress:
     """A one-line, tqdm-style progress bar; redrawn at most 10 times a second; silent at verbose=0."""
 
@@ -518,4 +485,4 @@ class _Progress:
         sys.stdout.flush()
 
 
-__all__ = ["NonFiniteLossError", "Sequential", "load_model"]
+__all__ = ["NonFiniteLossError", "Sequential"]
