@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -38,6 +39,17 @@ ARCHITECTURE_MAX_BYTES = 4 << 20
 # Second moments (running means or sums of g^2) are never negative: a negative one makes sqrt NaN.
 NONNEGATIVE_SLOTS = ("v", "vmax", "ms", "accum")
 _TMP_PREFIX = ".tmp-jitnn-"
+
+
+# The config fields save writes for each layer class and their JSON types: a file may hold nothing else
+# (a constructor's own checks are looser, e.g. Dense(use_bias="yes") is truthy).
+_ACTIVATION = (str, dict, type(None))
+_LAYER_FIELDS = {
+    "Dense": {"units": (int,), "activation": _ACTIVATION, "input_dim": (int, type(None)), "use_bias": (bool,),
+              "kernel_regularizer": (dict, float, int, type(None)), "name": (str, type(None))},
+    "Dropout": {"rate": (float, int), "seed": (int, type(None)), "name": (str, type(None))},
+    "Activation": {"activation": _ACTIVATION, "name": (str, type(None))},
+}
 
 
 class ModelFileError(ValueError):
@@ -161,6 +173,11 @@ def save_model(model, path):
 
 # --- reading: the zip and the .npy headers ---------------------------------------------------------
 
+# What zipfile and numpy raise on a damaged member (a bad CRC is BadZipFile, bad deflate data zlib.error)
+_READ_ERRORS = (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+                struct.error, OverflowError)
+
+
 class _Archive:
     """The members of a model file, by name, read only on request and only up to their declared size."""
 
@@ -171,11 +188,14 @@ class _Archive:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no model file at {path!r}")
         self.path = path
+        fh = open(path, "rb")  # noqa: SIM115 (closed with the ZipFile); a permission error stays an OSError
         try:
-            self.zf = zipfile.ZipFile(path)
+            self.zf = zipfile.ZipFile(fh)
             infos = self.zf.infolist()
-        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OverflowError, UnicodeDecodeError) as e:
+        except _READ_ERRORS as e:
+            fh.close()
             raise self.error(f"not a readable jitnn model file (corrupt or truncated): {e}") from None
+        self._fh = fh
         self.members = {}
         for info in infos:
             name = info.filename
@@ -196,6 +216,7 @@ class _Archive:
 
     def close(self):
         self.zf.close()
+        self._fh.close()
 
     def __enter__(self):
         return self
@@ -219,8 +240,7 @@ class _Archive:
                 else:
                     raise ValueError(f"unsupported .npy version {version}")
                 offset = fh.tell()
-        except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError, SyntaxError, TypeError,
-                RuntimeError, NotImplementedError) as e:
+        except _READ_ERRORS + (SyntaxError, TypeError) as e:
             raise self.error(f"{key}: unreadable array header: {e}") from None
         if dtype.hasobject or dtype.kind not in "fiu" or dtype.subdtype is not None or dtype.names:
             raise self.error(f"{key} has dtype {dtype}; only plain numbers are read (no pickled objects)")
@@ -245,7 +265,7 @@ class _Archive:
             with self._open(key) as fh:
                 fh.read(self.members[key].file_size - nbytes)  # the header, parsed above
                 raw = fh.read(nbytes)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        except _READ_ERRORS as e:
             raise self.error(f"{key}: corrupt data: {e}") from None
         if len(raw) != nbytes:
             raise self.error(f"{key}: truncated ({len(raw)} of {nbytes} bytes)")
@@ -310,6 +330,11 @@ def _build_layers(cfg, error):
         if cls_name not in LAYER_TYPES:
             raise error(f"{where}.class is {cls_name[:40]!r}; known: {sorted(LAYER_TYPES)}")
         c = dict(_field(where, spec, "config", (dict,), error))
+        fields = _LAYER_FIELDS[cls_name]
+        for key, value in c.items():
+            if key not in fields:
+                raise error(f"{where}.config has an unknown field {str(key)[:40]!r}")
+            _field(f"{where}.config", c, key, fields[key], error)
         if cls_name == "Dense":
             declared = c.pop("input_dim", None)
             if declared is not None and declared != dim:
@@ -331,11 +356,13 @@ def _optimizer(cfg, error):
     """(loss, optimizer) from the record, constructed, or (None, None) for an uncompiled model."""
     loss_cfg = _field("config", cfg, "loss", (dict,), error, optional=True)
     opt_cfg = _field("config", cfg, "optimizer", (dict,), error, optional=True)
-    if loss_cfg is None:
+    if loss_cfg is None and opt_cfg is None:
         return None, None
+    if loss_cfg is None or opt_cfg is None:
+        raise error("config has a loss without an optimizer or an optimizer without a loss (compile sets both)")
     try:
         loss = losses_mod.get(loss_cfg)
-        opt = optimizers_mod.get(opt_cfg if opt_cfg is not None else "adam")
+        opt = optimizers_mod.get(opt_cfg)
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError,
             NotImplementedError) as e:
         raise error(f"config.loss/optimizer: {str(e)[:200]}") from None
@@ -401,30 +428,43 @@ def _optimizer_keys(opt, n_params):
     return {"optimizer/iterations"} | {f"optimizer/{s}/{i}" for s in opt._slots() for i in range(n_params)}
 
 
+class _Plan:
+    """What a file declares, validated before any array is read: the record, layers, loss, optimizer,
+    and the shape of every parameter; members outside the plan are refused unread."""
+
+    def __init__(self, archive):
+        record = archive.record()
+        self.cfg = _field("record", record, "config", (dict,), archive.error)
+        self.layers, shapes, self.dtype = _build_layers(self.cfg, archive.error)
+        self.loss, self.optimizer = _optimizer(self.cfg, archive.error)
+        self.params = _param_keys(shapes)
+        _check_members(archive, set(self.params) | _optimizer_keys(self.optimizer, len(self.params)))
+
+
 def load_model(path):
     """A Sequential rebuilt from a file written by ``save`` (compiled if it was); ModelFileError if the
     file is corrupt, hostile or inconsistent (see the module docstring)."""
     from jitnn.model import Sequential  # model imports this module for save: import here, not above
 
     with _Archive(path) as archive:
-        record = archive.record()
-        cfg = _field("record", record, "config", (dict,), archive.error)
-        layers, shapes, dtype = _build_layers(cfg, archive.error)
-        loss, opt = _optimizer(cfg, archive.error)
-        keys = _param_keys(shapes)
-        _check_members(archive, set(keys) | _optimizer_keys(opt, len(keys)))
-        values = _read_params(archive, keys, dtype)
-        state = _read_optimizer_state(archive, opt, list(keys.values()), dtype) if opt is not None else {}
-    model = Sequential(layers, name=cfg.get("name"), dtype=dtype)
-    model.build(cfg["input_dim"])
-    for layer_index, layer in enumerate(model.layers):
-        for name, p in zip(layer.param_names, layer.params):
-            p[...] = values[f"layer{layer_index}/{name}"]
-    if loss is not None:
-        model.compile(loss=loss, optimizer=opt)
+        plan = _Plan(archive)
+        values = _read_params(archive, plan.params, plan.dtype)
+        state = {} if plan.optimizer is None else \
+            _read_optimizer_state(archive, plan.optimizer, list(plan.params.values()), plan.dtype)
+    model = Sequential(plan.layers, name=plan.cfg.get("name"), dtype=plan.dtype)
+    model.build(plan.cfg["input_dim"])
+    _assign(model, values)
+    if plan.loss is not None:
+        model.compile(loss=plan.loss, optimizer=plan.optimizer)
         _restore_optimizer(model, state)
-    model._weights_changed()
     return model
+
+
+def _assign(model, values):
+    for i, layer in enumerate(model.layers):
+        for name, p in zip(layer.param_names, layer.params):
+            p[...] = values[f"layer{i}/{name}"]
+    model._weights_changed()
 
 
 def _restore_optimizer(model, state):
@@ -439,21 +479,21 @@ def _restore_optimizer(model, state):
 
 
 def load_weights(model, path):
-    """Assign the parameters saved in ``path`` to ``model`` (same architecture); all or nothing."""
+    """Assign the parameters saved in ``path`` to ``model`` (same parameter shapes); all or nothing.
+    The file is validated as load_model validates it (optimizer state included, though not used)."""
     shapes = {f"layer{i}/{name}": p.shape for i, layer in enumerate(model.layers)
               for name, p in zip(layer.param_names, layer.params)}
     with _Archive(path) as archive:
-        archive.record()
-        # the optimizer members belong to the file's own optimizer: ignored (never read) here
-        extra = sorted(k for k in set(archive.members) - set(shapes) - {"__architecture__"}
-                       if not k.startswith("optimizer/"))
-        if extra:
-            raise archive.error(f"unexpected members {extra[:5]}: not part of this model's architecture")
-        for key in shapes:
-            if key not in archive.members:
-                raise archive.error(f"missing {key}")
+        plan = _Plan(archive)
+        for key, shape in shapes.items():
+            if key not in plan.params:
+                raise archive.error(f"missing {key}: the file's architecture has {len(plan.params)} "
+                                    "parameter arrays, this model has {len(shapes)}")
+            if tuple(plan.params[key]) != tuple(shape):
+                raise archive.error(f"{key} has shape {tuple(plan.params[key])}, the model expects {tuple(shape)}")
+        if len(plan.params) != len(shapes):
+            raise archive.error(f"the file has {len(plan.params)} parameter arrays, this model {len(shapes)}")
         values = _read_params(archive, shapes, model.dtype)
-    for i, layer in enumerate(model.layers):
-        for name, p in zip(layer.param_names, layer.params):
-            p[...] = values[f"layer{i}/{name}"]
-    model._weights_changed()
+        if plan.optimizer is not None:  # read only to refuse a damaged file whichever way it is loaded
+            _read_optimizer_state(archive, plan.optimizer, list(plan.params.values()), plan.dtype)
+    _assign(model, values)
