@@ -123,7 +123,7 @@ def test_seeded_byte_flips(good, victim, tmp_path, outcomes):
 
 
 def test_truncations(good, victim, tmp_path, outcomes):
-    path, data, _, _ = good
+    _, data, _, _ = good
     model, before = victim
     cuts = sorted(set(np.linspace(0, len(data) - 1, 120).astype(int)) | set(range(len(data) - 30, len(data))))
     for cut in cuts:
@@ -160,7 +160,8 @@ def _record_mutations(record):
                     "input_dim": [7, "6"], "bogus": [1]}
     for key, values in layer_values.items():
         for v in values:
-            yield f"layers[0].{key}={v!r}", edit(lambda r, k=key, v=v: r["config"]["layers"][0]["config"].__setitem__(k, v))
+            yield f"layers[0].{key}={v!r}", edit(
+                lambda r, k=key, v=v: r["config"]["layers"][0]["config"].__setitem__(k, v))
     for v in [None, "Dense", 5, [], {"class": "Dense"}, {"class": "Conv2D", "config": {}},
               {"class": "__class__", "config": {}}, {"class": "Dropout", "config": {"rate": 2}},
               {"class": "Dropout", "config": {"rate": "0.1"}}, {"class": "Activation", "config": []}]:
@@ -227,7 +228,8 @@ def _hostile_members(arrays, record):
     header = io.BytesIO()
     np.lib.format.write_array(header, k0)
     raw = header.getvalue()
-    yield "npy header lies about shape", dict(arrays, **{"layer0/kernel": raw.replace(b"(6, 16)", b"(6, 1600000)")}), 0
+    lying = raw.replace(b"(6, 16)", b"(6, 1600000)")
+    yield "npy header lies about shape", dict(arrays, **{"layer0/kernel": lying}), 0
     yield "npy header garbage", dict(arrays, **{"layer0/kernel": raw[:10] + b"{'descr': __import__('os')}"}), 0
     yield "npy bad magic", dict(arrays, **{"layer0/kernel": b"\x93NUMPZ" + raw[6:]}), zipfile.ZIP_STORED
     yield "npy version 9", dict(arrays, **{"layer0/kernel": raw[:6] + b"\x09\x00" + raw[8:]}), zipfile.ZIP_STORED
@@ -268,7 +270,7 @@ def test_hostile_members(good, victim, tmp_path, outcomes, monkeypatch):
 
 
 def test_an_encrypted_member_is_refused(good, victim, tmp_path, outcomes):
-    path, data, _, _ = good
+    _, data, _, _ = good
     model, before = victim
     flagged = bytearray(data)
     # set the "encrypted" bit in every local and central header (zipfile then wants a password)
