@@ -18,9 +18,10 @@ from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint, ProgbarLogg
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer, LeakyReLU
 from jitnn.linalg import gemm, matmul
-from jitnn.model import Sequential, load_model
+from jitnn.model import Sequential
 from jitnn.profiler import profile
 from jitnn.prune import prune
+from jitnn.saving import ModelFileError, load_model
 from jitnn.training import NonFiniteLossError
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "ModelCheckpoint",
+    "ModelFileError",
     "NonFiniteLossError",
     "ProgbarLogger",
     "Sequential",

@@ -8,10 +8,15 @@ values the host read last (jitnn.training: the host reads the device every ``syn
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import string
 import sys
 import time
 
 import numpy as np
+
+from jitnn import metrics
 
 
 class Callback:
@@ -114,8 +119,16 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a log key (str), received: monitor={monitor!r}")
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral):
+            raise TypeError(f"patience must be an int, received: patience={patience!r}")
         if patience < 0:
             raise ValueError(f"patience must be >= 0, received: patience={patience}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or not math.isfinite(min_delta):
+            raise TypeError(f"min_delta must be a finite number, received: min_delta={min_delta!r}")
+        if not isinstance(restore_best_weights, (bool, np.bool_)):
+            raise TypeError(f"restore_best_weights must be a bool, received: {restore_best_weights!r}")
         self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
         self.mode = _better(mode, monitor)
         self.restore_best_weights = restore_best_weights
@@ -147,7 +160,33 @@ class ModelCheckpoint(Callback):
     or only when ``monitor`` improves with ``save_best_only``. Saves are atomic."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
-        self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"filepath must be a str or path, received: filepath={filepath!r}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a log key (str), received: monitor={monitor!r}")
+        if not isinstance(save_best_only, (bool, np.bool_)):
+            raise TypeError(f"save_best_only must be a bool, received: save_best_only={save_best_only!r}")
+        filepath = os.fspath(filepath)
+        # Check the {fields} now, not after the first epoch: each must be "epoch" or a log key jitnn
+        # writes ("loss", a jitnn metric name, either with "val_"), used without attribute or index access.
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"filepath is not a valid format string ({e}), received: filepath={filepath!r}") from None
+        for field in fields:
+            key = field.removeprefix("val_")
+            known = field == "epoch" or key == "loss"
+            if not known and key.isidentifier() and key != "acc":  # logs say "accuracy" for "acc"
+                try:
+                    metrics.get(key)
+                    known = True
+                except ValueError:
+                    pass
+            if not known:
+                raise ValueError(f"filepath field {{{field}}} is not a key ModelCheckpoint can fill: use {{epoch}}, "
+                                 f"{{loss}}, {{val_loss}} or a metric name such as {{accuracy}}, received: "
+                                 f"filepath={filepath!r}")
+        self.filepath, self.monitor, self.save_best_only = filepath, monitor, bool(save_best_only)
         self.mode = _better(mode, monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
 

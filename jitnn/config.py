@@ -8,7 +8,9 @@ Environment variables, all read once, here, at import:
   (default 65536). ``JITNN_PARALLEL_MIN_FLOPS``: the same for GEMM, in FLOPs (default 4,000,000).
 - ``JITNN_CACHE``: ``0`` disables the on-disk compile cache.
 - ``JITNN_CACHE_DIR``: where compiled kernels are cached (default: numba's own choice, falling back to
-  ``~/.cache/jitnn/numba`` and then a temporary directory when that is not writable).
+  ``~/.cache/jitnn/numba`` and then a temporary directory when that is not writable). Outside the
+  package, the directory must belong to this user and be writable by nobody else (numba unpickles its
+  cache index): otherwise caching is off, with a RuntimeWarning. Fallbacks are created with mode 0700.
 - ``NUMBA_THREADING_LAYER``: when unset, jitnn asks numba for ``threadsafe`` (tbb if installed, else
   omp; never ``workqueue``, which aborts the process when two threads call kernels at once).
 - ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
@@ -22,7 +24,9 @@ other kernels through numba's thread-local count, restored on every exit, Keyboa
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import warnings
 
 # Safe fastmath subset. "nnan"/"ninf" would let LLVM assume no NaN/inf and delete our NaN checks;
 # "reassoc" lets it reorder sums (vectorized reductions), "contract" lets it fuse a*b+c into an FMA.
@@ -30,6 +34,28 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 
 DEFAULT_DTYPE = "float32"
 FLOAT_DTYPES = ("float32", "float64")
+
+
+def _private_dir_problem(path: str) -> str | None:
+    """Why ``path`` may not hold compiled code for this user, or None when it may.
+
+    numba reads its cache index with pickle: whoever can write the directory can run code as us. So the
+    directory must be ours and writable by nobody else (no group or other write bit), and it must not
+    be a symlink (another user could re-point a link in a shared /tmp after we checked it).
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return f"cannot stat it ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != _uid():
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {_uid()})"
+    if os.name == "posix" and st.st_mode & 0o022:
+        return f"other users can write to it (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
 
 
 def _writable_dir(path: str) -> bool:
@@ -42,12 +68,44 @@ def _writable_dir(path: str) -> bool:
         return False
 
 
+def _private_dir(path: str) -> str | None:
+    """``path`` made (mode 0700) or found private to this user and writable, else None.
+
+    A directory that exists but fails ``_private_dir_problem`` is refused with a RuntimeWarning. A
+    symlink is followed only when this user (or root) owns the link itself: nobody else can re-point it.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.mkdir(path, 0o700)  # atomic: if it already exists (maybe planted), the checks below decide
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid in (0, _uid()):
+            path = os.path.realpath(path)
+    except OSError:
+        return None
+    problem = _private_dir_problem(path)
+    if problem is not None:
+        warnings.warn(f"jitnn: compile cache disabled for {path!r}: {problem}", RuntimeWarning, stacklevel=3)
+        return None
+    return path if _writable_dir(path) else None
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
+
+
 def _choose_cache() -> tuple[bool, str | None]:
     """Decide, before numba is imported, whether and where compiled kernels are cached.
 
     numba caches next to the source (``__pycache__``) and falls back to a user-wide directory; when
     neither is writable ``@njit(cache=True)`` raises at decoration time. We probe first, point
-    ``NUMBA_CACHE_DIR`` at a writable place, and disable caching only when nothing is writable.
+    ``NUMBA_CACHE_DIR`` at a writable place, and disable caching only when nothing is writable. A
+    directory outside the package (``JITNN_CACHE_DIR``, ``NUMBA_CACHE_DIR`` or a fallback) must be
+    private to this user (see ``_private_dir_problem``): otherwise caching is off, with a warning.
     """
     if os.environ.get("JITNN_CACHE", "1") == "0":
         return False, None
@@ -60,12 +118,15 @@ def _choose_cache() -> tuple[bool, str | None]:
             return True, None  # numba's default in-tree location works
         candidates = [
             os.path.join(os.path.expanduser("~"), ".cache", "jitnn", "numba"),
-            os.path.join(tempfile.gettempdir(), f"jitnn-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
+            os.path.join(tempfile.gettempdir(), f"jitnn-numba-{_uid()}"),
         ]
-    for path in candidates:
-        if _writable_dir(path):
+    for candidate in candidates:
+        path = _private_dir(candidate)
+        if path is not None:
             os.environ["NUMBA_CACHE_DIR"] = path
             return True, path
+    # numba would otherwise still use a NUMBA_CACHE_DIR we refused if some code asked for cache=True
+    os.environ.pop("NUMBA_CACHE_DIR", None)
     return False, None
 
 

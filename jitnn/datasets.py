@@ -7,6 +7,7 @@ samples) and ``y`` int64 class labels. No numba here: loading happens once, outs
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -27,47 +28,69 @@ IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: str) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic bytes (whatever its name)."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw  # a ".gz" that some tool already unpacked in place still reads
+_CHUNK = 1 << 20
+
+
+def _open_idx(path: str):
+    """The file as a binary stream, gunzipped when it starts with the gzip magic bytes (whatever its name)."""
+    f = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
+    magic = f.read(2)
+    f.seek(0)
+    return (gzip.GzipFile(fileobj=f, mode="rb"), f) if magic == _GZIP_MAGIC else (f, f)
+
+
+def _read_up_to(stream, path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes, read in chunks: memory follows the data present, not a declared size
+    (a header may declare exabytes; a gzip stream may inflate without end)."""
+    parts, have = [], 0
     try:
-        return gzip.decompress(raw)
+        while have < limit:
+            chunk = stream.read(min(_CHUNK, limit - have))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: corrupt or truncated gzip stream ({e})") from None
+    return b"".join(parts)
 
 
 def read_idx(path) -> np.ndarray:
-    """Read an IDX file (plain or gzipped) into a native-endian numpy array of its declared shape."""
+    """Read an IDX file (plain or gzipped) into a native-endian numpy array of its declared shape.
+
+    Memory follows the bytes present: a header declaring more than the file holds is reported as
+    truncated after reading what is there, and a gzip stream is inflated no further than declared."""
     path = os.fspath(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number")
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: not an IDX file: magic number {data[:4].hex()} does not start with 0000")
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of {known})")
-    if ndim == 0:
-        raise ValueError(f"{path}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(
-            f"{path}: truncated header: {ndim} dimensions need {header} bytes, file has {len(data)}"
-        )
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    found = len(data) - header
-    if found != expected:
-        what = "truncated" if found < expected else "trailing bytes"
-        raise ValueError(
-            f"{path}: {what}: shape {shape} of {dtype.name} needs {expected} data bytes, found {found}"
-        )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    stream, raw = _open_idx(path)
+    try:
+        head = _read_up_to(stream, path, 4)
+        if len(head) < 4:
+            raise ValueError(f"{path}: not an IDX file: {len(head)} bytes, shorter than the 4-byte magic number")
+        if head[0] != 0 or head[1] != 0:
+            raise ValueError(f"{path}: not an IDX file: magic number {head[:4].hex()} does not start with 0000")
+        code, ndim = head[2], head[3]
+        if code not in IDX_DTYPES:
+            known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+            raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of {known})")
+        if ndim == 0:
+            raise ValueError(f"{path}: IDX header declares 0 dimensions")
+        dims = _read_up_to(stream, path, 4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise ValueError(f"{path}: truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, "
+                             f"file has {4 + len(dims)}")
+        shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+        dtype = np.dtype(IDX_DTYPES[code])
+        expected = math.prod(shape) * dtype.itemsize  # Python ints: (2**32-1)**3 must not wrap negative
+        data = _read_up_to(stream, path, expected + 1)
+    finally:
+        stream.close()
+        raw.close()
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "trailing bytes"
+        found = len(data) if len(data) < expected else "more"
+        raise ValueError(f"{path}: {what}: shape {shape} of {dtype.name} needs {expected} data bytes, "
+                         f"found {found}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _fashion_dir(path) -> str:

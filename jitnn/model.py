@@ -25,12 +25,11 @@ from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
 from jitnn.config import FLOAT_DTYPES
-from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.layers import Dense
 from jitnn.profiler import NULL_RECORDER
 from jitnn.training import NonFiniteLossError
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
-LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation, "LeakyReLU": LeakyReLU}
 _now = time.perf_counter_ns
 
 
@@ -356,10 +355,7 @@ class Sequential:
 
     def load_weights(self, path):
         """Load parameters saved from a model of the same architecture; on any error nothing changes."""
-        record, arrays = saving.read_file(path)
-        for p, a in saving.check_weights(self, arrays, path):
-            p[...] = a
-        self._weights_changed()
+        saving.load_weights(self, path)
 
     def summary(self, print_fn=print):
         lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output':>10s} {'Params':>10s}"]
@@ -372,33 +368,4 @@ class Sequential:
         return "\n".join(lines)
 
 
-def load_model(path):
-    """A compiled Sequential rebuilt from a file written by ``save``; ValueError if corrupt."""
-    record, arrays = saving.read_file(path)
-    cfg = record["config"]
-    try:
-        layers = []
-        for spec in cfg["layers"]:
-            cls = LAYER_TYPES[spec["class"]]
-            c = dict(spec["config"])
-            if cls is Dense:
-                c.pop("input_dim", None)
-            layers.append(cls(**c))
-        model = Sequential(layers, name=cfg["name"], dtype=cfg["dtype"])
-        model.build(cfg["input_dim"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: malformed architecture record: {e!r}") from None
-    for p, a in saving.check_weights(model, arrays, path):
-        p[...] = a
-    if cfg.get("loss"):
-        model.compile(loss=losses_mod.get(cfg["loss"]["name"]),
-                      optimizer=optimizers_mod.get(cfg["optimizer"]["name"]) if cfg.get("optimizer") else "adam")
-        opt_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-        if opt_state and cfg.get("optimizer"):
-            model.optimizer = type(model.optimizer).from_config(cfg["optimizer"])
-            model.optimizer.build([p for layer in model.layers for p in layer.params])
-            model.optimizer.load_state_arrays(opt_state)
-    return model
-
-
-__all__ = ["NonFiniteLossError", "Sequential", "load_model"]
+__all__ = ["NonFiniteLossError", "Sequential"]

@@ -10,8 +10,10 @@
 The arithmetic lives in ``jitnn/kernels/sparse.py``; this module validates, picks kernels and allocates
 outputs. ``spmm``, ``spmm_t``, ``dense_spmm`` and ``spmv`` are what layers call: with ``out=`` they
 allocate nothing, and they insist on matching dtypes (no hidden copies). The ``@`` operators promote
-dtypes as numpy does. Constructors do not copy arrays that already have the right dtype and layout
-(scipy's convention), and a matrix never modifies its arrays.
+dtypes as numpy does. Constructors share ``data`` when it has the right dtype and layout (scipy's
+convention) but copy the index arrays and keep them read-only: kernels trust indices that were
+validated once, and an index changed afterwards (through the caller's array) could make them read or
+write outside their arrays. A matrix never modifies its arrays.
 """
 
 from __future__ import annotations
@@ -167,6 +169,28 @@ def _counting_sort(keys, n_keys, ptr_dtype):
     return ptr, perm
 
 
+def _stable_order(keys, n_keys):
+    """The permutation that sorts ``keys`` (each in [0, n_keys)) stably: a counting sort, or numpy's
+    stable argsort when n_keys dwarfs len(keys) (a (1, 10**10) matrix: the counts would need 149 GiB)."""
+    if n_keys > 4 * keys.shape[0] + 4096:
+        return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+    return _counting_sort(keys, n_keys, np.int64)[1]
+
+
+def _check_index_fits(itype, shape, nnz):
+    """Casting to int32 wraps silently: refuse it when a row, a column or an offset would not fit."""
+    if np.dtype(itype) == np.int32 and max(shape[0], shape[1], nnz) > _I32_MAX:
+        raise ValueError(f"a {shape} matrix with {nnz} entries needs int64 indices, received: "
+                         f"index_dtype={np.dtype(itype)}")
+
+
+def _frozen(a):
+    """``a`` made read-only (the matrix owns it: a fresh copy or a kernel's output, or shared with a
+    matrix that froze it already)."""
+    a.flags.writeable = False
+    return a
+
+
 def _promote(a, x):
     """(a, x) converted to one float dtype, as numpy's result_type would (for the @ operators)."""
     if isinstance(x, (CSRMatrix, COOMatrix)):
@@ -235,8 +259,8 @@ class CSRMatrix(_Sparse):
     def __init__(self, data, indices, indptr, shape, *, copy=False):
         m, n = _check_shape(shape)
         data = _vector("data", data, _FLOATS, copy)
-        indices = _vector("indices", indices, _INDEXES, copy)
-        indptr = _vector("indptr", indptr, _INDEXES, copy)
+        indices = _vector("indices", indices, _INDEXES, True)  # validated below, then never changed
+        indptr = _vector("indptr", indptr, _INDEXES, True)
         indices, indptr = _same_index_dtype(indices, indptr)
         if indptr.shape[0] != m + 1:
             raise ValueError(f"indptr must have rows + 1 = {m + 1} entries, received: {indptr.shape[0]}")
@@ -259,7 +283,7 @@ class CSRMatrix(_Sparse):
         self._set(data, indices, indptr, (m, n), None)
 
     def _set(self, data, indices, indptr, shape, order):
-        self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
+        self.data, self.indices, self.indptr, self.shape = data, _frozen(indices), _frozen(indptr), shape
         self._order = order  # kernels.row_order's code once known: 0 canonical, 1 dups, 2 unsorted
 
     @classmethod
@@ -292,6 +316,7 @@ class CSRMatrix(_Sparse):
         itype = np.dtype(index_dtype) if index_dtype is not None else _index_dtype(m, n, nnz)
         if itype not in _INDEXES:
             raise TypeError(f"index_dtype must be int32 or int64, received: index_dtype={itype}")
+        _check_index_fits(itype, (m, n), nnz)
         indptr = np.zeros(m + 1, itype)
         np.cumsum(counts, out=indptr[1:])
         indices, data = np.empty(nnz, itype), np.empty(nnz, dtype)
@@ -300,7 +325,7 @@ class CSRMatrix(_Sparse):
 
     @classmethod
     def from_scipy(cls, m):
-        """From any scipy.sparse matrix or array (CSR ones share their arrays; indices may be unsorted)."""
+        """From any scipy.sparse matrix or array (CSR ones share their data; indices may be unsorted)."""
         import scipy.sparse as sp
 
         if not sp.issparse(m):
@@ -338,8 +363,7 @@ class CSRMatrix(_Sparse):
             raise TypeError(f"dtype must be float32 or float64, received: dtype={dtype}")
         if itype not in _INDEXES:
             raise TypeError(f"index_dtype must be int32 or int64, received: index_dtype={itype}")
-        if itype == np.int32 and max(self.shape[0], self.shape[1], self.nnz) > _I32_MAX:
-            raise ValueError(f"a {self.shape} matrix with {self.nnz} entries needs int64 indices")
+        _check_index_fits(itype, self.shape, self.nnz)
         return CSRMatrix._trusted(self.data.astype(dtype), self.indices.astype(itype),
                                   self.indptr.astype(itype), self.shape, self._order)
 
@@ -432,6 +456,9 @@ class CSRMatrix(_Sparse):
             raise TypeError(f"rows must be a 1-D integer array, received: shape={rows.shape}, "
                             f"dtype={rows.dtype}")
         m = self.shape[0]
+        if rows.dtype.kind == "u" and rows.size and rows.max() >= m:  # before the cast: 2**64-1 is -1 in int64
+            bad = int(np.flatnonzero(rows >= m)[0])
+            raise IndexError(f"rows[{bad}]={rows[bad]} is out of range for {m} rows")
         rows = rows.astype(np.int64, copy=False)
         if rows.size and (rows.min() < -m or rows.max() >= m):
             bad = int(np.flatnonzero((rows < -m) | (rows >= m))[0])
@@ -466,8 +493,8 @@ class COOMatrix(_Sparse):
     def __init__(self, data, row, col, shape, *, copy=False):
         m, n = _check_shape(shape)
         data = _vector("data", data, _FLOATS, copy)
-        row = _vector("row", row, _INDEXES, copy)
-        col = _vector("col", col, _INDEXES, copy)
+        row = _vector("row", row, _INDEXES, True)  # validated below, then never changed
+        col = _vector("col", col, _INDEXES, True)
         row, col = _same_index_dtype(row, col)
         if not data.shape[0] == row.shape[0] == col.shape[0]:
             raise ValueError(f"data, row and col must have the same length, received: {data.shape[0]}, "
@@ -479,7 +506,7 @@ class COOMatrix(_Sparse):
         self._set(data, row, col, (m, n))
 
     def _set(self, data, row, col, shape):
-        self.data, self.row, self.col, self.shape, self._order = data, row, col, shape, None
+        self.data, self.row, self.col, self.shape, self._order = data, _frozen(row), _frozen(col), shape, None
 
     @classmethod
     def _trusted(cls, data, row, col, shape):
@@ -522,7 +549,7 @@ class COOMatrix(_Sparse):
         O(nnz + rows + cols), parallel."""
         m, n = self.shape
         itype = _index_dtype(m, n, self.nnz) if self.index_dtype == np.int32 else self.index_dtype
-        _, by_col = _counting_sort(self.col, n, np.int64)
+        by_col = _stable_order(self.col, n)
         indptr, by_row = _counting_sort(self.row[by_col], m, itype)
         perm = by_col[by_row]
         a = CSRMatrix._trusted(self.data[perm], self.col[perm].astype(itype, copy=False), indptr, (m, n))
@@ -545,8 +572,9 @@ class COOMatrix(_Sparse):
 
     def astype(self, dtype, index_dtype=None):
         """A copy with data converted to ``dtype`` and, when given, indices to ``index_dtype``."""
-        return COOMatrix(self.data.astype(dtype), self.row.astype(index_dtype or self.index_dtype),
-                         self.col.astype(index_dtype or self.index_dtype), self.shape)
+        itype = np.dtype(index_dtype or self.index_dtype)
+        _check_index_fits(itype, self.shape, self.nnz)
+        return COOMatrix(self.data.astype(dtype), self.row.astype(itype), self.col.astype(itype), self.shape)
 
     def copy(self):
         return COOMatrix._trusted(self.data.copy(), self.row.copy(), self.col.copy(), self.shape)
@@ -652,6 +680,8 @@ def spmv(a, x, out=None):
         if not isinstance(out, np.ndarray) or out.shape != (m,) or out.dtype != a.dtype:
             raise ValueError(f"out must be a ({m},) {a.dtype} array, received: "
                              f"{getattr(out, 'shape', type(out).__name__)!r}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
         back = out
         target = out if out.flags.c_contiguous and not np.may_share_memory(out, x) else np.empty(m, a.dtype)
     launch(_k.spmv, a.nnz + m, a.indptr, a.indices, a.data, np.ascontiguousarray(x), 1, target, 1)

@@ -27,18 +27,63 @@ def test_cache_in_tree_when_the_package_is_writable(monkeypatch):
     assert _choose(monkeypatch, {}, [here]) == (True, None)
 
 
-def test_cache_falls_back_to_the_user_directory(monkeypatch):
-    home = os.path.expanduser("~")
-    enabled, path = _choose(monkeypatch, {}, [home])
+def test_cache_falls_back_to_the_user_directory(monkeypatch, tmp_path):
+    home = str(tmp_path / "home")
+    enabled, path = _choose(monkeypatch, {"HOME": home}, [home])
     assert enabled and path.startswith(home) and os.environ["NUMBA_CACHE_DIR"] == path
+    assert os.stat(path).st_mode & 0o777 == 0o700  # created private: numba unpickles what it finds there
 
 
 def test_cache_falls_back_to_the_temp_directory(monkeypatch, tmp_path):
     import tempfile
 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    enabled, path = _choose(monkeypatch, {}, [str(tmp_path)])
+    enabled, path = _choose(monkeypatch, {"HOME": "/nonexistent-home"}, [str(tmp_path)])
     assert enabled and path.startswith(str(tmp_path))
+    assert os.stat(path).st_mode & 0o777 == 0o700
+
+
+def _plant(path, how):
+    """A cache directory another user could have prepared for us: world-writable, theirs, or a link."""
+    if how == "symlink":
+        target = path.parent / "elsewhere"
+        target.mkdir(mode=0o700)
+        path.symlink_to(target)
+        os.lchown(path, 4242, 4242) if os.geteuid() == 0 else None
+        return
+    path.mkdir()
+    if how == "world-writable":
+        path.chmod(0o777)
+    elif os.geteuid() == 0:
+        os.chown(path, 4242, 4242)
+    else:  # an unprivileged test cannot give a directory away: a group-writable one fails the same check
+        path.chmod(0o770)
+
+
+@pytest.mark.parametrize("how", ["world-writable", "other-owner", "symlink"])
+def test_a_planted_temp_fallback_is_refused(monkeypatch, tmp_path, how):
+    """Defect 1 of issue 14: a predictable /tmp/jitnn-numba-<uid> made by someone else ran their pickle."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    _plant(tmp_path / f"jitnn-numba-{os.getuid()}", how)
+    with pytest.warns(RuntimeWarning, match="compile cache disabled"):
+        assert _choose(monkeypatch, {"HOME": "/nonexistent-home"}, [str(tmp_path)]) == (False, None)
+    assert "NUMBA_CACHE_DIR" not in os.environ
+
+
+@pytest.mark.parametrize("how", ["world-writable", "other-owner", "symlink"])
+def test_a_planted_cache_dir_from_the_environment_is_refused(tmp_path, how):
+    """The same check for JITNN_CACHE_DIR, in a fresh process: caching off, a warning, nothing written."""
+    planted = tmp_path / "cache"
+    _plant(planted, how)
+    code = "import jitnn.config as c; print(c.CACHE, c.CACHE_DIR)"
+    env = dict(os.environ, JITNN_CACHE_DIR=str(planted), PYTHONWARNINGS="default")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "None"]
+    assert "compile cache disabled" in out.stderr
+    assert not any(os.scandir(os.path.realpath(planted)))
 
 
 def test_cache_disabled_when_nothing_is_writable(monkeypatch):

@@ -75,6 +75,37 @@ def test_trailing_bytes_raise(tmp_path):
         read_idx(path)
 
 
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_a_huge_declared_shape_is_reported_truthfully(tmp_path, gz):
+    """Issue 14: (2**32-1)**3 float64 overflowed int64 and read "needs -8589934591 data bytes"."""
+    dims = np.array([2**32 - 1] * 3, ">u4").tobytes()
+    path = write(tmp_path / "huge.idx", bytes([0, 0, 0x0E, 3]) + dims + b"\0" * 16, gz)
+    need = (2**32 - 1) ** 3 * 8
+    with pytest.raises(ValueError, match=rf"huge\.idx: truncated: .* needs {need} data bytes, found 16$"):
+        read_idx(path)
+
+
+def test_a_gzip_bomb_is_inflated_no_further_than_declared(tmp_path):
+    """A 10-byte payload declared, 256 MiB of zeros behind it: read stops after 11 bytes."""
+    import gzip
+    import tracemalloc
+
+    path = tmp_path / "bomb.idx"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes([0, 0, 0x08, 1]) + np.array([10], ">u4").tobytes())
+        zeros = bytes(1 << 24)
+        for _ in range(16):
+            f.write(zeros)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="trailing bytes"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
 def test_truncated_header_raises(tmp_path):
     data = idx_bytes(sample_array(0x08, (2, 3, 4)), 0x08)
     path = write(tmp_path / "head.idx", data[:10])  # magic + 1.5 of 3 dimension words

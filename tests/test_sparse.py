@@ -165,10 +165,12 @@ def test_coo_validation_errors(kwargs, exc, match):
         COOMatrix(args["data"], args["row"], args["col"], args["shape"])
 
 
-def test_construction_shares_arrays_unless_copy_and_widens_mixed_index_dtypes():
+def test_construction_shares_data_unless_copy_owns_its_indices_and_widens_mixed_index_dtypes():
     data, indices, indptr = np.ones(3), np.array([0, 2, 1], np.int32), np.array([0, 2, 2, 3], np.int32)
     a = CSRMatrix(data, indices, indptr, (3, 3))
-    assert a.data is data and a.indices is indices and a.indptr is indptr
+    assert a.data is data  # values cannot corrupt memory; indices can (issue 14): copied, read-only
+    assert not np.shares_memory(a.indices, indices) and not np.shares_memory(a.indptr, indptr)
+    assert not (a.indices.flags.writeable or a.indptr.flags.writeable)
     b = CSRMatrix(data, indices, indptr, (3, 3), copy=True)
     assert not np.shares_memory(b.data, data)
     c = CSRMatrix(data, indices, indptr.astype(np.int64), (3, 3))
