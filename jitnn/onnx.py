@@ -88,9 +88,11 @@ def _gelu_tanh(graph: Graph, x: str, hint: str) -> str:
         return graph.scalar(value, f"{hint}/{suffix}")
 
     cube = graph.node("Mul", [graph.node("Mul", [x, x], f"{hint}/x2"), x], f"{hint}/x3")
-    inner = graph.node("Add", [x, graph.node("Mul", [cube, const(0.044715, "c")], f"{hint}/cx3")], f"{hint}/inner")
+    cx3 = graph.node("Mul", [cube, const(0.044715, "c")], f"{hint}/cx3")
+    inner = graph.node("Add", [x, cx3], f"{hint}/inner")
     scaled = graph.node("Mul", [inner, const(math.sqrt(2 / math.pi), "k")], f"{hint}/scaled")
-    one_plus = graph.node("Add", [graph.node("Tanh", [scaled], f"{hint}/tanh"), const(1.0, "one")], f"{hint}/1p")
+    t = graph.node("Tanh", [scaled], f"{hint}/tanh")
+    one_plus = graph.node("Add", [t, const(1.0, "one")], f"{hint}/1p")
     half_x = graph.node("Mul", [x, const(0.5, "half")], f"{hint}/halfx")
     return graph.node("Mul", [half_x, one_plus], hint)
 
