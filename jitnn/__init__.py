@@ -1,6 +1,18 @@
 """jitnn: neural networks at native speed with Numba, and a profiler that shows where the time goes."""
 
-from jitnn import activations, callbacks, datasets, initializers, losses, metrics, optimizers, sparse, peak, report
+from jitnn import (
+    activations,
+    callbacks,
+    datasets,
+    initializers,
+    losses,
+    metrics,
+    optimizers,
+    peak,
+    report,
+    sparse,
+    utils,
+)
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint
 from jitnn.config import get_num_threads, set_num_threads
 from jitnn.layers import Activation, Dense, Dropout, Layer
@@ -13,11 +25,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """``jitnn.cuda`` is imported on first use: numba.cuda adds ~0.5 s to start-up that CPU users skip."""
-    if name == "cuda":
+    """``jitnn.cuda`` is imported on first use: numba.cuda adds ~0.5 s to start-up that CPU users skip;
+    so are the modules that need an optional package (sklearn, onnx, plot, pprof: see their extras)."""
+    if name in ("cuda", "sklearn", "onnx", "plot", "pprof"):
         import importlib
 
-        return importlib.import_module("jitnn.cuda")
+        return importlib.import_module(f"jitnn.{name}")
     raise AttributeError(f"module 'jitnn' has no attribute {name!r}")
 
 
@@ -50,4 +63,5 @@ __all__ = [
     "report",
     "set_num_threads",
     "sparse",
+    "utils",
 ]
