@@ -13,6 +13,7 @@ from jitnn import (
     report,
     schedules,
     sparse,
+    utils,
 )
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint, ProgbarLogger
 from jitnn.config import get_num_threads, set_num_threads
@@ -28,11 +29,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """``jitnn.cuda`` is imported on first use: numba.cuda adds ~0.5 s to start-up that CPU users skip."""
-    if name == "cuda":
+    """``jitnn.cuda`` is imported on first use: numba.cuda adds ~0.5 s to start-up that CPU users skip;
+    so are the modules that need an optional package (sklearn, onnx, plot, pprof: see their extras)."""
+    if name in ("cuda", "sklearn", "onnx", "plot", "pprof"):
         import importlib
 
-        return importlib.import_module("jitnn.cuda")
+        return importlib.import_module(f"jitnn.{name}")
     raise AttributeError(f"module 'jitnn' has no attribute {name!r}")
 
 
@@ -70,4 +72,5 @@ __all__ = [
     "schedules",
     "set_num_threads",
     "sparse",
+    "utils",
 ]

@@ -1,5 +1,7 @@
 """Reports of a :class:`jitnn.profiler.Profile`: the ``pprof -top`` table, a tree, JSON, Chrome trace, speedscope.
 
+(pprof's protobuf is in :mod:`jitnn.pprof`, the SVG chart in :mod:`jitnn.plot`.)
+
 A row is one layer's phase (forward, backward, update) or a model-level phase (batching, loss, ...).
 ``flat`` is the row's own time; ``cum`` is the time of the layer around it (forward + backward +
 update), so a row shows what the phase costs and what its whole layer costs; a model-level row's cum
@@ -217,6 +219,27 @@ def to_json(profile, peak_gflops=None, compile_s=None, sort="flat"):
             "wall_s": wall / 1e9, "coverage": total / wall if wall > 0 else None, "dtype": _dtype(profile),
             "threads": config.get_num_threads(), "batch_sizes": _batches(profile),
             "rows": out_rows, "layers": layers}
+
+
+SCHEMA = "jitnn.profile"
+SCHEMA_VERSION = 1
+
+
+def to_document(entries, producer=None):
+    """The versioned JSON document every export writes, for one profile or many:
+    ``{"schema": "jitnn.profile", "schema_version": 1, "producer": ..., "profiles": [entry, ...]}``.
+
+    ``entries``: Profiles (each converted with ``to_json``) or dicts ``to_json`` returned (perhaps with
+    ``title``/``batch_size``/``steps``/``dataset`` added, as perf/report.py does). The version goes up
+    only when a field changes meaning or goes away; new fields may appear within a version.
+    """
+    entries = entries if isinstance(entries, (list, tuple)) else [entries]
+    if producer is None:
+        import jitnn
+
+        producer = f"jitnn {jitnn.__version__}"
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "producer": producer,
+            "profiles": [e if isinstance(e, dict) else to_json(e) for e in entries]}
 
 
 def _short(label):

@@ -5,7 +5,9 @@
     python perf/report.py --sort cum --batch-size 128
     python perf/report.py --format chrome --out trace.json.gz      # open in ui.perfetto.dev
     python perf/report.py --format speedscope --out prof.speedscope.json   # open in speedscope.app
-    python perf/report.py --format json --out report.json
+    python perf/report.py --format json --out report.json       # schema "jitnn.profile", version 1
+    python perf/report.py --format pprof --out prof.pb.gz       # then: pprof -top prof.pb.gz
+    python perf/report.py --format svg --out prof.svg           # time and GFLOP/s bars (needs matplotlib)
     python perf/report.py --lines                      # line-level listings (line_profiler), see below
     python perf/report.py --model model.npz            # a model saved with Sequential.save
     python perf/report.py --model mynet.py             # a file whose build() returns a compiled Sequential
@@ -274,7 +276,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="steps before profiling, not in the rows (default 3)")
     p.add_argument("--sort", choices=["flat", "cum"], default="flat")
     p.add_argument("--tree", action="store_true", help="nest phases under their layer, with memory")
-    p.add_argument("--format", choices=["text", "json", "chrome", "speedscope"], default="text")
+    p.add_argument("--format", choices=["text", "json", "chrome", "speedscope", "pprof", "svg"],
+                   default="text",
+                   help="pprof: profile.proto gzipped (pprof -top FILE); svg: time and GFLOP/s bars (matplotlib)")
     p.add_argument("--out", help="write here instead of stdout (gzip-compressed when it ends in .gz)")
     p.add_argument("--lines", action="store_true", help="add line_profiler listings (see above)")
     p.add_argument("--limit", type=int, help="show at most this many rows of the table")
@@ -286,6 +290,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.max_events < 0:
         p.error("--steps must be >= 1, --warmup and --max-events >= 0")
+    if args.format in ("pprof", "svg") and not args.out:
+        p.error(f"--format {args.format} writes a file: give --out")
     sizes = _batch_sizes(args.batch_size)
 
     name, (x, y), _ = jitnn.datasets.load_dataset(args.dataset)
@@ -309,7 +315,18 @@ def main(argv=None):
             doc = report.to_json(prof, peak_for(model), comp, args.sort)
             doc.update(title=title, batch_size=b, steps=args.steps, dataset=name)
             docs.append(doc)
-        obj = docs[0] if len(docs) == 1 else {"profiles": docs}
+        obj = report.to_document(docs)  # one versioned schema for one batch size or several
+    elif args.format in ("pprof", "svg"):
+        if args.format == "pprof":
+            from jitnn import pprof
+
+            pprof.write_pprof([r[2] for r in results], args.out, titles)
+        else:
+            from jitnn import plot
+
+            plot.profile([r[2] for r in results], args.out, titles, [peak_for(r[1]) for r in results])
+        print(f"wrote {args.format} to {args.out}", file=sys.stderr)
+        obj = None
     elif args.format == "chrome":
         obj = report.to_chrome([r[2] for r in results], titles)
     else:
@@ -327,7 +344,7 @@ def main(argv=None):
                 f.write(text + "\n")
         else:
             print(text)
-    else:
+    elif obj is not None:
         if args.out:
             report.write_json(obj, args.out)
             print(f"wrote {args.format} to {args.out}", file=sys.stderr)
@@ -335,6 +352,8 @@ def main(argv=None):
             print(json.dumps(obj, ensure_ascii=False))
         if args.lines:
             print(lines, file=sys.stderr if not args.out else sys.stdout)
+    elif args.lines:
+        print(lines)
     return results
 
 

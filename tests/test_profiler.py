@@ -381,7 +381,7 @@ def test_cli_models_from_npz_and_python_files(tmp_path, capsys):
     out = tmp_path / "r.json"
     cli.main(["--model", saved, "--dataset", "digits", "--steps", "2", "--warmup", "1", "--batch-size", "32",
               "--format", "json", "--out", str(out)])
-    doc = json.loads(out.read_text())
+    doc = json.loads(out.read_text())["profiles"][0]
     assert doc["batch_size"] == 32 and doc["rows"]
     assert sum(r["flat_s"] for r in doc["rows"]) == pytest.approx(doc["total_s"])
     script = tmp_path / "net.py"
