@@ -264,5 +264,15 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
     return dw
 
 
-__all__ = ["CHUNK_BYTES", "DIRECT_MAX_CHANNELS", "conv2d_geometry", "im2col", "col2im", "conv2d_direct",
-           "chunk_images", "conv2d_workspace", "conv2d", "backprop_conv2d"]
+__all__ = [
+    "CHUNK_BYTES",
+    "DIRECT_MAX_CHANNELS",
+    "backprop_conv2d",
+    "chunk_images",
+    "col2im",
+    "conv2d",
+    "conv2d_direct",
+    "conv2d_geometry",
+    "conv2d_workspace",
+    "im2col",
+]
