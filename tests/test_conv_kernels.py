@@ -41,6 +41,19 @@ CASES = [
 ]
 
 
+def run_threaded(script, threads=3):
+    """Run ``script`` in a fresh interpreter whose numba pool has ``threads`` threads and whose kernels go
+    parallel at any size (the serial cut-offs set to 0); it must print "ok". The other kernel test files
+    share this, so every parallel kernel is compared with one thread the same way."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), JITNN_PARALLEL_MIN_WORK="0",
+               JITNN_PARALLEL_MIN_FLOPS="0", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("JITNN_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
 def case_id(case):
     return "-".join(str(v).replace(" ", "") for v in case)
 
@@ -216,10 +229,4 @@ def test_parallel_kernels_bitwise_equal_to_one_thread():
             assert np.array_equal(a, c)
         print("ok")
     """)
-    env = dict(os.environ, NUMBA_NUM_THREADS="3", JITNN_PARALLEL_MIN_WORK="0", JITNN_PARALLEL_MIN_FLOPS="0",
-               OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("JITNN_NUM_THREADS", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ok" in proc.stdout
+    run_threaded(script)

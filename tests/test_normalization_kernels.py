@@ -1,9 +1,6 @@
 """BatchNormalization kernels (jitnn.kernels.normalization) against PyTorch's batch_norm in float64,
 finite differences, folding into a convolution, and thread-count independence."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numba
@@ -11,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_conv_kernels import run_threaded
 
 from jitnn.kernels.conv import conv2d, conv2d_geometry
 from jitnn.kernels.normalization import (
@@ -25,7 +23,6 @@ from jitnn.kernels.normalization import (
 )
 
 DTYPES = [np.float64, np.float32]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = [(2, 1), (2, 3), (7, 5), (STAT_BLOCKS - 1, 4), (STAT_BLOCKS + 1, 3), (1000, 17), (3 * 11 * 11, 32)]
 
 
@@ -194,9 +191,4 @@ def test_parallel_kernels_bitwise_equal_to_one_thread():
         assert all(np.array_equal(p, q) for p, q in zip(out[1], out[3]))
         print("ok")
     """)
-    env = dict(os.environ, NUMBA_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("JITNN_NUM_THREADS", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    run_threaded(script)

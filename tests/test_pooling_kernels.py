@@ -5,9 +5,6 @@ count, which PyTorch's pooling arguments cannot express: the reference pads expl
 0 for sums) and divides the average by a pooled mask of real cells, then lets autograd differentiate.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numba
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_conv_kernels import run_threaded
 
 from jitnn.kernels.pooling import (
     avgpool2d,
@@ -27,7 +25,6 @@ from jitnn.kernels.pooling import (
 )
 
 DTYPES = [np.float64, np.float32]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (N, H, W, C, pool, strides, padding)
 CASES = [
@@ -165,9 +162,4 @@ def test_parallel_kernels_bitwise_equal_to_one_thread():
         assert all(np.array_equal(p, q) for p, q in zip(out[1], out[3]))
         print("ok")
     """)
-    env = dict(os.environ, NUMBA_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("JITNN_NUM_THREADS", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    run_threaded(script)
