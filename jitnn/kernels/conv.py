@@ -28,9 +28,11 @@ from jitnn.kernels.elementwise import LINEAR, activate_scalar
 from jitnn.kernels.reductions import column_sums
 from jitnn.linalg import gemm_into
 
-# Patch-matrix bytes per chunk of images. Measured in perf/bench_conv.py (docs/conv.md): the GEMM
-# reads the chunk right after im2col wrote it, so it should still sit in L2/L3.
-CHUNK_BYTES = 1 << 21
+# Patch-matrix bytes per chunk of images: the GEMM reads the chunk right after im2col wrote it, so it
+# should still sit in L3 (32 MiB), but every chunk costs three more parallel regions (im2col, packing,
+# the GEMM), and on a loaded machine each region can wait a scheduler slice. Swept in
+# perf/bench_conv.py --sweep (docs/conv.md): 256 KiB chunks were 2.5x slower than 8 MiB ones.
+CHUNK_BYTES = 1 << 23
 # Up to this many input channels the direct loop beats im2col + GEMM (docs/conv.md).
 DIRECT_MAX_CHANNELS = 4
 
@@ -130,43 +132,43 @@ def col2im(dcols, n0, n1, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, dx):
 
 
 @njit(**PJIT)
-def conv2d_direct(x, w, bias, sh, sw, dh, dw, pt, pl, act, act_param, y):
-    """y = act(conv(x, w) + bias) with each output pixel's F channels accumulated as one vector.
+def conv2d_direct(x, w2, bias, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, act, act_param, y2):
+    """y = act(conv(x, w) + bias) tap by tap, for few input channels: no patch matrix at all.
 
-    For few input channels: the KH*KW*C taps are an outer loop of F-wide FMAs (contiguous in w and y),
-    no patch matrix is written or read. ``bias`` of length 0 means none. Parallel over output rows.
+    ``w2`` is w (KH, KW, C, F) viewed as (KH*KW*C, F), ``y2`` is y (N, OH, OW, F) as (N*OH*OW, F).
+    For each output row (n, i), every tap (a, b, c) adds x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, c] *
+    w[a, b, c, :] into the row's OW x F outputs: unit-stride F-wide FMAs into a row that stays in L1,
+    with the KH*KW*C x F weights in L1 too. ``bias`` of length 0 means none. Parallel over (n, i).
     """
     n_img, h, wd, c_in = x.shape
-    kh, kw, _, f = w.shape
-    oh, ow = y.shape[1], y.shape[2]
+    f = w2.shape[1]
     has_bias = bias.shape[0] > 0
     for r in prange(n_img * oh):
         n = r // oh
         i = r % oh
+        row0 = r * ow
         for j in range(ow):
-            acc = y[n, i, j]  # F contiguous outputs, hot in L1 while the taps accumulate into them
-            if has_bias:
-                for q in range(f):
-                    acc[q] = bias[q]
-            else:
-                for q in range(f):
-                    acc[q] = 0
-            for a in range(kh):
-                yy = i * sh - pt + a * dh
-                if yy < 0 or yy >= h:
-                    continue
-                for b in range(kw):
-                    xx = j * sw - pl + b * dw
-                    if xx < 0 or xx >= wd:
-                        continue
-                    for c in range(c_in):
-                        v = x[n, yy, xx, c]
-                        wv = w[a, b, c]
+            for q in range(f):
+                y2[row0 + j, q] = bias[q] if has_bias else 0
+        for a in range(kh):
+            yy = i * sh - pt + a * dh
+            if yy < 0 or yy >= h:
+                continue
+            for b in range(kw):
+                # the output columns j whose tap b lands inside the image: j*sw - pl + b*dw in [0, W)
+                off = b * dw - pl
+                j0 = max(0, (-off + sw - 1) // sw)
+                j1 = min(ow, (wd - 1 - off) // sw + 1)
+                for c in range(c_in):
+                    t = (a * kw + b) * c_in + c
+                    for j in range(j0, j1):
+                        v = x[n, yy, j * sw + off, c]
                         for q in range(f):
-                            acc[q] += v * wv[q]
-            if act != LINEAR:
+                            y2[row0 + j, q] += v * w2[t, q]
+        if act != LINEAR:
+            for j in range(ow):
                 for q in range(f):
-                    acc[q] = activate_scalar(act, acc[q], act_param)
+                    y2[row0 + j, q] = activate_scalar(act, y2[row0 + j, q], act_param)
 
 
 def chunk_images(n, rows_per_image, k, itemsize, chunk_bytes=None):
@@ -210,7 +212,8 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
     pt, pl = pads[0], pads[2]
     if _use_direct(c_in, algorithm):
         b = np.empty(0, y.dtype) if bias is None else bias
-        launch(conv2d_direct, y.size * kh * kw * c_in, x, w, b, sh, sw, dh, dw, pt, pl, act, float(act_param), y)
+        launch(conv2d_direct, y.size * kh * kw * c_in, x, w.reshape(kh * kw * c_in, f), b, kh, kw, sh, sw, dh, dw,
+               pt, pl, oh, ow, act, float(act_param), y.reshape(n * oh * ow, f))
         return y
     k = kh * kw * c_in
     rows = oh * ow

@@ -1,0 +1,181 @@
+"""Convolution and pooling kernels against PyTorch CPU, the reference CNN's layers, in one run.
+
+    python perf/bench_conv.py                  # the table at batch 64 and 256, float32
+    python perf/bench_conv.py --sweep          # also: algorithm and chunk-size alternatives per layer
+    python perf/bench_conv.py --denormals      # GEMM on denormal vs normal inputs, and with FTZ/DAZ set
+
+The reference CNN (issue 12): Conv 32 3x3 relu on 28x28x1 -> MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2.
+Forward is conv + bias + relu (fused in jitnn's GEMM epilogue); backward is relu' then dW, db (and dX
+for the second conv). PyTorch runs in its native NCHW layout with the same thread count; its backward
+is ``aten.convolution_backward`` (what autograd calls). Times: median of alternating blocks
+(``bench_gemm.median_times``); ratios are PyTorch time / jitnn time (> 1: jitnn faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# jitnn first: its config sets GOMP_SPINCOUNT before any OpenMP runtime starts, and PyTorch's bundled
+# libgomp reads it too, so neither library's idle workers spin on the core the other one is using.
+# isort: off
+import jitnn
+import torch
+import torch.nn.functional as F
+# isort: on
+from bench_gemm import median_times
+
+from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace
+from jitnn.kernels.elementwise import RELU, backprop_activation
+from jitnn.kernels.pooling import backprop_maxpool2d, maxpool2d, pool_geometry
+
+# (name, H, W, C, F): the two 3x3 convolutions of the reference CNN, each followed by MaxPool 2.
+LAYERS = [("conv1 28x28x1->32", 28, 28, 1, 32), ("conv2 13x13x32->64", 13, 13, 32, 64)]
+
+
+class ConvCase:
+    """One conv + relu + maxpool layer's operands in both layouts, and the calls each side makes."""
+
+    def __init__(self, batch, h, w, c, f, dtype=np.float32, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((batch, h, w, c)).astype(dtype)
+        self.w = (rng.standard_normal((3, 3, c, f)) / np.sqrt(9 * c)).astype(dtype)
+        self.b = (0.1 * rng.standard_normal(f)).astype(dtype)
+        self.oh, self.ow, self.pads = conv2d_geometry(h, w, 3, 3)
+        self.y = np.empty((batch, self.oh, self.ow, f), dtype)
+        self.dy = rng.standard_normal(self.y.shape).astype(dtype)
+        self.dz = np.empty_like(self.dy)
+        self.dx = np.empty_like(self.x) if c > 1 else None  # the first layer needs no dX
+        self.dw = np.empty_like(self.w)
+        self.db = np.empty_like(self.b)
+        self.cols = conv2d_workspace(self.x.shape, self.w.shape, (self.oh, self.ow), dtype)
+        ph, pw, _, _ = pool_geometry(self.oh, self.ow, (2, 2))
+        self.p = np.empty((batch, ph, pw, f), dtype)
+        self.arg = np.empty(self.p.shape, np.int32)
+        self.dp = rng.standard_normal(self.p.shape).astype(dtype)
+        self.flops = 2 * batch * self.oh * self.ow * f * 9 * c
+        # PyTorch, NCHW
+        self.tx = torch.tensor(self.x).permute(0, 3, 1, 2).contiguous()
+        self.tw = torch.tensor(self.w).permute(3, 2, 0, 1).contiguous()
+        self.tb = torch.tensor(self.b)
+        self.ty = torch.relu(F.conv2d(self.tx, self.tw, self.tb))
+        self.tdy = torch.tensor(self.dy).permute(0, 3, 1, 2).contiguous()
+        self.tp, self.tidx = F.max_pool2d(self.ty, 2, return_indices=True)
+        self.tdp = torch.tensor(self.dp).permute(0, 3, 1, 2).contiguous()
+
+    def set_chunk(self, chunk_bytes):
+        self.cols = conv2d_workspace(self.x.shape, self.w.shape, (self.oh, self.ow), self.x.dtype, chunk_bytes)
+
+    # --- jitnn
+    def fwd(self, algorithm="auto"):
+        conv2d(self.x, self.w, self.b, self.y, pads=self.pads, act=RELU, cols=self.cols, algorithm=algorithm)
+
+    def bwd(self):
+        f = self.y.shape[3]
+        backprop_activation(self.dy.reshape(-1, f), self.y.reshape(-1, f), self.y.reshape(-1, f), RELU, 0.0,
+                            self.dz.reshape(-1, f))
+        backprop_conv2d(self.x, self.w, self.dz, self.dx, self.dw, self.db, pads=self.pads, cols=self.cols)
+
+    def pool(self):
+        maxpool2d(self.y, 2, 2, 2, 2, 0, 0, self.p, self.arg)
+
+    def pool_bwd(self):
+        backprop_maxpool2d(self.dp, self.arg, 2, 2, 2, 2, 0, 0, self.dy)
+
+    # --- PyTorch
+    def t_fwd(self):
+        torch.relu(F.conv2d(self.tx, self.tw, self.tb))
+
+    def t_bwd(self):
+        dz = torch.ops.aten.threshold_backward(self.tdy, self.ty, 0)
+        torch.ops.aten.convolution_backward(dz, self.tx, self.tw, [self.tw.shape[0]], [1, 1], [0, 0], [1, 1],
+                                            False, [0, 0], 1, [self.dx is not None, True, True])
+
+    def t_pool(self):
+        F.max_pool2d(self.ty, 2, return_indices=True)
+
+    def t_pool_bwd(self):
+        torch.ops.aten.max_pool2d_with_indices_backward(self.tdp, self.ty, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                        False, self.tidx)
+
+
+def layer_table(batches, repeats):
+    peak = jitnn.peak.peak_gflops("float32")
+    print(f"threads: jitnn {jitnn.get_num_threads()}, torch {torch.get_num_threads()}; "
+          f"float32 peak (jitnn.peak) {peak:.1f} GFLOP/s")
+    print(f"{'layer':28s} {'batch':>5s} {'op':10s} {'jitnn ms':>9s} {'torch ms':>9s} {'torch/jitnn':>11s} "
+          f"{'GFLOP/s':>8s} {'%peak':>6s}")
+    for batch in batches:
+        for name, h, w, c, f in LAYERS:
+            case = ConvCase(batch, h, w, c, f)
+            for op, ours, theirs, flops in (("conv fwd", case.fwd, case.t_fwd, case.flops),
+                                            ("conv bwd", case.bwd, case.t_bwd,
+                                             case.flops * (2 if case.dx is not None else 1)),
+                                            ("pool fwd", case.pool, case.t_pool, 0),
+                                            ("pool bwd", case.pool_bwd, case.t_pool_bwd, 0)):
+                tj, tt = median_times([ours, theirs], repeats)
+                gf = flops / tj / 1e9 if flops else float("nan")
+                pk = f"{100 * gf / peak:6.1f}" if flops else ""
+                print(f"{name:28s} {batch:5d} {op:10s} {tj * 1e3:9.3f} {tt * 1e3:9.3f} {tt / tj:11.2f} "
+                      f"{gf:8.1f} {pk:>6s}", flush=True)
+
+
+def sweep(batches, repeats):
+    """The alternatives per shape: direct vs im2col + GEMM, and patch-matrix chunk sizes."""
+    chunks = [1 << 18, 1 << 20, 1 << 21, 1 << 23, 1 << 30]
+    for batch in batches:
+        for name, h, w, c, f in LAYERS:
+            case = ConvCase(batch, h, w, c, f)
+            fns, labels = [], []
+            if c <= 8:
+                fns.append(lambda case=case: case.fwd("direct"))
+                labels.append("fwd direct")
+            for cb in chunks:
+                def run(cb=cb, case=case):
+                    case.set_chunk(cb)
+                    case.fwd("gemm")
+                fns.append(run)
+                labels.append(f"fwd gemm chunk {cb >> 10} KiB")
+            times = median_times(fns, repeats)
+            for label, t in zip(labels, times):
+                print(f"{name:28s} {batch:5d} {label:26s} {t * 1e3:8.3f} ms {case.flops / t / 1e9:7.1f} GFLOP/s",
+                      flush=True)
+            fns = []
+            for cb in chunks:
+                def runb(cb=cb, case=case):
+                    case.set_chunk(cb)
+                    case.bwd()
+                fns.append(runb)
+            for cb, t in zip(chunks, median_times(fns, repeats)):
+                print(f"{name:28s} {batch:5d} bwd chunk {cb >> 10:8d} KiB    {t * 1e3:8.3f} ms", flush=True)
+
+
+def denormals(repeats):
+    pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--denormals", action="store_true")
+    ap.add_argument("--no-table", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(jitnn.get_num_threads())
+    if not args.no_table:
+        layer_table(args.batches, args.repeats)
+    if args.sweep:
+        sweep(args.batches, args.repeats)
+    if args.denormals:
+        denormals(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
