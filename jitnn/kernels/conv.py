@@ -23,7 +23,7 @@ into one element.
 import numpy as np
 from numba import njit, prange
 
-from jitnn.config import JIT, PJIT, launch
+from jitnn.config import PJIT, launch
 from jitnn.kernels.elementwise import LINEAR, activate_scalar
 from jitnn.kernels.reductions import column_sums
 from jitnn.linalg import gemm_into
@@ -169,125 +169,6 @@ def conv2d_direct(x, w2, bias, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, act, act_
             for j in range(ow):
                 for q in range(f):
                     y2[row0 + j, q] = activate_scalar(act, y2[row0 + j, q], act_param)
-
-
-@njit(**JIT)
-def winograd_filter(w, u):
-    """u[k, c, f] = (G g Gᵀ)[k // 4, k % 4] for each 3x3 filter g = w[:, :, c, f] (Lavin & Gray,
-    https://arxiv.org/abs/1509.09308), G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
-    c_in, f = w.shape[2], w.shape[3]
-    for c in range(c_in):
-        for q in range(f):
-            t = np.empty((4, 3))  # G g: tiny, stays in registers/L1
-            for b in range(3):
-                g0, g1, g2 = w[0, b, c, q], w[1, b, c, q], w[2, b, c, q]
-                t[0, b] = g0
-                t[1, b] = 0.5 * (g0 + g1 + g2)
-                t[2, b] = 0.5 * (g0 - g1 + g2)
-                t[3, b] = g2
-            for r in range(4):
-                g0, g1, g2 = t[r, 0], t[r, 1], t[r, 2]
-                u[4 * r, c, q] = g0
-                u[4 * r + 1, c, q] = 0.5 * (g0 + g1 + g2)
-                u[4 * r + 2, c, q] = 0.5 * (g0 - g1 + g2)
-                u[4 * r + 3, c, q] = g2
-
-
-@njit(**JIT, inline="always")
-def tap(x, n, yy, xx, c, h, w):
-    """x[n, yy, xx, c], or 0 in the padding."""
-    return x[n, yy, xx, c] if (0 <= yy < h and 0 <= xx < w) else x.dtype.type(0)
-
-
-@njit(**PJIT)
-def winograd_input(x, pt, pl, th, tw, v):
-    """v[k, tile, c] = (Bᵀ d B)[k // 4, k % 4] for the 4x4 input tile d of each 2x2 output tile,
-    Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]; cells outside x are 0.
-    Scalars only: a (4, 4) scratch array per tile and channel would be an allocation each."""
-    n_img, h, w, c_in = x.shape
-    for r in prange(n_img * th):
-        n = r // th
-        ty = r % th
-        y0 = 2 * ty - pt
-        for tx in range(tw):
-            tile = r * tw + tx
-            x0 = 2 * tx - pl
-            for c in range(c_in):
-                # Bᵀ d: rows 0..3 of the tile combined down each column b
-                c0 = tap(x, n, y0, x0, c, h, w) - tap(x, n, y0 + 2, x0, c, h, w)
-                c1 = tap(x, n, y0, x0 + 1, c, h, w) - tap(x, n, y0 + 2, x0 + 1, c, h, w)
-                c2 = tap(x, n, y0, x0 + 2, c, h, w) - tap(x, n, y0 + 2, x0 + 2, c, h, w)
-                c3 = tap(x, n, y0, x0 + 3, c, h, w) - tap(x, n, y0 + 2, x0 + 3, c, h, w)
-                v[0, tile, c], v[1, tile, c], v[2, tile, c], v[3, tile, c] = c0 - c2, c1 + c2, c2 - c1, c1 - c3
-                e0 = tap(x, n, y0 + 1, x0, c, h, w) + tap(x, n, y0 + 2, x0, c, h, w)
-                e1 = tap(x, n, y0 + 1, x0 + 1, c, h, w) + tap(x, n, y0 + 2, x0 + 1, c, h, w)
-                e2 = tap(x, n, y0 + 1, x0 + 2, c, h, w) + tap(x, n, y0 + 2, x0 + 2, c, h, w)
-                e3 = tap(x, n, y0 + 1, x0 + 3, c, h, w) + tap(x, n, y0 + 2, x0 + 3, c, h, w)
-                v[4, tile, c], v[5, tile, c], v[6, tile, c], v[7, tile, c] = e0 - e2, e1 + e2, e2 - e1, e1 - e3
-                f0 = tap(x, n, y0 + 2, x0, c, h, w) - tap(x, n, y0 + 1, x0, c, h, w)
-                f1 = tap(x, n, y0 + 2, x0 + 1, c, h, w) - tap(x, n, y0 + 1, x0 + 1, c, h, w)
-                f2 = tap(x, n, y0 + 2, x0 + 2, c, h, w) - tap(x, n, y0 + 1, x0 + 2, c, h, w)
-                f3 = tap(x, n, y0 + 2, x0 + 3, c, h, w) - tap(x, n, y0 + 1, x0 + 3, c, h, w)
-                v[8, tile, c], v[9, tile, c], v[10, tile, c], v[11, tile, c] = f0 - f2, f1 + f2, f2 - f1, f1 - f3
-                g0 = tap(x, n, y0 + 1, x0, c, h, w) - tap(x, n, y0 + 3, x0, c, h, w)
-                g1 = tap(x, n, y0 + 1, x0 + 1, c, h, w) - tap(x, n, y0 + 3, x0 + 1, c, h, w)
-                g2 = tap(x, n, y0 + 1, x0 + 2, c, h, w) - tap(x, n, y0 + 3, x0 + 2, c, h, w)
-                g3 = tap(x, n, y0 + 1, x0 + 3, c, h, w) - tap(x, n, y0 + 3, x0 + 3, c, h, w)
-                v[12, tile, c], v[13, tile, c], v[14, tile, c], v[15, tile, c] = g0 - g2, g1 + g2, g2 - g1, g1 - g3
-
-
-@njit(**PJIT)
-def winograd_output(m, bias, th, tw, act, act_param, y):
-    """y's 2x2 tile = act(Aᵀ M A + bias), Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]], clipped at y's edges."""
-    n_img, oh, ow, f = y.shape
-    has_bias = bias.shape[0] > 0
-    for r in prange(n_img * th):
-        n = r // th
-        ty = r % th
-        for tx in range(tw):
-            tile = r * tw + tx
-            right = 2 * tx + 1 < ow
-            below = 2 * ty + 1 < oh
-            for q in range(f):
-                # Aᵀ M: rows of the 4x4 product combined down each column
-                s00 = m[0, tile, q] + m[4, tile, q] + m[8, tile, q]
-                s01 = m[1, tile, q] + m[5, tile, q] + m[9, tile, q]
-                s02 = m[2, tile, q] + m[6, tile, q] + m[10, tile, q]
-                s03 = m[3, tile, q] + m[7, tile, q] + m[11, tile, q]
-                s10 = m[4, tile, q] - m[8, tile, q] - m[12, tile, q]
-                s11 = m[5, tile, q] - m[9, tile, q] - m[13, tile, q]
-                s12 = m[6, tile, q] - m[10, tile, q] - m[14, tile, q]
-                s13 = m[7, tile, q] - m[11, tile, q] - m[15, tile, q]
-                bq = bias[q] if has_bias else 0
-                y[n, 2 * ty, 2 * tx, q] = activate_scalar(act, s00 + s01 + s02 + bq, act_param)
-                if right:
-                    y[n, 2 * ty, 2 * tx + 1, q] = activate_scalar(act, s01 - s02 - s03 + bq, act_param)
-                if below:
-                    y[n, 2 * ty + 1, 2 * tx, q] = activate_scalar(act, s10 + s11 + s12 + bq, act_param)
-                    if right:
-                        y[n, 2 * ty + 1, 2 * tx + 1, q] = activate_scalar(act, s11 - s12 - s13 + bq, act_param)
-
-
-def winograd_workspace(x_shape, w_shape, out_hw, dtype):
-    """(u, v, m) buffers of ``conv2d_winograd``: transformed filters, input tiles and products."""
-    n, c_in, f = x_shape[0], w_shape[2], w_shape[3]
-    tiles = n * (-(-out_hw[0] // 2)) * (-(-out_hw[1] // 2))
-    return np.empty((16, c_in, f), dtype), np.empty((16, tiles, c_in), dtype), np.empty((16, tiles, f), dtype)
-
-
-def conv2d_winograd(x, w, bias, y, pads, act=LINEAR, act_param=0.0, buffers=None):
-    """y = act(conv2d(x, w) + bias) for 3x3 kernels, stride 1, dilation 1, by Winograd F(2x2, 3x3):
-    16 GEMMs (tiles x C) @ (C x F) on transformed tiles, 2.25x fewer multiplies than the direct sum."""
-    n, oh, ow, f = y.shape
-    th, tw = -(-oh // 2), -(-ow // 2)
-    u, v, m = buffers if buffers is not None else winograd_workspace(x.shape, w.shape, (oh, ow), y.dtype)
-    winograd_filter(w, u)
-    launch(winograd_input, v.size, x, pads[0], pads[2], th, tw, v)
-    for k in range(16):
-        gemm_into(v[k], u[k], m[k])
-    b = np.empty(0, y.dtype) if bias is None else bias
-    launch(winograd_output, m.size, m, b, th, tw, act, float(act_param), y)
-    return y
 
 
 def chunk_images(n, rows_per_image, k, itemsize, chunk_bytes=None):
