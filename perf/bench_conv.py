@@ -17,7 +17,12 @@ import argparse
 import os
 import sys
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -156,8 +161,91 @@ def sweep(batches, repeats):
                 print(f"{name:28s} {batch:5d} bwd chunk {cb >> 10:8d} KiB    {t * 1e3:8.3f} ms", flush=True)
 
 
+# --- denormals ---------------------------------------------------------------------------------------
+# MXCSR bits: FTZ (flush-to-zero, bit 15) writes 0 instead of a denormal result; DAZ (denormals-are-zero,
+# bit 6) reads denormal operands as 0. Numba has no API for them: these intrinsics emit stmxcsr/ldmxcsr.
+FTZ_DAZ = 0x8040
+
+
+@intrinsic
+def _stmxcsr(typingctx):
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        slot = cgutils.alloca_once(builder, i32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
+            ir.IntType(8))]), "llvm.x86.sse.stmxcsr")
+        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
+        return builder.load(slot)
+    return types.int32(), codegen
+
+
+@intrinsic
+def _ldmxcsr(typingctx, value):
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        slot = cgutils.alloca_once(builder, i32)
+        builder.store(args[0], slot)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
+            ir.IntType(8))]), "llvm.x86.sse.ldmxcsr")
+        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
+        return context.get_dummy_value()
+    return types.void(types.int32), codegen
+
+
+@njit(parallel=True)
+def set_mxcsr_bits(bits, on, out):
+    """Set (``on``) or clear ``bits`` of MXCSR on every numba thread; out[tid] = each thread's new MXCSR.
+
+    One iteration per thread: numba's static schedule hands each thread exactly one. The calling thread
+    runs one of them too (OpenMP's master thread), so its MXCSR changes as well.
+    """
+    for t in prange(out.shape[0]):
+        csr = _stmxcsr()
+        csr = (csr | bits) if on else (csr & ~bits)
+        _ldmxcsr(np.int32(csr))
+        out[numba.get_thread_id()] = _stmxcsr()
+
+
+@njit(parallel=True)
+def axpy(a, x, y):
+    """y = a*x + y: an elementwise update (an optimizer's moment update has this shape)."""
+    for i in prange(x.size):
+        y[i] = a * x[i] + y[i]
+
+
 def denormals(repeats):
-    pass
+    """GEMM and an elementwise update on normal vs denormal data, with MXCSR's FTZ/DAZ off and on."""
+    rng = np.random.default_rng(0)
+    tiny = np.finfo(np.float32).tiny  # 1.18e-38, the smallest normal float32
+    threads = jitnn.get_num_threads()
+    csr = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int32)
+    m, k, n = 7744, 288, 64  # conv2's forward GEMM at batch 64
+    a = rng.uniform(0.5, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(0.5, 1, (k, n)).astype(np.float32)
+    cases = {
+        "normal x normal": (a, b),
+        "denormal A (1e-39) x normal B": ((a * 1e-39).astype(np.float32), b),
+        "normal A, B -> denormal products (1e-20 x 1e-20)": ((a * 1e-20).astype(np.float32),
+                                                            (b * 1e-20).astype(np.float32)),
+    }
+    x = rng.uniform(0.5, 1, 1 << 22).astype(np.float32)
+    ax = {"normal": x, "denormal": (x * (tiny / 4)).astype(np.float32)}
+    print(f"\ndenormals, float32, {threads} threads (median of {repeats} blocks, ms)")
+    for flush in (False, True):
+        set_mxcsr_bits(FTZ_DAZ, flush, csr)
+        states = {hex(int(v) & 0xFFFF) for v in csr[:threads]}
+        print(f"FTZ/DAZ {'on ' if flush else 'off'} (MXCSR per thread: {sorted(states)})")
+        for name, (p, q) in cases.items():
+            c = np.empty((m, n), np.float32)
+            t, = median_times([lambda p=p, q=q, c=c: jitnn.gemm(p, q, c)], repeats)
+            zeros = np.mean(c == 0)
+            print(f"  gemm {m}x{k}x{n} {name:48s} {t * 1e3:8.3f} ms  ({2 * m * n * k / t / 1e9:6.1f} GFLOP/s, "
+                  f"{100 * zeros:.0f}% zeros in C)")
+        for name, xv in ax.items():
+            yv = xv.copy()
+            t, = median_times([lambda xv=xv, yv=yv: axpy(np.float32(0.9), xv, yv)], repeats)
+            print(f"  axpy 4M {name:48s} {t * 1e3:8.3f} ms")
+    set_mxcsr_bits(FTZ_DAZ, False, csr)
 
 
 def main(argv=None):
