@@ -133,6 +133,31 @@ def test_fused_bias_relu_and_no_bias(algorithm):
     assert_close(y, y_nob, np.float64, 18)
 
 
+def test_strided_input_and_contiguity_errors():
+    """x and dx may be views of any strides; w, y, dy and dw must be C-contiguous (they are reshaped)."""
+    case = (2, 7, 6, 3, 4, 3, 3, (1, 1), (1, 1), "same")
+    x, w, b, dy, pads = make(case, np.float64, seed=6)
+    y_ref, dx_ref, dw_ref, _ = torch_conv(x, w, b, dy, (1, 1), (1, 1), pads)
+    big = np.zeros((2, 14, 6, 5))
+    xv = big[:, ::2, :, 1:4]  # every other row, 3 of 5 channels
+    xv[...] = x
+    dxv = np.zeros((2, 14, 6, 5))[:, 1::2, :, :3]
+    y = np.empty(dy.shape)
+    for algorithm in ("direct", "gemm"):
+        conv2d(xv, w, b, y, pads=pads, algorithm=algorithm)
+        assert_close(y, y_ref, np.float64, 27)
+    dw = np.empty(w.shape)
+    backprop_conv2d(xv, w, dy, dxv, dw, None, pads=pads)
+    assert_close(dxv, dx_ref, np.float64, 36)
+    assert_close(dw, dw_ref, np.float64, 84)
+    with pytest.raises(ValueError, match="y must be C-contiguous"):
+        conv2d(x, w, b, np.empty(dy.shape[::-1]).T, pads=pads)
+    with pytest.raises(ValueError, match="w must be C-contiguous"):
+        conv2d(x, np.asfortranarray(w), b, y, pads=pads)
+    with pytest.raises(ValueError, match="dw must be C-contiguous"):
+        backprop_conv2d(x, w, dy, None, np.empty(w.shape[::-1]).T, pads=pads)
+
+
 def test_first_layer_skips_dx_and_db():
     case = (2, 6, 6, 1, 4, 3, 3, (1, 1), (1, 1), "valid")
     x, w, b, dy, pads = make(case, np.float64, seed=4)

@@ -187,6 +187,15 @@ def conv2d_workspace(x_shape, w_shape, out_hw, dtype, chunk_bytes=None):
     return np.empty((nb * rows, k), dtype)
 
 
+def require_contiguous(**arrays):
+    """The arrays conv2d reshapes to 2-D must be C-contiguous: a reshape of anything else is a copy, and
+    results written into a copy would be lost. x and dx may have any strides."""
+    for name, a in arrays.items():
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous, received: {name}.strides={a.strides} for shape "
+                             f"{a.shape}")
+
+
 def _use_direct(c_in, algorithm):
     if algorithm == "auto":
         return c_in <= DIRECT_MAX_CHANNELS
@@ -199,11 +208,12 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
            cols=None, algorithm="auto"):
     """y = act(conv2d(x, w) + bias), written into ``y`` (N, OH, OW, F); returns y.
 
-    No validation (the layer validates once): x (N, H, W, C) and w (KH, KW, C, F) C-contiguous, one
-    float dtype; ``bias`` (F,) or None; ``pads`` from ``conv2d_geometry``; ``act`` a code from
+    No validation beyond contiguity (the layer validates once): x (N, H, W, C) of any strides, w
+    (KH, KW, C, F) and y C-contiguous, one float dtype; ``bias`` (F,) or None; ``pads`` from ``conv2d_geometry``; ``act`` a code from
     ``kernels.elementwise``. ``cols``: the patch buffer from ``conv2d_workspace`` (allocated when None).
     ``algorithm``: "auto" (direct for C <= DIRECT_MAX_CHANNELS, else im2col + GEMM), "direct" or "gemm".
     """
+    require_contiguous(w=w, y=y)
     n, _, _, c_in = x.shape
     kh, kw, _, f = w.shape
     oh, ow = y.shape[1], y.shape[2]
@@ -238,6 +248,7 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
     ``dy`` is the gradient of the convolution's output (N, OH, OW, F) after the activation's derivative.
     Same conventions as ``conv2d``; results do not depend on the thread count.
     """
+    require_contiguous(w=w, dy=dy, dw=dw)
     n, _, _, c_in = x.shape
     kh, kw, _, f = w.shape
     oh, ow = dy.shape[1], dy.shape[2]
