@@ -1,0 +1,269 @@
+"""Convolution and pooling kernels against PyTorch CPU, the reference CNN's layers, in one run.
+
+    python perf/bench_conv.py                  # the table at batch 64 and 256, float32
+    python perf/bench_conv.py --sweep          # also: algorithm and chunk-size alternatives per layer
+    python perf/bench_conv.py --denormals      # GEMM on denormal vs normal inputs, and with FTZ/DAZ set
+
+The reference CNN (issue 12): Conv 32 3x3 relu on 28x28x1 -> MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2.
+Forward is conv + bias + relu (fused in jitnn's GEMM epilogue); backward is relu' then dW, db (and dX
+for the second conv). PyTorch runs in its native NCHW layout with the same thread count; its backward
+is ``aten.convolution_backward`` (what autograd calls). Times: median of alternating blocks
+(``bench_gemm.median_times``); ratios are PyTorch time / jitnn time (> 1: jitnn faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# jitnn first: its config sets GOMP_SPINCOUNT before any OpenMP runtime starts, and PyTorch's bundled
+# libgomp reads it too, so neither library's idle workers spin on the core the other one is using.
+# isort: off
+import jitnn
+import torch
+import torch.nn.functional as F
+# isort: on
+from bench_gemm import median_times
+
+from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace
+from jitnn.kernels.elementwise import RELU, backprop_activation
+from jitnn.kernels.pooling import backprop_maxpool2d, maxpool2d, pool_geometry
+
+# (name, H, W, C, F): the two 3x3 convolutions of the reference CNN, each followed by MaxPool 2.
+LAYERS = [("conv1 28x28x1->32", 28, 28, 1, 32), ("conv2 13x13x32->64", 13, 13, 32, 64)]
+
+
+class ConvCase:
+    """One conv + relu + maxpool layer's operands in both layouts, and the calls each side makes."""
+
+    def __init__(self, batch, h, w, c, f, dtype=np.float32, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((batch, h, w, c)).astype(dtype)
+        self.w = (rng.standard_normal((3, 3, c, f)) / np.sqrt(9 * c)).astype(dtype)
+        self.b = (0.1 * rng.standard_normal(f)).astype(dtype)
+        self.oh, self.ow, self.pads = conv2d_geometry(h, w, 3, 3)
+        self.y = np.empty((batch, self.oh, self.ow, f), dtype)
+        self.dy = rng.standard_normal(self.y.shape).astype(dtype)
+        self.dz = np.empty_like(self.dy)
+        self.dx = np.empty_like(self.x) if c > 1 else None  # the first layer needs no dX
+        self.dw = np.empty_like(self.w)
+        self.db = np.empty_like(self.b)
+        self.cols = conv2d_workspace(self.x.shape, self.w.shape, (self.oh, self.ow), dtype)
+        ph, pw, _, _ = pool_geometry(self.oh, self.ow, (2, 2))
+        self.p = np.empty((batch, ph, pw, f), dtype)
+        self.arg = np.empty(self.p.shape, np.int32)
+        self.dp = rng.standard_normal(self.p.shape).astype(dtype)
+        self.flops = 2 * batch * self.oh * self.ow * f * 9 * c
+        # PyTorch, NCHW
+        self.tx = torch.tensor(self.x).permute(0, 3, 1, 2).contiguous()
+        self.tw = torch.tensor(self.w).permute(3, 2, 0, 1).contiguous()
+        self.tb = torch.tensor(self.b)
+        self.ty = torch.relu(F.conv2d(self.tx, self.tw, self.tb))
+        self.tdy = torch.tensor(self.dy).permute(0, 3, 1, 2).contiguous()
+        self.tp, self.tidx = F.max_pool2d(self.ty, 2, return_indices=True)
+        self.tdp = torch.tensor(self.dp).permute(0, 3, 1, 2).contiguous()
+
+    def set_chunk(self, chunk_bytes):
+        self.cols = conv2d_workspace(self.x.shape, self.w.shape, (self.oh, self.ow), self.x.dtype, chunk_bytes)
+
+    # --- jitnn
+    def fwd(self, algorithm="auto"):
+        conv2d(self.x, self.w, self.b, self.y, pads=self.pads, act=RELU, cols=self.cols, algorithm=algorithm)
+
+    def bwd(self):
+        f = self.y.shape[3]
+        backprop_activation(self.dy.reshape(-1, f), self.y.reshape(-1, f), self.y.reshape(-1, f), RELU, 0.0,
+                            self.dz.reshape(-1, f))
+        backprop_conv2d(self.x, self.w, self.dz, self.dx, self.dw, self.db, pads=self.pads, cols=self.cols)
+
+    def pool(self):
+        maxpool2d(self.y, 2, 2, 2, 2, 0, 0, self.p, self.arg)
+
+    def pool_bwd(self):
+        backprop_maxpool2d(self.dp, self.arg, 2, 2, 2, 2, 0, 0, self.dy)
+
+    # --- PyTorch
+    def t_fwd(self):
+        torch.relu(F.conv2d(self.tx, self.tw, self.tb))
+
+    def t_bwd(self):
+        dz = torch.ops.aten.threshold_backward(self.tdy, self.ty, 0)
+        torch.ops.aten.convolution_backward(dz, self.tx, self.tw, [self.tw.shape[0]], [1, 1], [0, 0], [1, 1],
+                                            False, [0, 0], 1, [self.dx is not None, True, True])
+
+    def t_pool(self):
+        F.max_pool2d(self.ty, 2, return_indices=True)
+
+    def t_pool_bwd(self):
+        torch.ops.aten.max_pool2d_with_indices_backward(self.tdp, self.ty, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                        False, self.tidx)
+
+
+def layer_table(batches, repeats):
+    peak = jitnn.peak.peak_gflops("float32")
+    print(f"threads: jitnn {jitnn.get_num_threads()}, torch {torch.get_num_threads()}; "
+          f"float32 peak (jitnn.peak) {peak:.1f} GFLOP/s")
+    print(f"{'layer':28s} {'batch':>5s} {'op':10s} {'jitnn ms':>9s} {'torch ms':>9s} {'torch/jitnn':>11s} "
+          f"{'GFLOP/s':>8s} {'%peak':>6s}")
+    for batch in batches:
+        for name, h, w, c, f in LAYERS:
+            case = ConvCase(batch, h, w, c, f)
+            for op, ours, theirs, flops in (("conv fwd", case.fwd, case.t_fwd, case.flops),
+                                            ("conv bwd", case.bwd, case.t_bwd,
+                                             case.flops * (2 if case.dx is not None else 1)),
+                                            ("pool fwd", case.pool, case.t_pool, 0),
+                                            ("pool bwd", case.pool_bwd, case.t_pool_bwd, 0)):
+                tj, tt = median_times([ours, theirs], repeats)
+                gf = flops / tj / 1e9 if flops else float("nan")
+                pk = f"{100 * gf / peak:6.1f}" if flops else ""
+                print(f"{name:28s} {batch:5d} {op:10s} {tj * 1e3:9.3f} {tt * 1e3:9.3f} {tt / tj:11.2f} "
+                      f"{gf:8.1f} {pk:>6s}", flush=True)
+
+
+def sweep(batches, repeats):
+    """The alternatives per shape: direct vs im2col + GEMM, and patch-matrix chunk sizes."""
+    chunks = [1 << 18, 1 << 20, 1 << 21, 1 << 23, 1 << 30]
+    for batch in batches:
+        for name, h, w, c, f in LAYERS:
+            case = ConvCase(batch, h, w, c, f)
+            fns, labels = [], []
+            if c <= 8:
+                fns.append(lambda case=case: case.fwd("direct"))
+                labels.append("fwd direct")
+            for cb in chunks:
+                def run(cb=cb, case=case):
+                    case.set_chunk(cb)
+                    case.fwd("gemm")
+                fns.append(run)
+                labels.append(f"fwd gemm chunk {cb >> 10} KiB")
+            times = median_times(fns, repeats)
+            for label, t in zip(labels, times):
+                print(f"{name:28s} {batch:5d} {label:26s} {t * 1e3:8.3f} ms {case.flops / t / 1e9:7.1f} GFLOP/s",
+                      flush=True)
+            fns = []
+            for cb in chunks:
+                def runb(cb=cb, case=case):
+                    case.set_chunk(cb)
+                    case.bwd()
+                fns.append(runb)
+            for cb, t in zip(chunks, median_times(fns, repeats)):
+                print(f"{name:28s} {batch:5d} bwd chunk {cb >> 10:8d} KiB    {t * 1e3:8.3f} ms", flush=True)
+
+
+# --- denormals ---------------------------------------------------------------------------------------
+# MXCSR bits: FTZ (flush-to-zero, bit 15) writes 0 instead of a denormal result; DAZ (denormals-are-zero,
+# bit 6) reads denormal operands as 0. Numba has no API for them: these intrinsics emit stmxcsr/ldmxcsr.
+FTZ_DAZ = 0x8040
+
+
+@intrinsic
+def _stmxcsr(typingctx):
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        slot = cgutils.alloca_once(builder, i32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
+            ir.IntType(8))]), "llvm.x86.sse.stmxcsr")
+        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
+        return builder.load(slot)
+    return types.int32(), codegen
+
+
+@intrinsic
+def _ldmxcsr(typingctx, value):
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        slot = cgutils.alloca_once(builder, i32)
+        builder.store(args[0], slot)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
+            ir.IntType(8))]), "llvm.x86.sse.ldmxcsr")
+        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
+        return context.get_dummy_value()
+    return types.void(types.int32), codegen
+
+
+@njit(parallel=True)
+def set_mxcsr_bits(bits, on, out):
+    """Set (``on``) or clear ``bits`` of MXCSR on every numba thread; out[tid] = each thread's new MXCSR.
+
+    One iteration per thread: numba's static schedule hands each thread exactly one. The calling thread
+    runs one of them too (OpenMP's master thread), so its MXCSR changes as well.
+    """
+    for t in prange(out.shape[0]):
+        csr = _stmxcsr()
+        csr = (csr | bits) if on else (csr & ~bits)
+        _ldmxcsr(np.int32(csr))
+        out[numba.get_thread_id()] = _stmxcsr()
+
+
+@njit(parallel=True)
+def axpy(a, x, y):
+    """y = a*x + y: an elementwise update (an optimizer's moment update has this shape)."""
+    for i in prange(x.size):
+        y[i] = a * x[i] + y[i]
+
+
+def denormals(repeats):
+    """GEMM and an elementwise update on normal vs denormal data, with MXCSR's FTZ/DAZ off and on."""
+    rng = np.random.default_rng(0)
+    tiny = np.finfo(np.float32).tiny  # 1.18e-38, the smallest normal float32
+    threads = jitnn.get_num_threads()
+    csr = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int32)
+    m, k, n = 7744, 288, 64  # conv2's forward GEMM at batch 64
+    a = rng.uniform(0.5, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(0.5, 1, (k, n)).astype(np.float32)
+    cases = {
+        "normal x normal": (a, b),
+        "denormal A (1e-39) x normal B": ((a * 1e-39).astype(np.float32), b),
+        "normal A, B -> denormal products (1e-20 x 1e-20)": ((a * 1e-20).astype(np.float32),
+                                                            (b * 1e-20).astype(np.float32)),
+    }
+    x = rng.uniform(0.5, 1, 1 << 22).astype(np.float32)
+    ax = {"normal": x, "denormal": (x * (tiny / 4)).astype(np.float32)}
+    print(f"\ndenormals, float32, {threads} threads (median of {repeats} blocks, ms)")
+    for flush in (False, True):
+        set_mxcsr_bits(FTZ_DAZ, flush, csr)
+        states = {hex(int(v) & 0xFFFF) for v in csr[:threads]}
+        print(f"FTZ/DAZ {'on ' if flush else 'off'} (MXCSR per thread: {sorted(states)})")
+        for name, (p, q) in cases.items():
+            c = np.empty((m, n), np.float32)
+            t, = median_times([lambda p=p, q=q, c=c: jitnn.gemm(p, q, c)], repeats)
+            zeros = np.mean(c == 0)
+            print(f"  gemm {m}x{k}x{n} {name:48s} {t * 1e3:8.3f} ms  ({2 * m * n * k / t / 1e9:6.1f} GFLOP/s, "
+                  f"{100 * zeros:.0f}% zeros in C)")
+        for name, xv in ax.items():
+            yv = xv.copy()
+            t, = median_times([lambda xv=xv, yv=yv: axpy(np.float32(0.9), xv, yv)], repeats)
+            print(f"  axpy 4M {name:48s} {t * 1e3:8.3f} ms")
+    set_mxcsr_bits(FTZ_DAZ, False, csr)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--denormals", action="store_true")
+    ap.add_argument("--no-table", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(jitnn.get_num_threads())
+    if not args.no_table:
+        layer_table(args.batches, args.repeats)
+    if args.sweep:
+        sweep(args.batches, args.repeats)
+    if args.denormals:
+        denormals(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
