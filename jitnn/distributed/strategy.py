@@ -1,0 +1,168 @@
+"""DataParallel: what one rank does around each training step (the loop calls these hooks).
+
+All collectives use mpi4py's uppercase buffer API on contiguous numpy arrays: nothing is pickled.
+
+Equivalence with one process (tests/test_distributed.py): each rank's loss gradient is the mean over
+its own rows, so before the sum-allreduce each gradient is scaled by rows/global_rows; the result is the
+gradient of the global batch's mean loss. It agrees with a one-process step at the same global batch
+within float rounding, not bitwise: the split changes the order of the row sums inside X^T dZ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+
+import numpy as np
+
+import jitnn
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:  # pragma: no cover - exercised by users without the extra
+        raise ImportError("jitnn.distributed needs mpi4py and an MPI library: "
+                          "pip install 'jitnn[distributed]' (mpi4py + mpich)") from e
+    return MPI
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def balanced_slice(rows: int, rank: int, size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``rows`` rows: sizes differ by at most one."""
+    return slice(rows * rank // size, rows * (rank + 1) // size)
+
+
+class DataParallel:
+    """Synchronous data parallelism over an MPI communicator (default ``MPI.COMM_WORLD``).
+
+    ``threads``: numba threads per rank; by default the cores this process may run on divided by the
+    ranks sharing its node, so 2 ranks on 2 cores run 1 thread each instead of oversubscribing.
+    """
+
+    def __init__(self, comm=None, threads: int | None = None, root: int = 0):
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
+            raise ValueError(f"root must be a rank in [0, {self.size}), received: root={root!r}")
+        self.root = root
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = node.Get_size()
+        node.Free()
+        if threads is None:
+            threads = max(1, _cores() // self.local_size)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, received: threads={threads!r}")
+        import numba
+
+        self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        jitnn.set_num_threads(self.threads)
+        self._flat: dict = {}  # dtype -> the flat gradient buffer of one step
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == self.root
+
+    def __repr__(self):
+        return f"DataParallel(rank={self.rank}, size={self.size}, threads={self.threads})"
+
+    # --- agreement at the start ---------------------------------------------------------------------
+    def agree_seed(self, seed):
+        """The root's ``seed`` (one it draws when that is None), so every rank shuffles alike and a
+        given seed means what it means in one process."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < 2**63):
+            raise ValueError(f"seed must be None or an int in [0, 2**63), received: seed={seed!r}")
+        buf = np.zeros(1, np.int64)
+        if self.is_root:
+            buf[0] = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        self.comm.Bcast(buf, root=self.root)
+        return int(buf[0])
+
+    def broadcast(self, arrays) -> None:
+        """Every array (C-contiguous numpy) takes the root's values, in place."""
+        for a in arrays:
+            if not a.flags.c_contiguous:
+                raise ValueError("broadcast needs C-contiguous arrays")
+            if a.size:
+                self.comm.Bcast(a, root=self.root)
+
+    def broadcast_scalar(self, value: float) -> float:
+        buf = np.array([value], np.float64)
+        self.comm.Bcast(buf, root=self.root)
+        return float(buf[0])
+
+    # --- every step ---------------------------------------------------------------------------------
+    def shard(self, idx: np.ndarray) -> np.ndarray:
+        """This rank's rows of one global batch (a view)."""
+        return idx[balanced_slice(idx.shape[0], self.rank, self.size)]
+
+    def allreduce_gradients(self, grads, rows: int, global_rows: int) -> None:
+        """grads[i] <- sum over ranks of grads[i] * rows / global_rows, in place: one Allreduce.
+
+        The gradients are packed into one flat buffer per dtype (one collective per step instead of
+        one per array: the latency term counts once), summed in place, and unpacked.
+        """
+        scale = rows / global_rows
+        by_dtype: dict = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for dtype, group in by_dtype.items():
+            total = sum(g.size for g in group)
+            flat = self._flat.get(dtype)
+            if flat is None or flat.size != total:
+                flat = self._flat[dtype] = np.empty(total, dtype)
+            o = 0
+            for g in group:
+                np.multiply(g.reshape(-1), dtype.type(scale), out=flat[o:o + g.size])
+                o += g.size
+            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+            o = 0
+            for g in group:
+                np.copyto(g.reshape(-1), flat[o:o + g.size])
+                o += g.size
+
+    def sum(self, values) -> np.ndarray:
+        """Element-wise sum over ranks of a small float64 vector (loss and metric sums)."""
+        buf = np.ascontiguousarray(values, np.float64).copy()
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (a stop or NaN decision taken once)."""
+        buf = np.array([1 if flag else 0], np.int32)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)
+        return bool(buf[0])
+
+    # --- failure ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def guard(self):
+        """Any exception on this rank ends the whole job with a message naming the rank, never a hang.
+
+        The other ranks would otherwise wait forever in their next collective: MPI has no timeout of
+        its own (see docs/distributed.md for ``MPIEXEC_TIMEOUT``)."""
+        try:
+            yield
+        except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt too: every rank must stop
+            self.abort(e)
+
+    def abort(self, exc: BaseException) -> None:
+        msg = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(f"jitnn.distributed: rank {self.rank} of {self.size} failed, aborting every rank:\n"
+                         f"{msg}")
+        sys.stderr.flush()
+        self.comm.Abort(1)
+        os._exit(1)  # MPI_Abort may return before the launcher's kill arrives: this rank goes no further
+
+
+__all__ = ["DataParallel", "balanced_slice"]

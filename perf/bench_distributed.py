@@ -1,0 +1,116 @@
+"""Data-parallel training on MPI: measured here, then predicted past this machine (docs/distributed.md).
+
+    python perf/bench_distributed.py                 # everything below, ~5 minutes on 2 cores
+    python perf/bench_distributed.py --rounds 5 --batches 256,1024
+
+1. alpha and beta of the allreduce, fitted to 2-rank Allreduce timings from 8 B to 32 MiB
+   (perf/mpi_allreduce.py; MPICH's shared-memory path between two processes on this machine).
+2. Epoch time of 2 ranks x 1 thread against 1 process x 2 threads at the same global batch, the two
+   alternating run by run (median of --rounds), and the allreduce's share of a step (profiler row).
+3. The cost model: the 2-rank step predicted from a 1-thread run at the per-rank batch plus the fitted
+   allreduce, against the measured 2-rank step.
+4. Weak-scaling predictions at 8, 64 and 512 nodes on 25 and 100 Gb/s networks, each node this
+   machine, for the reference MLP and a larger one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from jitnn.distributed import AllreduceModel, StepModel, predict_scaling
+
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+NETWORKS = {"25 Gb/s (RoCE, 5 us)": (25, 5.0), "100 Gb/s (InfiniBand, 2 us)": (100, 2.0)}
+
+
+def run(cmd):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=1800)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def train(ranks, batch, threads, epochs, samples, hidden="512,128,64", profile=False):
+    args = [os.path.join(HERE, "mpi_train.py"), "--batch", batch, "--epochs", epochs, "--samples", samples,
+            "--threads", threads, "--hidden", hidden] + (["--profile"] if profile else [])
+    args = [str(a) for a in args]
+    if ranks == 0:
+        return run([sys.executable, *args, "--plain"])[0]
+    return run([MPIEXEC, "-n", str(ranks), sys.executable, *args])[0]
+
+
+def step_s(result):
+    return statistics.median(result["epoch_s"]) / result["steps"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batches", default="256,1024")
+    p.add_argument("--epochs", type=int, default=3, help="per run; the first (compile) is reported apart")
+    p.add_argument("--samples", type=int, default=60000)
+    args = p.parse_args()
+    if MPIEXEC is None:
+        raise SystemExit("needs mpiexec: pip install 'jitnn[distributed]'")
+
+    rows = run([MPIEXEC, "-n", "2", sys.executable, os.path.join(HERE, "mpi_allreduce.py")])
+    comm = AllreduceModel.fit([r["bytes"] for r in rows], [r["seconds"] for r in rows], 2)
+    print("## 1. Allreduce, 2 ranks on this machine (float32, in place)\n")
+    print("| bytes | measured µs | model µs |\n|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['bytes']:,} | {r['seconds'] * 1e6:.1f} | {comm.time(r['bytes'], 2) * 1e6:.1f} |")
+    print(f"\nfit: alpha = {comm.alpha * 1e6:.2f} µs, beta = {comm.beta * 1e9:.3f} ns/B "
+          f"({8 / comm.beta / 1e9:.1f} Gbit/s)\n")
+
+    print("## 2. 2 ranks x 1 thread against 1 process x 2 threads, same global batch\n")
+    print("| global batch | 1 x 2 threads s/epoch | 2 ranks x 1 thread s/epoch | ratio | allreduce % of step |"
+          "\n|---:|---:|---:|---:|---:|")
+    measured = {}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        one, two = [], []
+        for _ in range(args.rounds):  # alternate, so both see the same machine
+            one.append(statistics.median(train(0, batch, 2, args.epochs, args.samples)["epoch_s"]))
+            two.append(statistics.median(train(2, batch, 1, args.epochs, args.samples)["epoch_s"]))
+        prof = train(2, batch, 1, 2, args.samples, profile=True)
+        share = prof["phases_s"].get("allreduce", 0.0) / max(sum(prof["phases_s"].values()), 1e-12)
+        measured[batch] = (statistics.median(one), statistics.median(two), prof)
+        print(f"| {batch} | {measured[batch][0]:.3f} | {measured[batch][1]:.3f} | "
+              f"{measured[batch][1] / measured[batch][0]:.2f} | {100 * share:.1f} |")
+
+    print("\n## 3. The cost model against the measured 2-rank step\n")
+    print("| global batch | compute (1 thread, batch/2) ms | allreduce model ms | predicted ms | measured ms | error |"
+          "\n|---:|---:|---:|---:|---:|---:|")
+    for batch, (_, two, prof) in measured.items():
+        half = train(0, batch // 2, 1, args.epochs, args.samples)
+        compute = step_s(half)
+        step = StepModel(compute, prof["grad_bytes"])
+        predicted, actual = step.time(comm, 2), two / prof["steps"]
+        print(f"| {batch} | {compute * 1e3:.2f} | {comm.time(prof['grad_bytes'], 2) * 1e3:.3f} | "
+              f"{predicted * 1e3:.2f} | {actual * 1e3:.2f} | {100 * (predicted - actual) / actual:+.1f}% |")
+
+    print("\n## 4. Predicted weak scaling, one node = this machine (2 cores), 512 rows per node per step\n")
+    models = {"reference MLP 784-512-128-64-10": "512,128,64", "larger MLP 784-4096-4096-4096-10": "4096,4096,4096"}
+    print("| model | network | 8 nodes | 64 nodes | 512 nodes |\n|---|---|---:|---:|---:|")
+    for name, hidden in models.items():
+        r = train(0, 512, 2, 3, min(args.samples, 16384), hidden=hidden)
+        step = StepModel(step_s(r), r["grad_bytes"])
+        for net, (gbit, lat) in NETWORKS.items():
+            effs = predict_scaling(step, AllreduceModel.network(gbit, lat))
+            cells = " | ".join(f"{100 * e['efficiency']:.0f}% ({e['step_s'] * 1e3:.1f} ms)" for e in effs)
+            print(f"| {name} ({r['grad_bytes'] / 2**20:.1f} MiB of gradients, {step.compute_s * 1e3:.1f} ms "
+                  f"compute) | {net} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()

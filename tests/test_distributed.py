@@ -1,0 +1,92 @@
+"""jitnn.distributed: the collectives and the training loop under ``mpiexec -n 2`` and ``-n 3``, and the
+cost model against hand-computed values.
+
+The MPI tests launch the scripts in tests/mpi/ with the mpiexec beside this interpreter (the ``mpich``
+wheel of the dev extra puts it there) and skip, saying why, where mpi4py or mpiexec is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jitnn.distributed import AllreduceModel, StepModel, predict_scaling
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+
+try:
+    import mpi4py  # noqa: F401
+
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+
+needs_mpi = pytest.mark.skipif(not (HAVE_MPI4PY and MPIEXEC),
+                               reason="needs mpi4py and mpiexec: pip install 'jitnn[distributed]'")
+
+
+def run_mpi(n, script, *args, timeout=240):
+    """``mpiexec -n n python tests/mpi/script args``; the completed process (never hangs past timeout)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)  # the ranks train on the CPU
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, os.path.join(HERE, "mpi", script), *map(str, args)]
+    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_collectives_match_local_reference(ranks):
+    proc = run_mpi(ranks, "strategy_ops.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if line.startswith("OK")) == \
+        sorted(f"OK rank {r} of {ranks}" for r in range(ranks))
+
+
+@needs_mpi
+def test_a_failing_rank_ends_every_rank_with_its_name():
+    proc = run_mpi(2, "rank_fails.py", timeout=120)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed" in proc.stderr
+    assert "bad batch on purpose" in proc.stderr
+    assert "unreachable" not in proc.stdout
+
+
+# --- the cost model -----------------------------------------------------------------------------------
+
+def test_ring_allreduce_time_is_the_alpha_beta_formula():
+    m = AllreduceModel(alpha=2e-6, beta=1e-9)
+    assert m.time(1e6, 1) == 0.0
+    assert m.time(1e6, 2) == pytest.approx(2 * 2e-6 + 1e6 * 1e-9)
+    assert m.time(4e6, 8) == pytest.approx(14 * 2e-6 + 2 * 7 / 8 * 4e6 * 1e-9)
+
+
+def test_fit_recovers_alpha_and_beta_from_noisy_timings():
+    true = AllreduceModel(alpha=3e-6, beta=2.5e-10)
+    sizes = np.logspace(1, 8, 15)
+    rng = np.random.default_rng(0)
+    times = np.array([true.time(n, 2) for n in sizes]) * (1 + 0.02 * rng.standard_normal(sizes.size))
+    got = AllreduceModel.fit(sizes, times, 2)
+    assert got.alpha == pytest.approx(true.alpha, rel=0.1)
+    assert got.beta == pytest.approx(true.beta, rel=0.05)
+    with pytest.raises(ValueError):
+        AllreduceModel.fit([1.0], [1.0], 2)
+
+
+def test_network_model_and_scaling_efficiency():
+    net = AllreduceModel.network(gbit_per_s=100, latency_us=10)
+    assert net.beta == pytest.approx(8 / 100e9)
+    step = StepModel(compute_s=0.05, grad_bytes=4 * 10**6)
+    rows = predict_scaling(step, net, nodes=(8, 64))
+    for row in rows:
+        t_ar = 2 * (row["nodes"] - 1) * 1e-5 + 2 * (row["nodes"] - 1) / row["nodes"] * 4e6 * 8 / 100e9
+        assert row["allreduce_s"] == pytest.approx(t_ar)
+        assert row["efficiency"] == pytest.approx(0.05 / (0.05 + t_ar))
+    assert rows[0]["efficiency"] > rows[1]["efficiency"]
