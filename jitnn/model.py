@@ -173,7 +173,6 @@ class Sequential:
         for layer in self._masked_layers():
             layer.apply_mask()
 
-    _weights_changed = weights_changed  # the name the file-loading code calls
 
     # --- one step ----------------------------------------------------------------------------------
     def train_step(self, x, y):

@@ -414,7 +414,7 @@ def _read_optimizer_state(archive, opt, param_shapes, dtype):
     state = {"iterations": it}
     if len(keys) == 1:
         return state
-    for s in opt._slots():
+    for s in opt.slots:
         for i, shape in enumerate(param_shapes):
             key = f"optimizer/{s}/{i}"
             if key not in archive.members:
@@ -426,7 +426,7 @@ def _read_optimizer_state(archive, opt, param_shapes, dtype):
 def _optimizer_keys(opt, n_params):
     if opt is None:
         return set()
-    return {"optimizer/iterations"} | {f"optimizer/{s}/{i}" for s in opt._slots() for i in range(n_params)}
+    return {"optimizer/iterations"} | {f"optimizer/{s}/{i}" for s in opt.slots for i in range(n_params)}
 
 
 class _Plan:
@@ -465,7 +465,7 @@ def _assign(model, values):
     for i, layer in enumerate(model.layers):
         for name, p in zip(layer.param_names, layer.params):
             p[...] = values[f"layer{i}/{name}"]
-    model._weights_changed()
+    model.weights_changed()
 
 
 def _restore_optimizer(model, state):
