@@ -19,8 +19,8 @@ embedded digits set when Fashion-MNIST is not installed). For each batch size th
 once per machine and thread count, then cached).
 
 --lines adds two listings through line_profiler, which cannot see inside compiled code:
-  1. the Python-level training loop (Sequential.fit/train_step/_forward, Dense.forward/backward,
-     Optimizer.step) over real steps: a compiled kernel call is one opaque line with its real time;
+  1. the Python-level training loop (jitnn.training.fit, Sequential.train_step/apply_gradients,
+     Dense.forward/backward, Optimizer.step) over real steps: a compiled kernel call is one opaque line with its real time;
   2. the pure-Python versions (``py_func``) of the kernels behind the hottest rows, run interpreted
      on a small clone of the layer: which lines run and how often, NOT how fast they run compiled.
 """
@@ -133,12 +133,13 @@ def _line_profiler():
 
 def python_lines(model, x, y, batch, steps, seed):
     """line_profiler over the Python-level training loop, on real (compiled) steps."""
+    from jitnn import training
     from jitnn.layers.dense import Dense
     from jitnn.model import Sequential
     from jitnn.optimizers import Optimizer
 
     lp = _line_profiler()
-    for fn in (Sequential.fit, Sequential.train_step, Sequential.apply_gradients, Dense.forward, Dense.backward,
+    for fn in (training.fit, Sequential.train_step, Sequential.apply_gradients, Dense.forward, Dense.backward,
                Optimizer.step):
         lp.add_function(fn)
     rows, epochs, b = _plan(x.shape[0], batch, steps)

@@ -324,6 +324,20 @@ def test_device_errors_are_clear(monkeypatch):
     with pytest.raises(ValueError, match="metrics accuracy"):
         cpu.to("cuda")
     assert cpu.device == "cpu"  # a refused move changes nothing
+
+    class Huber(jitnn.losses.Loss):  # names a kernel no backend has
+        kernels = ("huber",)
+
+    class Lion(O.Optimizer):  # a family without an update on any backend
+        kernel = "lion_update"
+
+    for device in ("cpu", "cuda"):
+        m = Sequential([Dense(2)], device=device)
+        with pytest.raises(ValueError, match=r"\['huber'\].*lacks"):
+            m.compile(Huber(), "adam")
+        with pytest.raises(ValueError, match="Lion has no update kernel"):
+            m.compile("mse", Lion())
+        assert m.loss is None and m.optimizer is None  # nothing half-set
     from jitnn.sparse import CSRMatrix
 
     with pytest.raises(ValueError, match="CPU only"):

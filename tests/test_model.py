@@ -12,7 +12,7 @@ from helpers import assert_weights_equal
 from sklearn.datasets import make_classification
 
 from jitnn import EarlyStopping, ModelCheckpoint, NonFiniteLossError, Sequential, load_model, optimizers
-from jitnn.callbacks import Callback
+from jitnn.callbacks import Callback, ProgbarLogger
 from jitnn.layers import Dense, Dropout
 
 # ---------------------------------------------------------------- shared helpers
@@ -498,6 +498,86 @@ def test_model_checkpoint_writes_loadable_files(tmp_path):
     assert names == ["best-1.npz", "best-3.npz", "every-01.npz", "every-02.npz", "every-03.npz"]
     np.testing.assert_array_equal(load_model(tmp_path / "every-03.npz").predict(x), model.predict(x))
     assert_weights_equal(load_model(tmp_path / "every-01.npz").get_weights(), script.weights[0])
+
+
+class HookLog(Callback):
+    """Records every hook the loop calls, in order (the batch hooks through Keras' on_batch_* aliases)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin",))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_batch_begin(self, batch, logs=None):
+        self.calls.append(("batch_begin", batch))
+
+    def on_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch, dict(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, dict(logs)))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+
+def test_callback_hooks_run_in_keras_order_with_running_logs():
+    x, y = classification(n=50)
+    model = classifier()
+    log = HookLog()
+    history = model.fit(x, y, epochs=2, batch_size=20, verbose=0, seed=0, callbacks=[log])
+    kinds = [c[0] for c in log.calls]
+    per_epoch = ["epoch_begin"] + ["batch_begin", "batch_end"] * 3 + ["epoch_end"]
+    assert kinds == ["train_begin"] + per_epoch * 2 + ["train_end"]
+    assert [c[1] for c in log.calls if c[0] == "batch_end"] == [0, 1, 2] * 2
+    last_batch, epoch_end = log.calls[7], log.calls[8]
+    assert last_batch[2] == pytest.approx(epoch_end[2])  # the running means after the last batch are the epoch's
+    assert epoch_end[2]["loss"] == history.history["loss"][0]
+    assert set(epoch_end[2]) == {"loss", "accuracy"}
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_bar_is_a_callback(verbose, capsys):
+    x, y = classification(n=50)
+    model = classifier()
+    history = model.fit(x, y, epochs=2, batch_size=20, verbose=verbose, seed=0)
+    out = capsys.readouterr().out
+    assert out.count("Epoch 1/2\n") == out.count("Epoch 2/2\n") == 1
+    last = out.split("Epoch 2/2\n")[1].split("\r")[-1]
+    assert re.fullmatch(r"3/3 \[=+\] - \d+\.\ds - loss: (\d\.\d{4}) - accuracy: \d\.\d{4}\n", last), last
+    assert float(re.search(r"loss: (\d\.\d{4})", last)[1]) == pytest.approx(history.history["loss"][1], abs=1e-4)
+    assert ("\r1/3 [" in out) == (verbose == 1)  # verbose=2: one line per epoch, no bar
+    model.fit(x, y, epochs=1, batch_size=20, verbose=0)
+    assert capsys.readouterr().out == ""
+    bar = ProgbarLogger(verbose=2)
+    model.fit(x, y, epochs=1, batch_size=20, verbose=0, callbacks=[bar])  # passed by hand, as in Keras
+    assert capsys.readouterr().out.startswith("Epoch 1/1\n3/3 [")
+
+
+def test_train_step_test_step_and_apply_gradients_are_one_fit_step():
+    """fit's first step by hand: same loss, metric sums and weights as a fit of one batch."""
+    x, y = classification(n=32)
+    by_hand, fitted = classifier(dtype="float64"), classifier(dtype="float64")
+    for m in (by_hand, fitted):
+        m.build(6, seed=0)
+    fitted.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    by_hand.allocate(32)
+    yp = by_hand.prepare_targets(y, x)
+    by_hand.reset_sums()
+    loss = by_hand.train_step(x, yp)
+    assert loss == pytest.approx(fitted.history.history["loss"][0], rel=1e-12)
+    sums = by_hand.ops.to_host(by_hand.sums)
+    assert sums[1] / 32 == pytest.approx(fitted.history.history["accuracy"][0], rel=1e-12)
+    by_hand.apply_gradients()
+    assert_weights_equal(by_hand.get_weights(), fitted.get_weights())
+    by_hand.reset_sums()
+    value = by_hand.test_step(x, yp)  # inference mode, nothing trained
+    assert value == pytest.approx(by_hand.evaluate(x, y)[0], rel=1e-9)  # evaluate: from probabilities
+    assert_weights_equal(by_hand.get_weights(), fitted.get_weights())
 
 
 # ---------------------------------------------------------------- inference

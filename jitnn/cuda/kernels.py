@@ -34,7 +34,7 @@ adagrad_element = device_function(KO.adagrad_element)
 rmsprop_element = device_function(KO.rmsprop_element)
 adam_moments = device_function(KO.adam_moments)
 adam_weight = device_function(KO.adam_weight)
-uniform_hash = device_function(KD.uniform_hash)
+dropout_element = device_function(KD.dropout_element)
 softmax_row = device_function(KR.softmax_row)
 backprop_softmax_row = device_function(KR.backprop_softmax_row)
 mse_row = device_function(KL.mse_row)
@@ -116,9 +116,7 @@ def dropout_forward(x, rate, seed, mask, out):
     for e in range(cuda.grid(1), n * d, cuda.gridsize(1)):
         i = e // d
         j = e - i * d
-        keep = uniform_hash(seed, i * d + j) >= rate
-        mask[i, j] = keep
-        out[i, j] = x[i, j] * scale if keep else 0
+        mask[i, j], out[i, j] = dropout_element(x[i, j], seed, i * d + j, rate, scale)
 
 
 @cuda.jit

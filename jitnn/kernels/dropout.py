@@ -20,6 +20,13 @@ def uniform_hash(seed, index):
     return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(**JIT, inline="always")
+def dropout_element(xi, seed, index, rate, scale):
+    """(kept?, output) for element ``index`` of the flattened input; the CUDA kernel calls it too."""
+    keep = uniform_hash(seed, index) >= rate
+    return keep, (xi * scale if keep else 0.0)
+
+
 @njit(**PJIT)
 def dropout_forward(x, rate, seed, mask, out):
     """mask = u >= rate; out = x * mask / (1 - rate)."""
@@ -27,9 +34,7 @@ def dropout_forward(x, rate, seed, mask, out):
     n, d = x.shape
     for i in prange(n):
         for j in range(d):
-            keep = uniform_hash(seed, i * d + j) >= rate
-            mask[i, j] = keep
-            out[i, j] = x[i, j] * scale if keep else 0
+            mask[i, j], out[i, j] = dropout_element(x[i, j], seed, i * d + j, rate, scale)
 
 
 @njit(**PJIT)
