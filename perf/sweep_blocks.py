@@ -3,7 +3,9 @@
     python perf/sweep_blocks.py [--rounds 4] [--dtype float32]
 
 Block sizes are runtime arguments of the kernel, so the sweep needs no recompilation: it rewrites the
-table jitnn.linalg reads. Copy the winning row into jitnn/kernels/blocking.py.
+table jitnn.linalg reads. It runs on one thread and times with the thread's CPU clock, so other
+processes on a shared machine do not bill their time slices to a configuration. MC values are rounded
+to a multiple of MR. Copy the winning row into jitnn/kernels/blocking.py.
 """
 
 import argparse
@@ -19,7 +21,7 @@ from jitnn import linalg  # noqa: E402
 
 SHAPES = [(1000, 784, 512, ""), (784, 1000, 512, "ta"), (1000, 512, 784, "tb"), (1024, 1024, 1024, ""),
           (64, 784, 512, "")]
-CONFIGS = [(144, 256), (144, 384), (144, 512), (96, 256), (96, 512), (192, 256)]
+CONFIGS = [(96, 256), (192, 192), (192, 256), (192, 384), (192, 512), (288, 256), (384, 256), (384, 384)]
 
 
 def main(argv=None):
@@ -28,6 +30,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = p.parse_args(argv)
     dt = np.dtype(args.dtype)
+    import jitnn
+
+    jitnn.set_num_threads(1)
     rng = np.random.default_rng(0)
     data = []
     for m, k, n, t in SHAPES:
@@ -38,15 +43,16 @@ def main(argv=None):
     res = {cfg: [[] for _ in SHAPES] for cfg in CONFIGS}
     for _ in range(args.rounds):
         for cfg in CONFIGS:
-            linalg._BLOCKS[dt] = (base[0], base[1], cfg[0], cfg[1], base[4], base[5])
+            mc = max(base[0], cfg[0] // base[0] * base[0])
+            linalg._BLOCKS[dt] = (base[0], base[1], mc, cfg[1], base[4], base[5])
             linalg._workspace.buffers.clear()
             for i, (a, b, c, flops) in enumerate(data):
                 linalg.gemm_into(a, b, c)
-                t0, reps = time.perf_counter(), 0
-                while time.perf_counter() - t0 < 0.15:
+                t0, reps = time.thread_time(), 0
+                while time.thread_time() - t0 < 0.15:
                     linalg.gemm_into(a, b, c)
                     reps += 1
-                res[cfg][i].append(flops * reps / (time.perf_counter() - t0) / 1e9)
+                res[cfg][i].append(flops * reps / (time.thread_time() - t0) / 1e9)
     linalg._BLOCKS[dt] = base
     print("(MC, KC)    " + "  ".join(f"{m}x{k}x{n}{'/' + t if t else ''}" for m, k, n, t in SHAPES))
     for cfg in CONFIGS:

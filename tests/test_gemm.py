@@ -25,7 +25,7 @@ from scipy.special import expit
 
 import jitnn
 from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
-from jitnn.kernels.micro import micro_kernel
+from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -726,3 +726,33 @@ def test_micro_kernel_assembly_uses_packed_fma(dtype):
     suffix = "ps" if dtype == np.float32 else "pd"
     fmas = re.findall(rf"vfmadd\d+{suffix}\s+[^\n]*%{reg}", asm)
     assert len(fmas) >= mr * nr // lanes, f"expected >= {mr * nr // lanes} {reg} FMAs, found {len(fmas)}"
+
+
+@njit(cache=False)
+def micro_direct(kc, ap, bp, bs, c, c0, c_rs, alpha, beta):
+    micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
+@pytest.mark.parametrize("kc", [0, 1, 37])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_micro_kernel_writes_c_directly(dtype, kc, beta):
+    """micro_kernel_c writes alpha*tile + beta*C into exactly one MR x NR tile of a wider C; with
+    beta == 0 the NaN already in C does not reach the result, and nothing outside the tile changes."""
+    mr, nr = BLOCKS[np.dtype(dtype).name][:2]
+    rng = np.random.default_rng(kc)
+    ap = rng.uniform(-1, 1, kc * mr + 1).astype(dtype)
+    bp = rng.uniform(-1, 1, kc * nr + 1).astype(dtype)
+    c = rng.uniform(-1, 1, (mr + 3, nr + 5)).astype(dtype)
+    if beta == 0:
+        c[1:1 + mr, 2:2 + nr] = np.nan
+    before = c.copy()
+    micro_direct(kc, ap, bp, nr, c.reshape(-1), c.shape[1] + 2, c.shape[1], dtype(1.5), dtype(beta))
+    tile = ap[:kc * mr].reshape(kc, mr).T.astype(np.float64) @ bp[:kc * nr].reshape(kc, nr).astype(np.float64)
+    old = before[1:1 + mr, 2:2 + nr].astype(np.float64)
+    want = 1.5 * tile + (beta * old if beta != 0 else 0.0)
+    rtol = rtol_for(dtype, kc)
+    np.testing.assert_allclose(c[1:1 + mr, 2:2 + nr], want, rtol=rtol, atol=rtol * max(kc, 1))
+    outside = np.ones(c.shape, bool)
+    outside[1:1 + mr, 2:2 + nr] = False
+    np.testing.assert_array_equal(c[outside], before[outside])

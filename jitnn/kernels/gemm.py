@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.elementwise import LINEAR, activate_block, activate_scalar
-from jitnn.kernels.micro import micro_kernel
+from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 
 
 @njit(**JIT, inline="always")
@@ -140,20 +140,44 @@ def write_tile(ct, nr, c, cflat, c_rs, r0, c0, mm, nn, alpha, beta, bias, act, a
 
 
 @njit(**JIT)
+def finish_tile(c, cflat, c_rs, r0, c0, mm, nn, bias, act, act_param):
+    """The last KC step's epilogue on a tile already in C (unit-stride columns): + bias, then act()."""
+    if bias.shape[0] > 0:
+        for i in range(mm):
+            o = u((r0 + i) * c_rs + c0)
+            for j in range(nn):
+                cflat[o + u(j)] += bias[c0 + j]
+    if act != LINEAR:
+        activate_block(c, r0, c0, mm, nn, act, act_param)
+
+
+@njit(**JIT)
 def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
                  c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
     """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x all MR panels of packed A (m x k).
 
     Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``: a packed panel has
-    bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride.
+    bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride. Full tiles of a C
+    with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and other
+    layouts go through the ``ct`` buffer. Which path a tile takes depends only on its place in C and C's
+    layout, never on the thread count, so results stay bitwise independent of threads.
     """
+    epilogue = last and (bias.shape[0] > 0 or act != LINEAR)
     for jp in range(jp_lo, jp_hi):
         nn = min(nr, n - jp * nr)
         for ip in range((m + mr - 1) // mr):
             mm = min(mr, m - ip * mr)
-            micro_kernel(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, ct)
-            write_tile(ct, nr, c, cflat, c_rs, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias,
-                       act, act_param, last)
+            if c_rs >= 0 and mm == mr and nn == nr:
+                r = r0 + ip * mr
+                col = c0 + jp * nr
+                micro_kernel_c(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
+                               alpha, beta)
+                if epilogue:
+                    finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
+            else:
+                micro_kernel(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, ct)
+                write_tile(ct, nr, c, cflat, c_rs, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias,
+                           act, act_param, last)
 
 
 @njit(**PJIT)

@@ -23,8 +23,9 @@ from numba.extending import intrinsic
 from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
 
 
-def _emit(context, builder, sig, args, mr: int, nr: int):
-    kc, ap, a0, bp, b0, bs, ct = args
+def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
+    """The k loop; then the tile goes to ``ct`` (``direct`` False) or straight into C (True)."""
+    kc, ap, a0, bp, b0, bs, ct = args[:7]
     arr_t = sig.args[1]
     elt = context.get_data_type(arr_t.dtype)
     vl = VECTOR_BYTES // (4 if arr_t.dtype == types.float32 else 8)
@@ -89,12 +90,50 @@ def _emit(context, builder, sig, args, mr: int, nr: int):
     builder.branch(header)
 
     builder.position_at_end(done)
+    if direct:
+        _store_to_c(context, builder, sig, args, acc, ct_ptr, vec, width)
+        return context.get_dummy_value()
     for i in range(mr):
         for v in range(nv):
             ptr = builder.gep(ct_ptr, [ir.Constant(i64, i * nr + v * vl)], inbounds=True)
             st = builder.store(acc[i][v], builder.bitcast(ptr, vec.as_pointer()))
             st.align = width
     return context.get_dummy_value()
+
+
+def _splat(builder, vec, x):
+    undef = ir.Constant(vec, ir.Undefined)
+    one = builder.insert_element(undef, x, ir.Constant(ir.IntType(64), 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count))
+
+
+def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
+    """C[c0 + i*c_rs + j] = alpha*acc + beta*C, from the registers (C is read only when beta != 0).
+
+    A select, not a branch, keeps beta == 0 from reading NaN/inf out of C into the result.
+    """
+    i64 = ir.IntType(64)
+    c0 = context.cast(builder, args[7], sig.args[7], types.int64)
+    c_rs = context.cast(builder, args[8], sig.args[8], types.int64)
+    elt_t = sig.args[1].dtype
+    alpha_s = context.cast(builder, args[9], sig.args[9], elt_t)
+    beta_s = context.cast(builder, args[10], sig.args[10], elt_t)
+    alpha = _splat(builder, vec, alpha_s)
+    beta = _splat(builder, vec, beta_s)
+    beta_zero = builder.fcmp_ordered("==", beta_s, ir.Constant(beta_s.type, 0.0))
+    vl = vec.count
+    row = c0
+    for acc_row in acc:
+        for v, a in enumerate(acc_row):
+            ptr = builder.bitcast(builder.gep(c_ptr, [builder.add(row, ir.Constant(i64, v * vl))], inbounds=True),
+                                  vec.as_pointer())
+            scaled = builder.fmul(alpha, a)
+            old = builder.load(ptr)
+            old.align = width
+            mixed = builder.call(builder.module.get_global(f"llvm.fma.v{vl}f{8 * width}"), [beta, old, scaled])
+            st = builder.store(builder.select(beta_zero, scaled, mixed), ptr)
+            st.align = width
+        row = builder.add(row, c_rs)
 
 
 @intrinsic
@@ -112,5 +151,22 @@ def micro_kernel(typingctx, kc, ap, a0, bp, b0, bs, ct):
 
     return sig, codegen
 
+
+@intrinsic
+def micro_kernel_c(typingctx, kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta):
+    """The register tile written straight into a full MR x NR tile of C: ``c[c0 + i*c_rs + j] =
+    alpha*tile[i, j] + beta*c[...]`` (``c`` flat, its rows ``c_rs`` apart; no tile buffer round trip)."""
+    if not isinstance(ap, types.Array) or ap.dtype not in (types.float32, types.float64):
+        return None
+    if bp.dtype != ap.dtype or c.dtype != ap.dtype or not isinstance(alpha, types.Float) \
+            or not isinstance(beta, types.Float):
+        return None
+    mr, nr = BLOCKS[str(ap.dtype)][:2]
+    sig = types.void(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta)
+
+    def codegen(context, builder, signature, args):
+        return _emit(context, builder, signature, args, mr, nr, direct=True)
+
+    return sig, codegen
 
 
