@@ -237,7 +237,7 @@ class _BaseMLP(BaseEstimator):
         # arrays again: the kernels update them in place and take no read-only arrays.
         if "model_" in state:
             state = dict(state, model_=copy.deepcopy(state["model_"]))
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
