@@ -36,7 +36,7 @@ import torch.nn.functional as F
 # isort: on
 from bench_gemm import median_times
 
-from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace
+from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace, im2col
 from jitnn.kernels.elementwise import RELU, backprop_activation
 from jitnn.kernels.pooling import backprop_maxpool2d, maxpool2d, pool_geometry
 
@@ -147,6 +147,16 @@ def sweep(batches, repeats):
                     case.fwd("gemm")
                 fns.append(run)
                 labels.append(f"fwd gemm chunk {cb >> 10} KiB")
+            if c > 8:
+                def numpy_gemm(case=case):
+                    # im2col, then OpenBLAS for the product: what the GEMM path would take with a GEMM at
+                    # OpenBLAS speed (bias and relu left out, so a lower bound)
+                    m = case.y.shape[0] * case.oh * case.ow
+                    cols = np.empty((m, case.cols.shape[1]), case.x.dtype) if case.cols.shape[0] < m else case.cols
+                    im2col(case.x, 0, case.x.shape[0], 3, 3, 1, 1, 1, 1, 0, 0, case.oh, case.ow, cols)
+                    np.matmul(cols[:m], case.w.reshape(-1, case.w.shape[3]), out=case.y.reshape(m, -1))
+                fns.append(numpy_gemm)
+                labels.append("fwd im2col + OpenBLAS")
             times = median_times(fns, repeats)
             for label, t in zip(labels, times):
                 print(f"{name:28s} {batch:5d} {label:26s} {t * 1e3:8.3f} ms {case.flops / t / 1e9:7.1f} GFLOP/s",

@@ -71,8 +71,9 @@ def make(case, dtype, seed=0):
 
 def torch_conv(x, w, b, dy, strides, dilation, pads, relu=False):
     """(y, dX, dW, db) from PyTorch in float64, in jitnn's layouts."""
-    xt = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
-    wt = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).requires_grad_()
+    # contiguous leaves: PyTorch's slow_conv2d refuses a permuted weight's gradient for some shapes (F=1)
+    xt = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).contiguous().requires_grad_()
+    wt = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).contiguous().requires_grad_()
     bt = torch.tensor(b, dtype=torch.float64).requires_grad_()
     top, bottom, left, right = pads
     z = F.conv2d(F.pad(xt, (left, right, top, bottom)), wt, bt, stride=strides, dilation=dilation)
@@ -118,6 +119,35 @@ def test_conv2d_against_torch(case, dtype):
         assert_close(dx, dx_ref, dtype, w.shape[3] * kh * kw)
         assert_close(dw, dw_ref, dtype, m)
         assert_close(db, db_ref, dtype, m)
+
+
+def random_cases(count, seed):
+    """Random valid geometries: sizes 1-9, kernels up to the input, strides and dilations 1-3, any padding."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        h, w = rng.integers(1, 10, 2)
+        kh, kw = rng.integers(1, 5, 2)
+        strides, dilation = tuple(map(int, rng.integers(1, 4, 2))), tuple(map(int, rng.integers(1, 4, 2)))
+        padding = ["valid", "same", tuple(map(int, rng.integers(0, 3, 4)))][rng.integers(0, 3)]
+        try:
+            conv2d_geometry(h, w, kh, kw, strides, dilation, padding)
+        except ValueError:
+            continue  # the kernel does not fit: draw again
+        cases.append((int(rng.integers(1, 4)), int(h), int(w), int(rng.integers(1, 6)), int(rng.integers(1, 20)),
+                       int(kh), int(kw), strides, dilation, padding))
+    return cases
+
+
+@pytest.mark.parametrize("case", random_cases(12, seed=2026), ids=case_id)
+def test_random_geometries_against_torch(case):
+    test_conv2d_against_torch(case, np.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", random_cases(200, seed=7), ids=case_id)
+def test_many_random_geometries_against_torch(case):
+    test_conv2d_against_torch(case, np.float64)
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "gemm"])

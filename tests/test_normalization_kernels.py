@@ -97,6 +97,24 @@ def test_inference_against_torch_and_in_place(dtype):
     np.testing.assert_allclose(x, ref, rtol=rtol(dtype) * 10, atol=rtol(dtype) * 10)
 
 
+def test_strided_and_fortran_inputs_give_the_same_bits():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((301, 6))
+    dy = rng.standard_normal((301, 6))
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    xv = np.zeros((301, 12))[:, ::2]
+    xv[...] = x
+    outs = []
+    for xin, dyin in ((x, dy), (xv, np.asfortranarray(dy))):
+        b, part = buffers(6, np.float64), batchnorm_workspace(6)
+        y, dx, dg, db = np.empty_like(xin), np.asfortranarray(np.empty_like(x)), np.empty(6), np.empty(6)
+        batchnorm_train(xin, gamma, beta, 1e-3, y, b["mean"], b["var"], b["scale"], b["shift"], part)
+        backprop_batchnorm(dyin, xin, gamma, b["mean"], b["var"], 1e-3, dx, dg, db, part)
+        outs.append([y, dx, dg, db, b["mean"], b["var"]])
+    for a, c in zip(*outs):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_single_row_normalizes_to_beta_with_zero_input_gradient():
     """One row (batch 1 of a Dense layer): var = 0, so y = beta and dx = 0 (PyTorch refuses this case)."""
     x, dy = np.array([[3.0, -2.0]]), np.array([[0.5, 4.0]])

@@ -95,6 +95,32 @@ def test_max_and_average_pooling_against_torch(case, dtype):
         np.testing.assert_allclose(dx, dx_ref, rtol=rtol(dtype), atol=rtol(dtype) * 10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_strided_views_and_fortran_order(dtype):
+    """The kernels index 4-D arrays directly: views and F-order arrays in and out give the same results."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 9, 8, 3)).astype(dtype)
+    oh, ow, pt, pl = pool_geometry(9, 8, (3, 2), (2, 2), "same")
+    dy = rng.standard_normal((2, oh, ow, 3)).astype(dtype)
+    xv = np.zeros((2, 9, 16, 5), dtype)[:, :, ::2, 1:4]
+    xv[...] = x
+    dyf = np.asfortranarray(dy)
+    outs = []
+    for xin, dyin, layout in ((x, dy, "C"), (xv, dyf, "F")):
+        y = np.empty(dy.shape, dtype, order=layout)
+        arg = np.empty(dy.shape, np.int64, order=layout)
+        dx = np.zeros((2, 9, 8, 6), dtype)[..., ::2] if layout == "F" else np.empty(x.shape, dtype)
+        maxpool2d(xin, 3, 2, 2, 2, pt, pl, y, arg)
+        backprop_maxpool2d(dyin, arg, 3, 2, 2, 2, pt, pl, dx)
+        ya = np.empty(dy.shape, dtype, order=layout)
+        dxa = np.empty(x.shape, dtype, order=layout)
+        avgpool2d(xin, 3, 2, 2, 2, pt, pl, ya)
+        backprop_avgpool2d(dyin, 3, 2, 2, 2, pt, pl, dxa)
+        outs.append([y, arg, dx.copy(), ya, dxa])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_maxpool_nan_propagates_and_first_maximum_wins():
     x = np.array([[[[1.0], [3.0]], [[3.0], [np.nan]]]])  # (1, 2, 2, 1)
     y = np.empty((1, 1, 1, 1))

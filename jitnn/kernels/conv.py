@@ -33,8 +33,10 @@ from jitnn.linalg import gemm_into
 # the GEMM), and on a loaded machine each region can wait a scheduler slice. Swept in
 # perf/bench_conv.py --sweep (docs/conv.md): 256 KiB chunks were 2.5x slower than 8 MiB ones.
 CHUNK_BYTES = 1 << 23
-# Up to this many input channels the direct loop beats im2col + GEMM (docs/conv.md).
-DIRECT_MAX_CHANNELS = 4
+# Up to this many input channels the direct loop beats im2col + GEMM: 1.7-4x for C <= 8, 1.1-1.3x at
+# C = 16, a tie or a loss at C = 32 (one thread, docs/conv.md). 8, not 16: the GEMM is still being tuned,
+# and a faster GEMM moves the crossover down.
+DIRECT_MAX_CHANNELS = 8
 
 
 def conv2d_geometry(h, w, kh, kw, strides=(1, 1), dilation=(1, 1), padding="valid"):
