@@ -64,6 +64,8 @@ def _host_tag():
 
 
 def _pid_alive(pid):
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows: keep every temporary
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
