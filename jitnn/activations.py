@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jitnn.kernels.elementwise import CODES, GELU, LINEAR, SWISH
 
@@ -24,27 +24,22 @@ class Activation:
     name: str
     code: int
     param: float = 0.0
+    # What layers and backends ask of it, derived once (read on every training step):
+    # needs_preactivation: f'(z) cannot be computed from f(z) alone, so the layer must keep z;
+    # identity: f(z) = z, the backends return their input instead of copying it;
+    # rowwise: softmax, each output depends on the whole row, so it runs after the product, never in it;
+    # in_epilogue: a GEMM can apply it while writing its result (elementwise, backward needs only f(z)).
+    needs_preactivation: bool = field(init=False, repr=False, compare=False)
+    identity: bool = field(init=False, repr=False, compare=False)
+    rowwise: bool = field(init=False, repr=False, compare=False)
+    in_epilogue: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def needs_preactivation(self) -> bool:
-        """True when f'(z) cannot be computed from f(z) alone, so the layer must keep z."""
-        return self.code in (SWISH, GELU)
-
-    @property
-    def identity(self) -> bool:
-        """f(z) = z: the backends return their input instead of copying it."""
-        return self.code == LINEAR
-
-    @property
-    def rowwise(self) -> bool:
-        """Softmax: each output depends on the whole row, so it runs after the product, never in it."""
-        return self.code == SOFTMAX
-
-    @property
-    def in_epilogue(self) -> bool:
-        """True when a GEMM can apply it while writing its result (elementwise, and backward needs only
-        the output): the layer then keeps no pre-activation."""
-        return not self.rowwise and not self.needs_preactivation
+    def __post_init__(self):
+        derived = {"needs_preactivation": self.code in (SWISH, GELU), "identity": self.code == LINEAR,
+                   "rowwise": self.code == SOFTMAX}
+        derived["in_epilogue"] = not derived["rowwise"] and not derived["needs_preactivation"]
+        for k, v in derived.items():
+            object.__setattr__(self, k, v)  # frozen: set once, here
 
     def get_config(self):
         return self.name if self.name != "leaky_relu" else {"name": self.name, "alpha": self.param}

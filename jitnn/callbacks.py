@@ -25,6 +25,10 @@ class Callback:
     def set_model(self, model):
         self.model = model
 
+    def set_params(self, params):
+        """The fit's settings, as Keras passes them: ``{"epochs": .., "steps": .., "verbose": ..}``."""
+        self.params = params
+
     def on_train_begin(self, logs=None):
         pass
 
@@ -75,8 +79,9 @@ class ProgbarLogger(Callback):
         self.verbose = verbose
         self.steps, self.epochs = 0, 0
 
-    def set_params(self, epochs, steps):
-        self.epochs, self.steps = epochs, steps
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs, self.steps = params["epochs"], params["steps"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()

@@ -59,8 +59,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     cb_list = [history] + ([cbks.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
     for cb in cb_list:
         cb.set_model(model)
-        if isinstance(cb, cbks.ProgbarLogger):
-            cb.set_params(epochs, steps)
+        cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
+    batch_begin = [cb for cb in cb_list if _overrides(cb, "on_train_batch_begin", "on_batch_begin")]
+    batch_end = [cb for cb in cb_list if _overrides(cb, "on_train_batch_end", "on_batch_end")]
     rec = ops.recorder(profiler.current(profile, model, t_start), model.layers)
     model.recorder = rec
     rec.add(None, "setup", t_start, _now(), batch_size)
@@ -84,7 +85,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
             for step in range(steps):
                 start = step * batch_size
                 m = min(batch_size, n - start)
-                for cb in cb_list:
+                for cb in batch_begin:
                     cb.on_train_batch_begin(step)
                 t = rec.start()
                 xb = ops.gather_rows(xs, d_order, start, m, None if sparse else xbuf[:m])
@@ -106,7 +107,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 model.apply_gradients(on_param=rec.update_hook(m))
                 rec.end_update(m)
                 t = rec.host_start()
-                for cb in cb_list:
+                for cb in batch_end:
                     cb.on_train_batch_end(step, logs)
                 rec.host_stop(t, None, "loop", m)
             rec.flush()
@@ -130,6 +131,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
         rec.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
         model.recorder = profiler.NULL_RECORDER
     return history
+
+
+def _overrides(cb, *hooks):
+    """True when ``cb``'s class overrides one of the batch ``hooks``: the others are skipped each step."""
+    return any(getattr(type(cb), h) is not getattr(cbks.Callback, h) for h in hooks)
 
 
 def _stop(model, ops, params, snapshot, value, epoch, good, step, steps):

@@ -83,9 +83,14 @@ class Dense(Layer):
             raise ValueError(f"{self.describe()} is pruned (jitnn.prune): pruned layers run on the CPU only")
 
     @property
-    def output_activation(self):
-        """The activation this layer applies: none when the loss fuses it (``emit_logits``)."""
-        return LINEAR_ACTIVATION if self.emit_logits else self.activation
+    def emit_logits(self):
+        """True when the model's loss fuses this layer's activation: forward then returns Z, and backward
+        receives dL/dZ. ``output_activation`` is the activation the layer applies (none then)."""
+        return self.output_activation is not self.activation
+
+    @emit_logits.setter
+    def emit_logits(self, value):
+        self.output_activation = LINEAR_ACTIVATION if value else self.activation
 
     def allocate(self, batch):
         super().allocate(batch)
