@@ -326,8 +326,8 @@ def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
 
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
-    mr, nr, mc, kc_max, nc_max, _ = blocks
-    kc = min(kc_max, max(k, 1))
+    mr, nr, mc, kc_max, nc_max, kc_small = blocks
+    kc = min(max(kc_max, kc_small), max(k, 1))  # kc_for picks either depth
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
     per = (npanels + threads - 1) // threads
