@@ -202,26 +202,40 @@ def kc_for(m, n, blocks):
 
 
 @njit(**JIT)
-def gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
+def gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
     """The BLIS loops on the calling thread: small products, where starting a parallel region (even
     a one-thread one) costs more than the work, and the reference the parallel paths are tested
-    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal)."""
+    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal).
+
+    When M fits in one MC block, each B panel serves only M/MR tiles, so, as the parallel small-M path
+    does, full panels of a B with unit-stride columns are read in place and only the ragged last one
+    is packed (64x784x512: packing B cost about as much as using it).
+    """
     m, k = a.shape
     n = b.shape[1]
     mr, nr, mc, _, nc_max, _ = blocks
     kc_max = kc_for(m, n, blocks)
+    in_place = m <= mc and b_rs >= 0
     for jc in range(0, n, nc_max):
         ncur = min(nc_max, n - jc)
         npan = (ncur + nr - 1) // nr
+        full = ncur // nr if in_place else 0
         for pc in range(0, k, kc_max):
             kcur = min(kc_max, k - pc)
-            pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, 0, 0, npan)
+            beta_k = beta if pc == 0 else 1.0
+            last = pc + kcur == k
+            off = -full * kcur * nr  # packed panels full..npan start at bbuf[0]
+            if full < npan:
+                pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
             for i0 in range(0, m, mc):
                 mcur = min(mc, m - i0)
                 pack_a(a, i0, mcur, pc, kcur, mr, abuf[0])
-                macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr, 0, npan, ncur, cbuf[0],
-                             c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0, bias, act, act_param,
-                             pc + kcur == k)
+                if full > 0:
+                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr, b_rs, 0, full, ncur,
+                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
+                if full < npan:
+                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr, full, npan, ncur,
+                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
 
 
 @njit(**PJIT)
@@ -243,7 +257,8 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
         scale_epilogue(c, beta, bias, act, act_param)
         return
     if threads == 1:
-        gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf)
+        gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf,
+                    cbuf)
         return
     npanels = (n + nr - 1) // nr
     if m <= mc and threads > 1 and npanels > 1:
