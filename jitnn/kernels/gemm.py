@@ -15,7 +15,9 @@ idle, so the N dimension is split instead, and each thread packs its own B colum
 per call instead of one per KC step, which matters when the whole product takes ~100 microseconds.
 
 The epilogue runs once per tile on the last KC step, while the tile is in L1:
-``C = act(alpha * acc + beta * C + bias)``. ``bias`` of length 0 means no bias.
+``C = act(alpha * acc + beta * C + bias)``. ``bias`` of length 0 means no bias. Full tiles of a C with
+unit-stride columns are written straight from the registers (``micro_kernel_c``); edge tiles go
+through a small tile buffer. Matrix-vector and dot products (N == 1) take ``gemv_kernel`` instead.
 """
 
 import numba
@@ -197,7 +199,7 @@ def kc_for(m, n, blocks):
     """The KC a problem uses: KC_SMALL where the parallel driver takes its small-M path (M <= MC, more
     than one NR panel), else KC. The serial driver follows the same rule, so a C tile sums its slabs
     in the same order whatever the thread count, and results are bitwise independent of threads."""
-    mr, nr, mc, kc, nc, kc_small = blocks
+    _, nr, mc, kc, _, kc_small = blocks
     return kc_small if (m <= mc and n > nr) else kc
 
 
