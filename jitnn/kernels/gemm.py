@@ -182,16 +182,21 @@ def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct
                            act, act_param, last)
 
 
+@njit(**JIT)
+def scale_row(c, i, beta, bias, act, act_param):
+    """Row i of C = act(beta*C + bias)."""
+    for j in range(c.shape[1]):
+        v = beta * c[i, j] if beta != 0 else 0.0
+        if bias.shape[0] > 0:
+            v += bias[j]
+        c[i, j] = activate_scalar(act, v, act_param)
+
+
 @njit(**PJIT)
 def scale_epilogue(c, beta, bias, act, act_param):
     """C = act(beta*C + bias): the whole GEMM when K == 0 or alpha == 0 (A and B are not read)."""
-    m, n = c.shape
-    for i in prange(m):
-        for j in range(n):
-            v = beta * c[i, j] if beta != 0 else 0.0
-            if bias.shape[0] > 0:
-                v += bias[j]
-            c[i, j] = activate_scalar(act, v, act_param)
+    for i in prange(c.shape[0]):
+        scale_row(c, i, beta, bias, act, act_param)
 
 
 @njit(**JIT, inline="always")
@@ -256,7 +261,11 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
     if m == 0 or n == 0:
         return
     if k == 0 or alpha == 0:
-        scale_epilogue(c, beta, bias, act, act_param)
+        if threads == 1:  # no parallel region: also the path a child forked after OpenMP use takes
+            for i in range(m):
+                scale_row(c, i, beta, bias, act, act_param)
+        else:
+            scale_epilogue(c, beta, bias, act, act_param)
         return
     if threads == 1:
         gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf,
