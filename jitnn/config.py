@@ -132,11 +132,13 @@ def _choose_cache() -> tuple[bool, str | None]:
 
 CACHE, CACHE_DIR = _choose_cache()
 
-# libgomp spins GOMP_SPINCOUNT iterations at every barrier before its workers sleep. Back-to-back
-# kernels (a training step, a loop of matmuls) want the team still awake when the next one starts;
-# an idle process must not burn a core; a loaded machine must not lose its time slices to our spin.
-# The measured trade-off behind this value is in docs/architecture.md ("Threading").
-SPIN_COUNT = "30000"
+# libgomp spins GOMP_SPINCOUNT iterations (one PAUSE each, ~40-140 cycles) at every barrier before its
+# workers sleep. 1000 keeps the team awake across the few-microsecond Python gaps between back-to-back
+# kernels (a training step, a loop of matmuls) and lets an idle process sleep within ~0.1 ms. On a
+# loaded machine every spin takes a time slice another thread needs: interleaved runs of
+# perf/bench_threads.py (12 MLP GEMMs a step, 2 threads, load average ~10) measured 13.5 ms a step at
+# 1000, 18.5 ms at 5000, 57 ms at 30000 and 196 ms at libgomp's default 300000 (docs/architecture.md).
+SPIN_COUNT = "1000"
 os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 import numba

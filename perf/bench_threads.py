@@ -7,7 +7,8 @@ Each setting runs in a fresh process (libgomp reads GOMP_SPINCOUNT once, when th
 one "step" is the twelve GEMMs of the reference MLP at batch 64 (forward, X^T dZ, dZ W^T), called back to
 back on two threads as a training loop calls them; the figure is the median step time over rounds.
 "idle burn" is the CPU time the process spends in the 50 ms after its last call, sleeping: what its
-spinning workers take from other processes. "loaded" repeats it with a second process spinning on one core.
+spinning workers take from other processes (the worst round). ``--loaded`` adds a second process
+spinning on one core. Settings run interleaved, round by round, each in its own process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -72,21 +72,25 @@ def run(spin, rounds, min_flops, loaded):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spin", nargs="+", default=["0", "5000", "30000", "300000"])
-    p.add_argument("--min-flops", nargs="+", default=["4000000", "1000000000000"],
-                   help="JITNN_PARALLEL_MIN_FLOPS values (a huge one: every GEMM on one thread)")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--spin", nargs="+", default=["0", "1000", "5000", "30000", "300000"])
+    p.add_argument("--min-flops", default="4000000", help="JITNN_PARALLEL_MIN_FLOPS for the spin settings")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; every setting runs once per round")
+    p.add_argument("--steps", type=int, default=5, help="timed blocks of 50 steps in each child (median)")
+    p.add_argument("--loaded", action="store_true", help="run a second process spinning on one core")
     args = p.parse_args(argv)
-    print(f"{'GOMP_SPINCOUNT':>14s} {'MIN_FLOPS':>14s} {'idle: step us':>14s} {'idle burn ms':>12s} "
-          f"{'loaded: step us':>15s} {'burn ms':>8s}")
-    for min_flops in args.min_flops:
-        for spin in args.spin:
-            t0 = time.perf_counter()
-            idle = run(spin, args.rounds, min_flops, False)
-            busy = run(spin, args.rounds, min_flops, True)
-            print(f"{spin:>14s} {min_flops:>14s} {idle['step_us']:14.0f} {idle['idle_burn_ms']:12.1f} "
-                  f"{busy['step_us']:15.0f} {busy['idle_burn_ms']:8.1f}   ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+    # (label, spin, min_flops): the spin counts, and every GEMM on the calling thread (no team at all).
+    settings = [(f"spin {sp}", sp, args.min_flops) for sp in args.spin] + [("serial", "0", str(10**15))]
+    res = {label: [] for label, _, _ in settings}
+    for r in range(args.rounds):  # interleaved: drifts in machine load hit every setting alike
+        for label, spin, min_flops in settings:
+            res[label].append(run(spin, args.steps, min_flops, args.loaded))
+        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{'setting':>14s} {'step us (median)':>17s} {'all rounds':>28s} {'idle burn ms':>13s}")
+    for label, _, _ in settings:
+        steps = sorted(x["step_us"] for x in res[label])
+        burn = max(x["idle_burn_ms"] for x in res[label])
+        print(f"{label:>14s} {steps[len(steps) // 2]:17.0f} {' '.join(f'{x:.0f}' for x in steps):>28s} "
+              f"{burn:13.1f}")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,18 @@ def _micro_kernel_py(kc, ap, a0, bp, b0, bs, ct):
     ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
 
 
+def _micro_kernel_c_py(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta):
+    """Stand-in for micro_kernel_c: the same tile, written into flat C as alpha*tile + beta*C."""
+    from jitnn.kernels.blocking import BLOCKS
+
+    mr, nr = BLOCKS[ap.dtype.name][:2]
+    tile = np.empty(mr * nr, ap.dtype)
+    _micro_kernel_py(kc, ap, a0, bp, b0, bs, tile)
+    for i in range(mr):
+        row = c[c0 + i * c_rs:c0 + i * c_rs + nr]
+        row[:] = alpha * tile[i * nr:(i + 1) * nr] + (beta * row if beta != 0 else 0)
+
+
 @contextlib.contextmanager
 def interpreted():
     """Every numba dispatcher in jitnn's modules swapped for its Python function, parallel paths on."""
@@ -181,15 +193,16 @@ def interpreted():
                 if isinstance(value, CPUDispatcher):
                     saved.append((module, attr, value))
                     setattr(module, attr, value.py_func)
-    saved += [(gemm, "micro_kernel", gemm.micro_kernel), (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
+    saved += [(gemm, "micro_kernel", gemm.micro_kernel), (gemm, "micro_kernel_c", gemm.micro_kernel_c), (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
               (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
     gemm.micro_kernel = _micro_kernel_py
+    gemm.micro_kernel_c = _micro_kernel_c_py
     linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
     config.PARALLEL_MIN_WORK = 0
     linalg._compiled = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}
     try:
         with np.errstate(over="ignore"):  # the dropout hash relies on uint64 wraparound, silent when compiled
-            yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [_micro_kernel_py]
+            yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [_micro_kernel_py, _micro_kernel_c_py]
     finally:
         for module, attr, value in reversed(saved):
             setattr(module, attr, value)

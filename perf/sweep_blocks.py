@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jitnn import linalg  # noqa: E402
+from jitnn import linalg
 
 SHAPES = [(1000, 784, 512, ""), (784, 1000, 512, "ta"), (1000, 512, 784, "tb"), (1024, 1024, 1024, ""),
           (64, 784, 512, "")]
@@ -28,7 +28,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--configs", default="", help="MCxKC pairs to try instead, e.g. 96x128,192x128")
     args = p.parse_args(argv)
+    configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")] if args.configs else CONFIGS
     dt = np.dtype(args.dtype)
     import jitnn
 
@@ -40,9 +42,9 @@ def main(argv=None):
         b = rng.random((n, k) if t == "tb" else (k, n), dtype=np.float64).astype(dt)
         data.append((a.T if t == "ta" else a, b.T if t == "tb" else b, np.empty((m, n), dt), 2.0 * m * n * k))
     base = linalg._BLOCKS[dt]
-    res = {cfg: [[] for _ in SHAPES] for cfg in CONFIGS}
+    res = {cfg: [[] for _ in SHAPES] for cfg in configs}
     for _ in range(args.rounds):
-        for cfg in CONFIGS:
+        for cfg in configs:
             mc = max(base[0], cfg[0] // base[0] * base[0])
             linalg._BLOCKS[dt] = (base[0], base[1], mc, cfg[1], base[4], base[5])
             linalg._workspace.buffers.clear()
@@ -55,7 +57,7 @@ def main(argv=None):
                 res[cfg][i].append(flops * reps / (time.thread_time() - t0) / 1e9)
     linalg._BLOCKS[dt] = base
     print("(MC, KC)    " + "  ".join(f"{m}x{k}x{n}{'/' + t if t else ''}" for m, k, n, t in SHAPES))
-    for cfg in CONFIGS:
+    for cfg in configs:
         print(f"{cfg!s:11s} " + "  ".join(f"{np.median(v):12.1f}" for v in res[cfg]))
 
 

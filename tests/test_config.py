@@ -193,6 +193,7 @@ from jitnn.kernels.elementwise import activate
 def work(_):
     a = np.ones((300, 300))
     ok = bool(np.allclose(jitnn.matmul(a, a), 300.0))  # the GEMM's serial path is fork-safe
+    ok = ok and bool(np.allclose(jitnn.gemm(a, a, a.copy(), alpha=0.0, beta=2.0), 2.0))  # alpha == 0 too
     try:
         config.launch(activate, 10**7, a, a.copy(), 1, 0.0)
         return ok, "ran"

@@ -15,7 +15,9 @@ idle, so the N dimension is split instead, and each thread packs its own B colum
 per call instead of one per KC step, which matters when the whole product takes ~100 microseconds.
 
 The epilogue runs once per tile on the last KC step, while the tile is in L1:
-``C = act(alpha * acc + beta * C + bias)``. ``bias`` of length 0 means no bias.
+``C = act(alpha * acc + beta * C + bias)``. ``bias`` of length 0 means no bias. Full tiles of a C with
+unit-stride columns are written straight from the registers (``micro_kernel_c``); edge tiles go
+through a small tile buffer. Matrix-vector and dot products (N == 1) take ``gemv_kernel`` instead.
 """
 
 import numba
@@ -180,16 +182,21 @@ def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct
                            act, act_param, last)
 
 
+@njit(**JIT)
+def scale_row(c, i, beta, bias, act, act_param):
+    """Row i of C = act(beta*C + bias)."""
+    for j in range(c.shape[1]):
+        v = beta * c[i, j] if beta != 0 else 0.0
+        if bias.shape[0] > 0:
+            v += bias[j]
+        c[i, j] = activate_scalar(act, v, act_param)
+
+
 @njit(**PJIT)
 def scale_epilogue(c, beta, bias, act, act_param):
     """C = act(beta*C + bias): the whole GEMM when K == 0 or alpha == 0 (A and B are not read)."""
-    m, n = c.shape
-    for i in prange(m):
-        for j in range(n):
-            v = beta * c[i, j] if beta != 0 else 0.0
-            if bias.shape[0] > 0:
-                v += bias[j]
-            c[i, j] = activate_scalar(act, v, act_param)
+    for i in prange(c.shape[0]):
+        scale_row(c, i, beta, bias, act, act_param)
 
 
 @njit(**JIT, inline="always")
@@ -197,31 +204,45 @@ def kc_for(m, n, blocks):
     """The KC a problem uses: KC_SMALL where the parallel driver takes its small-M path (M <= MC, more
     than one NR panel), else KC. The serial driver follows the same rule, so a C tile sums its slabs
     in the same order whatever the thread count, and results are bitwise independent of threads."""
-    mr, nr, mc, kc, nc, kc_small = blocks
+    _, nr, mc, kc, _, kc_small = blocks
     return kc_small if (m <= mc and n > nr) else kc
 
 
 @njit(**JIT)
-def gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
+def gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
     """The BLIS loops on the calling thread: small products, where starting a parallel region (even
     a one-thread one) costs more than the work, and the reference the parallel paths are tested
-    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal)."""
+    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal).
+
+    When M fits in one MC block, each B panel serves only M/MR tiles, so, as the parallel small-M path
+    does, full panels of a B with unit-stride columns are read in place and only the ragged last one
+    is packed (64x784x512: packing B cost about as much as using it).
+    """
     m, k = a.shape
     n = b.shape[1]
     mr, nr, mc, _, nc_max, _ = blocks
     kc_max = kc_for(m, n, blocks)
+    in_place = m <= mc and b_rs >= 0
     for jc in range(0, n, nc_max):
         ncur = min(nc_max, n - jc)
         npan = (ncur + nr - 1) // nr
+        full = ncur // nr if in_place else 0
         for pc in range(0, k, kc_max):
             kcur = min(kc_max, k - pc)
-            pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, 0, 0, npan)
+            beta_k = beta if pc == 0 else 1.0
+            last = pc + kcur == k
+            off = -full * kcur * nr  # packed panels full..npan start at bbuf[0]
+            if full < npan:
+                pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
             for i0 in range(0, m, mc):
                 mcur = min(mc, m - i0)
                 pack_a(a, i0, mcur, pc, kcur, mr, abuf[0])
-                macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr, 0, npan, ncur, cbuf[0],
-                             c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0, bias, act, act_param,
-                             pc + kcur == k)
+                if full > 0:
+                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr, b_rs, 0, full, ncur,
+                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
+                if full < npan:
+                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr, full, npan, ncur,
+                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
 
 
 @njit(**PJIT)
@@ -240,10 +261,15 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
     if m == 0 or n == 0:
         return
     if k == 0 or alpha == 0:
-        scale_epilogue(c, beta, bias, act, act_param)
+        if threads == 1:  # no parallel region: also the path a child forked after OpenMP use takes
+            for i in range(m):
+                scale_row(c, i, beta, bias, act, act_param)
+        else:
+            scale_epilogue(c, beta, bias, act, act_param)
         return
     if threads == 1:
-        gemm_serial(alpha, a, b, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf)
+        gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf,
+                    cbuf)
         return
     npanels = (n + nr - 1) // nr
     if m <= mc and threads > 1 and npanels > 1:
@@ -326,8 +352,8 @@ def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
 
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
-    mr, nr, mc, kc_max, nc_max, _ = blocks
-    kc = min(kc_max, max(k, 1))
+    mr, nr, mc, kc_max, nc_max, kc_small = blocks
+    kc = min(max(kc_max, kc_small), max(k, 1))  # kc_for picks either depth
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
     per = (npanels + threads - 1) // threads
