@@ -291,15 +291,23 @@ class Sequential:
         return self.loss.prepare_targets(y, self.output_dim, self.dtype)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
-            callbacks=None, profile=False, nan_guard=True):
+            callbacks=None, profile=False, nan_guard=True, strategy=None):
         """Train with shuffled minibatches; returns a History (``history.history["loss"]`` ...).
 
         ``seed`` fixes weights (if not yet built), shuffling and dropout: same seed, same result.
         ``nan_guard`` keeps a copy of the weights at each check of the loss, so that a NaN loss can
         restore the last good ones (jitnn/training.py: costs one copy of the parameters per check).
+        ``strategy``: ``jitnn.distributed.DataParallel()`` trains data-parallel over MPI ranks, each
+        computing its share of every ``batch_size`` (global) batch (docs/distributed.md).
         """
         t_fit = _now()
         self._require_compiled()
+        if strategy is None:
+            strategy = training.SINGLE_PROCESS
+        elif not all(hasattr(strategy, hook) for hook in ("shard", "reduce_gradients", "guard")):
+            raise TypeError(f"strategy must be a jitnn.distributed strategy such as DataParallel(), "
+                            f"received: {type(strategy).__name__}")
+        seed = strategy.agree_seed(seed)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
         batch_size = check_batch_size(batch_size)
@@ -318,10 +326,12 @@ class Sequential:
             raise ValueError("x has no rows to train on")
         self.optimizer.to(self.ops)  # an optimizer assigned after compile
         self._step_lists = None  # masks may have been set since the last fit
-        self.history = training.fit(
-            self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]), validation_data=validation_data,
-            verbose=verbose, rng=np.random.default_rng(seed), shuffle=shuffle, callbacks=callbacks,
-            profile=profile, nan_guard=nan_guard, t_start=t_fit)
+        with strategy.guard():  # under MPI, an error on one rank ends every rank instead of a hang
+            self.history = training.fit(
+                self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]),
+                validation_data=validation_data, verbose=verbose, rng=np.random.default_rng(seed),
+                shuffle=shuffle, callbacks=callbacks, profile=profile, nan_guard=nan_guard, t_start=t_fit,
+                strategy=strategy)
         return self.history
 
     # --- weights, config, files --------------------------------------------------------------------

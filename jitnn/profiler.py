@@ -15,7 +15,8 @@ counted in ``Profile.compile_ns`` instead, so rows never contain compile time.
 Phases: per layer ``forward``, ``backward``, ``update`` (its share of the optimizer step); for the
 model ``setup`` (fit's checks, targets, buffers), ``shuffle``, ``batching``, ``loss``, ``nan_guard``
 (finite check + weight snapshot), ``optimizer`` (the step outside the per-array kernels), ``metrics``,
-``loop`` (progress bar and loop bookkeeping), ``validation``, ``callbacks``.
+``loop`` (progress bar and loop bookkeeping), ``validation``, ``callbacks``, and ``allreduce`` (the
+gradient reduction of a data-parallel step, jitnn.distributed).
 """
 
 from __future__ import annotations

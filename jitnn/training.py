@@ -15,12 +15,18 @@ update, the weights are restored to the snapshot taken at the last good read (on
 that produced the last finite loss). ``nan_guard=False`` skips the snapshot (the weights are then those
 that produced the non-finite loss). Each good read copies the parameters once.
 
+Data parallelism plugs in through a strategy object (``fit(strategy=...)``, jitnn.distributed): which
+rows of each batch this process computes, one reduction of the gradients and running sums before the
+update, and agreement on stopping. The default ``SINGLE_PROCESS`` does nothing, so the loop has no
+branches for it either.
+
 Profiling goes through the backend's recorder (jitnn.profiler), which does nothing when no profile is
 open, so the loop has no branches for it. The phases are those listed in jitnn/profiler.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -37,8 +43,48 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the model keeps the weights of the last good step."""
 
 
+class SingleProcess:
+    """The strategy of a one-process fit: every hook does nothing (jitnn.distributed.DataParallel is the
+    other implementation, and documents each hook)."""
+
+    is_root = True
+
+    def agree_seed(self, seed):
+        return seed
+
+    def setup(self, model):
+        pass
+
+    def shard(self, start, rows):
+        return start, rows
+
+    def reduce_gradients(self, grads, rows, global_rows, recorder):
+        pass
+
+    def reduce_sums(self, sums):
+        pass
+
+    def agree(self, flag):
+        return flag
+
+    def evaluate(self, model, x, y):
+        return model.evaluate(x, y)
+
+    def end_epoch(self, model):
+        pass
+
+    def end_training(self, model):
+        pass
+
+    def guard(self):
+        return contextlib.nullcontext()
+
+
+SINGLE_PROCESS = SingleProcess()
+
+
 def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuffle, callbacks, profile,
-        nan_guard, t_start):
+        nan_guard, t_start, strategy=SINGLE_PROCESS):
     """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History."""
     ops = model.ops
     n = x.shape[0]
@@ -47,7 +93,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     xs, ys = ops.asarray(x), ops.asarray(y)  # the training set on the device, once per fit
     model.allocate(batch_size, gather=not sparse, y_like=y)
     xbuf, ybuf = model.batch_buffers()
+    strategy.setup(model)  # every rank starts from the root's weights and optimizer state
     params = [p for layer in model.layers for p in layer.params]
+    grads = [g for layer in model.layers for g in layer.grads]
     snapshot = [ops.alloc(p.shape, p.dtype) for p in params] if nan_guard else None
     if snapshot is not None:
         for p, s in zip(params, snapshot):
@@ -56,7 +104,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     keys = ["loss"] + [log_key(name) for name, _ in model.metrics]
 
     history = cbks.History()
-    cb_list = [history] + ([cbks.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
+    cb_list = [history]
+    if strategy.is_root:  # side effects (progress, checkpoints, logs) happen once, not once per rank
+        cb_list += ([cbks.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
     for cb in cb_list:
         cb.set_model(model)
         cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
@@ -87,15 +137,19 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 m = min(batch_size, n - start)
                 for cb in batch_begin:
                     cb.on_train_batch_begin(step)
-                t = rec.start()
-                xb = ops.gather_rows(xs, d_order, start, m, None if sparse else xbuf[:m])
-                yb = ops.gather_rows(ys, d_order, start, m, ybuf[:m])
-                rec.stop(t, None, "batching", m)
-                model.train_step(xb, yb)
+                first, rows = strategy.shard(start, m)  # this process's rows of the batch
+                if rows:
+                    t = rec.start()
+                    xb = ops.gather_rows(xs, d_order, first, rows, None if sparse else xbuf[:rows])
+                    yb = ops.gather_rows(ys, d_order, first, rows, ybuf[:rows])
+                    rec.stop(t, None, "batching", rows)
+                    model.train_step(xb, yb)
+                strategy.reduce_gradients(grads, rows, m, rec)
                 seen += m
                 if (step + 1) % sync == 0 or step + 1 == steps:
                     t = rec.host_start()
                     ops.to_host(model.sums, host_sums)  # the host's read: on a GPU it waits for the device
+                    strategy.reduce_sums(host_sums)
                     if not ops.is_finite(host_sums[0]):
                         _stop(model, ops, params, snapshot, host_sums[0], epoch, good, step, steps)
                     good = step + 1
@@ -113,19 +167,22 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
             rec.flush()
             if validation_data is not None:
                 t = rec.host_start()
-                values = model.evaluate(*validation_data)
+                values = strategy.evaluate(model, *validation_data)
                 values = values if isinstance(values, list) else [values]
                 logs.update(("val_" + k, v) for k, v in zip(keys, values))
                 rec.host_stop(t, None, "validation", validation_data[0].shape[0])
             t = rec.host_start()
             for cb in cb_list:
                 cb.on_epoch_end(epoch, logs)
+            model.stop_training = strategy.agree(model.stop_training)  # the root's callbacks decide for all
+            strategy.end_epoch(model)
             rec.host_stop(t, None, "callbacks", batch_size)
             if model.stop_training:
                 break
         t = rec.host_start()
         for cb in cb_list:
             cb.on_train_end()
+        strategy.end_training(model)
         rec.host_stop(t, None, "callbacks", batch_size)
     finally:
         rec.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile

@@ -51,6 +51,23 @@ def test_collectives_match_local_reference(ranks):
 
 
 @needs_mpi
+@pytest.mark.parametrize("ranks, dtype", [(2, "float64"), (3, "float32")])
+def test_data_parallel_fit_equals_one_process_at_the_global_batch(ranks, dtype):
+    proc = run_mpi(ranks, "train_equivalence.py", dtype, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum(line.startswith("OK rank") for line in proc.stdout.splitlines()) == ranks
+
+
+def test_fit_refuses_what_is_not_a_strategy():
+    import jitnn
+
+    m = jitnn.Sequential([jitnn.Dense(2, input_dim=3)])
+    m.compile(loss="mse", optimizer="sgd")
+    with pytest.raises(TypeError, match="strategy must be a jitnn.distributed strategy"):
+        m.fit(np.ones((4, 3)), np.ones((4, 2)), strategy="mpi", verbose=0)
+
+
+@needs_mpi
 def test_a_failing_rank_ends_every_rank_with_its_name():
     proc = run_mpi(2, "rank_fails.py", timeout=120)
     assert proc.returncode != 0

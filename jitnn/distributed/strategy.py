@@ -18,6 +18,7 @@ import traceback
 import numpy as np
 
 import jitnn
+from jitnn.training import NonFiniteLossError
 
 
 def _mpi():
@@ -76,7 +77,7 @@ class DataParallel:
     def __repr__(self):
         return f"DataParallel(rank={self.rank}, size={self.size}, threads={self.threads})"
 
-    # --- agreement at the start ---------------------------------------------------------------------
+    # --- the hooks of jitnn.training.fit (jitnn.training.SingleProcess is the one-process twin) -------
     def agree_seed(self, seed):
         """The root's ``seed`` (one it draws when that is None), so every rank shuffles alike and a
         given seed means what it means in one process."""
@@ -89,6 +90,95 @@ class DataParallel:
         self.comm.Bcast(buf, root=self.root)
         return int(buf[0])
 
+    def setup(self, model):
+        """Before the first step: the root's weights, optimizer state and step counter on every rank."""
+        if model.device != "cpu":
+            raise ValueError(f"DataParallel trains on the CPU; the model is on device={model.device!r}")
+        opt = model.optimizer
+        params = [p for layer in model.layers for p in layer.params]
+        if not opt.built:
+            opt.build(params)
+        self.broadcast(params)
+        for arrays in opt.state.values():
+            self.broadcast(arrays)
+        opt.iterations = int(self.broadcast_scalar(opt.iterations))
+        model.weights_changed()
+
+    def shard(self, start, rows):
+        """(first row, row count) of this rank's contiguous share of the batch order[start:start+rows]."""
+        part = balanced_slice(rows, self.rank, self.size)
+        return start + part.start, part.stop - part.start
+
+    def reduce_gradients(self, grads, rows, global_rows, recorder):
+        """grads[i] <- sum over ranks of grads[i] * rows / global_rows, in place: one Allreduce a dtype.
+
+        The gradients are packed into one flat buffer (one collective per step instead of one per
+        array: the latency term counts once), summed in place, and unpacked. A rank with no rows in
+        this batch (the last one, smaller than the rank count) contributes zeros."""
+        t = recorder.host_start()
+        scale = rows / global_rows
+        by_dtype: dict = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for dtype, group in by_dtype.items():
+            total = sum(g.size for g in group)
+            flat = self._flat.get(dtype)
+            if flat is None or flat.size != total:
+                flat = self._flat[dtype] = np.empty(total, dtype)
+            o = 0
+            for g in group:
+                if rows:
+                    np.multiply(g.reshape(-1), dtype.type(scale), out=flat[o:o + g.size])
+                else:
+                    flat[o:o + g.size] = 0
+                o += g.size
+            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+            o = 0
+            for g in group:
+                np.copyto(g.reshape(-1), flat[o:o + g.size])
+                o += g.size
+        recorder.host_stop(t, None, "allreduce", global_rows)
+
+    def reduce_sums(self, sums) -> None:
+        """The running loss and metric sums (float64, in place) summed over ranks."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (a stop decision taken once for all)."""
+        buf = np.array([1 if flag else 0], np.int32)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)
+        return bool(buf[0])
+
+    def evaluate(self, model, x, y):
+        """``model.evaluate`` over the whole validation set, each rank computing a contiguous share: the
+        row-weighted means of loss and metrics, reduced (every loss and metric is a mean over rows)."""
+        part = balanced_slice(x.shape[0], self.rank, self.size)
+        rows = part.stop - part.start
+        width = 1 + len(model.metrics)
+        local = np.zeros(width + 1)
+        if rows:
+            values = model.evaluate(x[part], y[part])
+            local[:width] = np.asarray(values if isinstance(values, list) else [values], np.float64) * rows
+        local[width] = rows
+        self.reduce_sums(local)
+        means = [float(v / local[width]) for v in local[:width]]
+        return means if width > 1 else means[0]
+
+    def end_epoch(self, model):
+        """The root's learning rate on every rank (a root-only callback such as ReduceLROnPlateau may
+        have changed it), so the ranks keep taking the same step."""
+        opt = model.optimizer
+        if isinstance(opt.learning_rate, float):
+            lr = self.broadcast_scalar(opt.learning_rate)
+            if lr != opt.learning_rate:
+                opt.learning_rate = lr
+
+    def end_training(self, model):
+        """The root's weights on every rank (a root-only EarlyStopping may have restored its best)."""
+        self.broadcast([p for layer in model.layers for p in layer.params])
+        model.weights_changed()
+
+    # --- collectives on arrays --------------------------------------------------------------------
     def broadcast(self, arrays) -> None:
         """Every array (C-contiguous numpy) takes the root's values, in place."""
         for a in arrays:
@@ -102,48 +192,6 @@ class DataParallel:
         self.comm.Bcast(buf, root=self.root)
         return float(buf[0])
 
-    # --- every step ---------------------------------------------------------------------------------
-    def shard(self, idx: np.ndarray) -> np.ndarray:
-        """This rank's rows of one global batch (a view)."""
-        return idx[balanced_slice(idx.shape[0], self.rank, self.size)]
-
-    def allreduce_gradients(self, grads, rows: int, global_rows: int) -> None:
-        """grads[i] <- sum over ranks of grads[i] * rows / global_rows, in place: one Allreduce.
-
-        The gradients are packed into one flat buffer per dtype (one collective per step instead of
-        one per array: the latency term counts once), summed in place, and unpacked.
-        """
-        scale = rows / global_rows
-        by_dtype: dict = {}
-        for g in grads:
-            by_dtype.setdefault(g.dtype, []).append(g)
-        for dtype, group in by_dtype.items():
-            total = sum(g.size for g in group)
-            flat = self._flat.get(dtype)
-            if flat is None or flat.size != total:
-                flat = self._flat[dtype] = np.empty(total, dtype)
-            o = 0
-            for g in group:
-                np.multiply(g.reshape(-1), dtype.type(scale), out=flat[o:o + g.size])
-                o += g.size
-            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-            o = 0
-            for g in group:
-                np.copyto(g.reshape(-1), flat[o:o + g.size])
-                o += g.size
-
-    def sum(self, values) -> np.ndarray:
-        """Element-wise sum over ranks of a small float64 vector (loss and metric sums)."""
-        buf = np.ascontiguousarray(values, np.float64).copy()
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
-        return buf
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any (a stop or NaN decision taken once)."""
-        buf = np.array([1 if flag else 0], np.int32)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)
-        return bool(buf[0])
-
     # --- failure ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def guard(self):
@@ -153,6 +201,8 @@ class DataParallel:
         its own (see docs/distributed.md for ``MPIEXEC_TIMEOUT``)."""
         try:
             yield
+        except NonFiniteLossError:
+            raise  # every rank read the same reduced loss and raises the same error: nobody waits
         except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt too: every rank must stop
             self.abort(e)
 

@@ -9,5 +9,5 @@ s = DataParallel()
 with s.guard():
     if s.rank == s.size - 1:
         raise ValueError("bad batch on purpose")
-    s.sum(np.zeros(1))  # the other ranks block here until the abort ends them
+    s.reduce_sums(np.zeros(1))  # the other ranks block here until the abort ends them
 print("unreachable on the failing rank", flush=True)
