@@ -13,6 +13,8 @@ Environment variables, all read once, here, at import:
   cache index): otherwise caching is off, with a RuntimeWarning. Fallbacks are created with mode 0700.
 - ``NUMBA_THREADING_LAYER``: when unset, jitnn asks numba for ``threadsafe`` (tbb if installed, else
   omp; never ``workqueue``, which aborts the process when two threads call kernels at once).
+- ``JITNN_FLUSH_DENORMALS``: ``0`` keeps denormal floats during ``fit``; by default the CPU backend
+  flushes them to zero on its threads while ``fit`` runs (jitnn/kernels/fpenv.py says why).
 - ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
   (jitnn's default and why: the Threading section of docs/architecture.md).
 
@@ -31,6 +33,10 @@ import warnings
 # Safe fastmath subset. "nnan"/"ninf" would let LLVM assume no NaN/inf and delete our NaN checks;
 # "reassoc" lets it reorder sums (vectorized reductions), "contract" lets it fuse a*b+c into an FMA.
 FASTMATH = {"reassoc", "contract", "nsz"}
+
+# Denormals flushed to zero (MXCSR FTZ/DAZ) on the kernel threads while fit runs: each one costs a
+# microcode assist of ~100 cycles (jitnn/kernels/fpenv.py).
+FLUSH_DENORMALS = os.environ.get("JITNN_FLUSH_DENORMALS", "1") != "0"
 
 DEFAULT_DTYPE = "float32"
 FLOAT_DTYPES = ("float32", "float64")

@@ -326,7 +326,9 @@ class Sequential:
             raise ValueError("x has no rows to train on")
         self.optimizer.to(self.ops)  # an optimizer assigned after compile
         self._step_lists = None  # masks may have been set since the last fit
-        with strategy.guard():  # under MPI, an error on one rank ends every rank instead of a hang
+        # under MPI, an error on one rank ends every rank instead of a hang; denormals are flushed to zero
+        # while training (kernels/fpenv.py: each costs a ~100-cycle assist, and training makes many)
+        with strategy.guard(), self.ops.denormals_flushed():
             self.history = training.fit(
                 self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]),
                 validation_data=validation_data, verbose=verbose, rng=np.random.default_rng(seed),

@@ -19,10 +19,7 @@ import sys
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +35,7 @@ from bench_gemm import median_times
 
 from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace, im2col
 from jitnn.kernels.elementwise import RELU, backprop_activation
+from jitnn.kernels.fpenv import FTZ_DAZ, set_mxcsr_bits
 from jitnn.kernels.pooling import backprop_maxpool2d, maxpool2d, pool_geometry
 
 # (name, H, W, C, F): the two 3x3 convolutions of the reference CNN, each followed by MaxPool 2.
@@ -172,48 +170,7 @@ def sweep(batches, repeats):
 
 
 # --- denormals ---------------------------------------------------------------------------------------
-# MXCSR bits: FTZ (flush-to-zero, bit 15) writes 0 instead of a denormal result; DAZ (denormals-are-zero,
-# bit 6) reads denormal operands as 0. Numba has no API for them: these intrinsics emit stmxcsr/ldmxcsr.
-FTZ_DAZ = 0x8040
-
-
-@intrinsic
-def _stmxcsr(typingctx):
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        slot = cgutils.alloca_once(builder, i32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
-            ir.IntType(8))]), "llvm.x86.sse.stmxcsr")
-        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
-        return builder.load(slot)
-    return types.int32(), codegen
-
-
-@intrinsic
-def _ldmxcsr(typingctx, value):
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        slot = cgutils.alloca_once(builder, i32)
-        builder.store(args[0], slot)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(
-            ir.IntType(8))]), "llvm.x86.sse.ldmxcsr")
-        builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
-        return context.get_dummy_value()
-    return types.void(types.int32), codegen
-
-
-@njit(parallel=True)
-def set_mxcsr_bits(bits, on, out):
-    """Set (``on``) or clear ``bits`` of MXCSR on every numba thread; out[tid] = each thread's new MXCSR.
-
-    One iteration per thread: numba's static schedule hands each thread exactly one. The calling thread
-    runs one of them too (OpenMP's master thread), so its MXCSR changes as well.
-    """
-    for t in prange(out.shape[0]):
-        csr = _stmxcsr()
-        csr = (csr | bits) if on else (csr & ~bits)
-        _ldmxcsr(np.int32(csr))
-        out[numba.get_thread_id()] = _stmxcsr()
+# MXCSR's FTZ/DAZ bits on every numba thread: jitnn/kernels/fpenv.py (fit sets them while it trains).
 
 
 @njit(parallel=True)
@@ -242,7 +199,7 @@ def denormals(repeats):
     ax = {"normal": x, "denormal": (x * (tiny / 4)).astype(np.float32)}
     print(f"\ndenormals, float32, {threads} threads (median of {repeats} blocks, ms)")
     for flush in (False, True):
-        set_mxcsr_bits(FTZ_DAZ, flush, csr)
+        set_mxcsr_bits(FTZ_DAZ, flush, numba.get_num_threads(), csr)
         states = {hex(int(v) & 0xFFFF) for v in csr[:threads]}
         print(f"FTZ/DAZ {'on ' if flush else 'off'} (MXCSR per thread: {sorted(states)})")
         for name, (p, q) in cases.items():
@@ -255,7 +212,7 @@ def denormals(repeats):
             yv = xv.copy()
             t, = median_times([lambda xv=xv, yv=yv: axpy(np.float32(0.9), xv, yv)], repeats)
             print(f"  axpy 4M {name:48s} {t * 1e3:8.3f} ms")
-    set_mxcsr_bits(FTZ_DAZ, False, csr)
+    set_mxcsr_bits(FTZ_DAZ, False, numba.get_num_threads(), csr)
 
 
 def main(argv=None):

@@ -8,14 +8,17 @@ sparse product, then the bias and activation in one epilogue pass; ``gather_rows
 
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numba
 import numpy as np
 
 from jitnn import profiler
 from jitnn.backend.ops import Ops
-from jitnn.config import FLOAT_DTYPES, launch
+from jitnn.config import FLOAT_DTYPES, FLUSH_DENORMALS, launch
 from jitnn.kernels import dropout as KD
+from jitnn.kernels import fpenv
 from jitnn.kernels import losses as KL
 from jitnn.kernels import optim as KO
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
@@ -169,6 +172,23 @@ class CPUOps(Ops):
         KO.adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2)
 
     # --- profiling ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def denormals_flushed(self):
+        """FTZ and DAZ on every numba thread while the block runs (``JITNN_FLUSH_DENORMALS=0`` or a
+        non-x86 CPU: nothing); afterwards the workers' bits are cleared and the calling thread's MXCSR is
+        restored exactly, so the user's own numpy code never runs flushed."""
+        if not (FLUSH_DENORMALS and fpenv.SUPPORTED):
+            yield
+            return
+        caller = fpenv.get_mxcsr()
+        seen = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int32)
+        fpenv.set_mxcsr_bits(fpenv.FTZ_DAZ, True, numba.get_num_threads(), seen)
+        try:
+            yield
+        finally:
+            fpenv.set_mxcsr_bits(fpenv.FTZ_DAZ, False, numba.get_num_threads(), seen)
+            fpenv.set_mxcsr(caller)
+
     def recorder(self, profile_recorder, layers):
         if profile_recorder is None:
             return profiler.NULL_RECORDER

@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 
@@ -59,6 +60,11 @@ class Ops:
     def is_finite(self, value) -> bool:
         """True when the host scalar ``value`` (read from ``sums``) is finite."""
         raise NotImplementedError
+
+    def denormals_flushed(self):
+        """A context manager under which this device's kernels flush denormals to zero (``fit`` runs in
+        it: jitnn/kernels/fpenv.py says why); the default changes nothing."""
+        return contextlib.nullcontext()
 
     # --- linear algebra ---------------------------------------------------------------------------
     def gemm(self, a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None, activation=None):
