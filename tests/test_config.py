@@ -215,3 +215,23 @@ def test_fork_after_use_works_or_says_spawn():
     layer, ok, verdict = _run(FORK_SCRIPT, NUMBA_NUM_THREADS="2").split()
     assert ok == "True"
     assert verdict == ("True" if layer == "omp" else "ran")
+
+
+def test_warmup_refuses_when_the_cache_is_off():
+    out = subprocess.run([sys.executable, "-m", "jitnn.warmup"], check=False, capture_output=True, text=True,
+                         env=dict(os.environ, JITNN_CACHE="0"), timeout=600)
+    assert out.returncode == 1 and "cache is off" in out.stderr
+
+
+@pytest.mark.slow
+def test_warmup_fills_an_empty_cache(tmp_path):
+    """python -m jitnn.warmup compiles the GEMM into JITNN_CACHE_DIR; a second process then loads it."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = dict(os.environ, JITNN_CACHE_DIR=str(cache))
+    out = subprocess.run([sys.executable, "-m", "jitnn.warmup", "--dtype", "float64", "--gemm-only"], check=False,
+                         capture_output=True, text=True, env=env, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    assert any(p.suffix == ".nbi" for p in cache.rglob("*")), "no numba index written"
+    assert _run("import numpy as np, jitnn; print(jitnn.matmul(np.ones((2, 2)), np.ones((2, 2)))[0, 0])",
+                JITNN_CACHE_DIR=str(cache)).split()[-1] == "2.0"
