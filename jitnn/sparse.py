@@ -23,7 +23,7 @@ import threading
 import numba
 import numpy as np
 
-from jitnn.config import DEFAULT_DTYPE, PARALLEL_MIN_WORK, launch
+from jitnn.config import DEFAULT_DTYPE, launch, threads_for
 from jitnn.kernels import sparse as _k
 
 __all__ = ["COOMatrix", "CSRMatrix", "dense_spmm", "spmm", "spmm_t", "spmv"]
@@ -154,15 +154,10 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def _threads(work):
-    """Threads a kernel of this much work runs on (``launch`` runs small work on one)."""
-    return numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
-
-
 def _counting_sort(keys, n_keys, ptr_dtype):
     """(ptr, perm): keys[perm] sorted stably, ptr[k] where key k starts (see kernels.counting_sort)."""
     work = keys.shape[0] + n_keys
-    counts = np.empty((_threads(work), n_keys), np.int64)
+    counts = np.empty((threads_for(work), n_keys), np.int64)
     ptr = np.empty(n_keys + 1, ptr_dtype)
     perm = np.empty(keys.shape[0], np.int64)
     launch(_k.counting_sort, work, keys, counts, ptr, perm)
@@ -652,7 +647,7 @@ def dense_spmm(x, a, out=None):
     if m == 0 or n == 0:
         return _finish(target, back)
     work = a.nnz * m + m * n + m * k
-    threads = _threads(work)
+    threads = threads_for(work)
     row_blocks = -(-m // _DENSE_ROWS)
     if row_blocks < threads and a.has_sorted_indices:  # a minibatch: threads split the columns
         rows, col_blocks = min(m, _DENSE_ROWS), min(-(-threads // row_blocks), max(1, n))
