@@ -67,6 +67,13 @@ def _kernel_for(dtype):
     return fn
 
 
+def compiled_gemm(dtype):
+    """The GEMM kernel ``gemm_into`` runs for ``dtype``, compiled once with every array typed "any
+    layout": jitted callers (jitnn.compiled_step) pass C or F arrays, which numba converts, so no new
+    specialisation is compiled for them."""
+    return _kernel_for(np.dtype(dtype))
+
+
 class _Workspace(threading.local):
     """Per-thread packing buffers, grown to the largest problem seen (never shrunk)."""
 
@@ -222,4 +229,4 @@ def matmul(a, b, out=None):
     return out
 
 
-__all__ = ["gemm", "matmul"]
+__all__ = ["compiled_gemm", "gemm", "matmul"]

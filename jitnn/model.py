@@ -205,12 +205,17 @@ class Sequential:
         self._add_metrics(y, pred, m)
         return value
 
-    def apply_gradients(self, on_param=None):
-        """One optimizer step from the layers' gradients (then pruning masks re-applied)."""
+    def apply_gradients(self, on_param=None, snapshots=None):
+        """One optimizer step from the layers' gradients (then pruning masks re-applied).
+
+        Returns what ``Optimizer.step`` returns: True when the step made a weight NaN or inf (the
+        training loop then restores ``snapshots``, which the update filled with the pre-step weights),
+        None on a device whose update kernels do not check."""
         params, grads, regs, masked = self._step_lists or self._gather_step_lists()
-        self.optimizer.step(params, grads, regs, on_param=on_param)
+        bad = self.optimizer.step(params, grads, regs, on_param=on_param, snapshots=snapshots)
         for layer in masked:
             layer.apply_mask()
+        return bad
 
     def reset_sums(self):
         """Zero the running loss and metric sums (the loop does it at each epoch's start)."""
@@ -344,11 +349,21 @@ class Sequential:
         params = [p for layer in self.layers for p in layer.params]
         if len(weights) != len(params):
             raise ValueError(f"set_weights needs {len(params)} arrays, received: {len(weights)}")
+        cast = []
         for i, (p, w) in enumerate(zip(params, weights)):
             if np.shape(w) != tuple(p.shape):
                 raise ValueError(f"weight {i} must have shape {p.shape}, received: {np.shape(w)}")
-        for p, w in zip(params, weights):
-            self.ops.to_device(np.asarray(w, p.dtype), out=p)
+            w = np.asarray(w)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"weight {i} must be a real numeric array, received: dtype={w.dtype}")
+            w = w.astype(p.dtype, copy=False)  # checked after the cast: 1e45 is inf in float32
+            bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+            if bad:
+                raise ValueError(f"weight {i} has {bad} NaN or infinite value(s) in {p.dtype} "
+                                 "(nothing was changed)")
+            cast.append(w)
+        for p, w in zip(params, cast):
+            self.ops.to_device(w, out=p)
         self.weights_changed()
 
     def get_config(self):

@@ -14,6 +14,7 @@ device of ``ops``; ``to(ops)`` moves them.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -49,6 +50,7 @@ class Optimizer:
         self.ops = CPU
         self.state: dict[str, list] = {}  # slot -> one buffer per parameter array, on ``ops``' device
         self._specs = None  # [(shape, dtype)] of the params seen at build
+        self._checked = None  # the (learning rate, dtype) next_step last validated
 
     # -- learning rate ---------------------------------------------------------------------------
     @property
@@ -70,6 +72,34 @@ class Optimizer:
         lr = self._learning_rate
         return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
 
+    def check_learning_rate(self, dtype, lr=None) -> float:
+        """``lr`` (default: the next step's) as the kernels use it, in ``dtype``: ValueError when it is not
+        a positive finite number there (1e39 is inf in float32, 1e-50 is 0)."""
+        lr = self.current_learning_rate() if lr is None else lr
+        with np.errstate(over="ignore", under="ignore"):
+            cast = float(np.dtype(dtype).type(lr))
+        if not (math.isfinite(cast) and cast > 0):
+            raise ValueError(f"learning_rate must be a positive finite {np.dtype(dtype).name} (the weights' dtype), "
+                             f"received: learning_rate={lr!r}, which is {cast!r} in {np.dtype(dtype).name}"
+                             + (f" at iteration {self.iterations}" if self.scheduled else ""))
+        return lr
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the learning rate is a schedule (it changes with ``iterations``)."""
+        return isinstance(self._learning_rate, LearningRateSchedule)
+
+    def next_step(self, dtype) -> tuple[float, int]:
+        """(learning rate, 1-based step number) of the step about to run, checked in ``dtype``; advances
+        ``iterations``. ``step`` calls it; a compiled training step (jitnn.compiled_step) calls it and then
+        runs the update kernels itself on ``buffers(i)``."""
+        lr = self.current_learning_rate()
+        if (lr, dtype) != self._checked:  # a constant rate is checked once per dtype, not every step
+            self.check_learning_rate(dtype, lr)
+            self._checked = (lr, dtype)
+        self.iterations += 1
+        return lr, self.iterations
+
     # -- state -----------------------------------------------------------------------------------
     @property
     def slots(self) -> tuple[str, ...]:
@@ -87,6 +117,8 @@ class Optimizer:
     def build(self, params) -> None:
         """Allocate the state buffers for ``params`` (zeros, same shape and dtype); once, before stepping."""
         params = self._check_params(params)
+        for p in params:
+            self.check_learning_rate(p.dtype)
         self._specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
         self.state = {s: [self.ops.zeros(shape, dtype) for shape, dtype in self._specs] for s in self.slots}
         self._flat_views()
@@ -97,6 +129,11 @@ class Optimizer:
         self._bufs = [tuple(self.state[s][i].reshape(self.state[s][i].size) if s in self.state
                             else self.ops.alloc(0, dtype) for s in self._kernel_slots())
                       for i, (_, dtype) in enumerate(self._specs)]
+
+    def buffers(self, i) -> tuple:
+        """The flat state buffers the update kernel of parameter array ``i`` takes, in the kernel's
+        argument order (an empty array for a buffer the settings leave unused); after ``build``."""
+        return self._bufs[i]
 
     def to(self, ops) -> None:
         """Run the updates on ``ops`` from now on; the state buffers move there."""
@@ -142,8 +179,12 @@ class Optimizer:
         self.iterations = int(it)
 
     # -- stepping --------------------------------------------------------------------------------
-    def step(self, params, grads, regularizers=None, on_param=None) -> None:
+    def step(self, params, grads, regularizers=None, on_param=None, snapshots=None) -> bool | None:
         """Update every ``params[i]`` in place from ``grads[i]``; ``iterations`` goes up by one.
+
+        Returns True when the step made a weight NaN or inf, False when not, None when the device's
+        kernels do not check (``ops.guard_in_update`` False). ``snapshots[i]`` (flat, one per array; only
+        where the device checks) receives ``params[i]`` from before the step in the update's own pass.
 
         ``regularizers[i] = (l1, l2)`` adds ``l1*sign(w) + 2*l2*w`` to the gradient (Keras penalty
         ``l1*sum|w| + l2*sum w^2``), fused into the kernel. Builds on the first call.
@@ -161,20 +202,27 @@ class Optimizer:
                              f"received: {len(regularizers)}")
         for i in range(n):
             self._check_pair(i, params[i], grads[i])
-        lr = self.current_learning_rate()
-        self.iterations += 1
+        guard = self.ops.guard_in_update
+        if snapshots is not None and (not guard or len(snapshots) != n):
+            raise ValueError(f"snapshots needs one flat array per parameter array ({n}) on a device whose "
+                             f"updates keep them (ops.guard_in_update), received: {len(snapshots)} on {self.ops.name!r}")
+        lr, _ = self.next_step(self._specs[0][1] if n else np.float64)
         bufs = self._bufs
+        bad = False
         for i in range(n):
             l1, l2 = regularizers[i] if regularizers is not None else (0.0, 0.0)
             if on_param is not None:
                 on_param(i)
             w, g = params[i], grads[i]
-            self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2))
+            extra = {} if snapshots is None else {"snapshot": snapshots[i]}
+            bad |= bool(self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2), **extra))
         if on_param is not None:
             on_param(n)
+        return bad if guard else None
 
-    def _update(self, w, g, bufs, lr, l1, l2):
-        """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order)."""
+    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+        """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order); returns
+        what the device's update returns (True: a weight became non-finite)."""
         raise NotImplementedError
 
     def _check_params(self, params):
@@ -261,8 +309,8 @@ class SGD(Optimizer):
     def _kernel_slots(self):
         return ("velocity",)
 
-    def _update(self, w, g, bufs, lr, l1, l2):
-        self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2)
+    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+        return self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2, **snapshot)
 
     def _hyper(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -282,8 +330,8 @@ class Adagrad(Optimizer):
     def slots(self):
         return ("accum",)
 
-    def _update(self, w, g, bufs, lr, l1, l2):
-        self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2)
+    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+        return self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2, **snapshot)
 
     def _hyper(self):
         return {"epsilon": self.epsilon}
@@ -307,8 +355,8 @@ class RMSprop(Optimizer):
     def slots(self):
         return ("ms",)
 
-    def _update(self, w, g, bufs, lr, l1, l2):
-        self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2)
+    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+        return self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2, **snapshot)
 
     def _hyper(self):
         return {"rho": self.rho, "epsilon": self.epsilon}
@@ -340,10 +388,10 @@ class Adam(Optimizer):
     def _kernel_slots(self):
         return ("m", "v", "vmax")
 
-    def _update(self, w, g, bufs, lr, l1, l2):
+    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
         m, v, vmax = bufs
-        self.ops.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
-                             self.weight_decay, self.amsgrad, l1, l2)
+        return self.ops.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
+                                    self.weight_decay, self.amsgrad, l1, l2, **snapshot)
 
     def _hyper(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

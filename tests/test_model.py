@@ -196,9 +196,9 @@ def record_steps(monkeypatch, model):
     copies = []
     step = model.optimizer.step
 
-    def recording_step(params, grads, regularizers=None, on_param=None):
+    def recording_step(params, grads, regularizers=None, on_param=None, **snapshots):
         copies.append([p.copy() for p in params])
-        return step(params, grads, regularizers, on_param)
+        return step(params, grads, regularizers, on_param, **snapshots)
 
     monkeypatch.setattr(model.optimizer, "step", recording_step)
     return copies

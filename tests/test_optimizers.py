@@ -185,7 +185,7 @@ def test_adam_kernel_single_step_property(n, lr, b1, b2, t, wd, amsgrad, l1, l2)
     # the reference advances m, v from the state *before* step t; t is given, not counted
     s = {"m": m.copy(), "v": v.copy(), **({"vmax": vmax.copy()} if amsgrad else {})}
     expect = ref_adam(w.copy(), reg_grad(g, w, l1, l2), s, t, lr, b1, b2, 1e-7, amsgrad, wd)
-    K.adam_update(w, g, state["m"], state["v"], vmax, lr, b1, b2, 1e-7, t, wd, amsgrad, l1, l2)
+    K.adam_update(w, g, state["m"], state["v"], vmax, lr, b1, b2, 1e-7, t, wd, amsgrad, l1, l2, np.empty(0))
     np.testing.assert_allclose(w, expect, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(state["m"], s["m"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(state["v"], s["v"], rtol=1e-12, atol=1e-14)
@@ -283,14 +283,14 @@ def _kernel_calls(dtype, n):
         return [w0.copy(), g0.copy()] + [s0.copy() for _ in range(k)]
 
     return [
-        ("sgd", K.sgd_update, lambda: (*arrays(0), np.empty(0, dtype), 0.1, 0.0, False, 0.01, 0.02)),
-        ("momentum", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, False, 0.01, 0.02)),
-        ("nesterov", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, True, 0.0, 0.0)),
-        ("adagrad", K.adagrad_update, lambda: (*arrays(1), 0.1, 1e-7, 0.01, 0.0)),
-        ("rmsprop", K.rmsprop_update, lambda: (*arrays(1), 0.1, 0.9, 1e-7, 0.0, 0.02)),
+        ("sgd", K.sgd_update, lambda: (*arrays(0), np.empty(0, dtype), 0.1, 0.0, False, 0.01, 0.02, np.empty(0, dtype))),
+        ("momentum", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, False, 0.01, 0.02, np.empty(0, dtype))),
+        ("nesterov", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, True, 0.0, 0.0, np.empty(0, dtype))),
+        ("adagrad", K.adagrad_update, lambda: (*arrays(1), 0.1, 1e-7, 0.01, 0.0, np.empty(0, dtype))),
+        ("rmsprop", K.rmsprop_update, lambda: (*arrays(1), 0.1, 0.9, 1e-7, 0.0, 0.02, np.empty(0, dtype))),
         ("adam", K.adam_update, lambda: (*arrays(2), np.empty(0, dtype), 0.1, 0.9, 0.999, 1e-7, 3, 0.0,
-                                         False, 0.0, 0.0)),
-        ("amsgrad_w", K.adam_update, lambda: (*arrays(3), 0.1, 0.9, 0.999, 1e-7, 3, 0.01, True, 0.01, 0.02)),
+                                         False, 0.0, 0.0, np.empty(0, dtype))),
+        ("amsgrad_w", K.adam_update, lambda: (*arrays(3), 0.1, 0.9, 0.999, 1e-7, 3, 0.01, True, 0.01, 0.02, np.empty(0, dtype))),
     ]
 
 
@@ -336,7 +336,7 @@ def test_compiled_matches_plain_python(dtype, monkeypatch):
 def test_chunk_edges_touch_every_element_once(n):
     w = np.zeros(n)
     g = np.ones(n)
-    K.sgd_update(w, g, np.empty(0), 1.0, 0.0, False, 0.0, 0.0)
+    K.sgd_update(w, g, np.empty(0), 1.0, 0.0, False, 0.0, 0.0, np.empty(0))
     np.testing.assert_array_equal(w, -1.0)
 
 
@@ -598,14 +598,14 @@ def test_matches_torch(case, dtype):
 
 
 @pytest.mark.parametrize("call", [
-    lambda: K.sgd_update(np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.0, False, 0.0, 0.0),
-    lambda: K.sgd_update(np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, False, 0.0, 0.0),
-    lambda: K.adagrad_update(np.zeros(5), np.zeros(5), np.zeros(3), 0.1, 1e-7, 0.0, 0.0),
-    lambda: K.rmsprop_update(np.zeros(5), np.zeros(5), np.zeros(6), 0.1, 0.9, 1e-7, 0.0, 0.0),
+    lambda: K.sgd_update(np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.0, False, 0.0, 0.0, np.empty(0)),
+    lambda: K.sgd_update(np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, False, 0.0, 0.0, np.empty(0)),
+    lambda: K.adagrad_update(np.zeros(5), np.zeros(5), np.zeros(3), 0.1, 1e-7, 0.0, 0.0, np.empty(0)),
+    lambda: K.rmsprop_update(np.zeros(5), np.zeros(5), np.zeros(6), 0.1, 0.9, 1e-7, 0.0, 0.0, np.empty(0)),
     lambda: K.adam_update(np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.9, 0.999,
-                          1e-7, 1, 0.0, False, 0.0, 0.0),
+                          1e-7, 1, 0.0, False, 0.0, 0.0, np.empty(0)),
     lambda: K.adam_update(np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, 0.999,
-                          1e-7, 1, 0.0, True, 0.0, 0.0),
+                          1e-7, 1, 0.0, True, 0.0, 0.0, np.empty(0)),
 ])
 def test_kernels_reject_unequal_lengths(call):
     """No bounds checks inside the loops, so the drivers must refuse short buffers up front."""

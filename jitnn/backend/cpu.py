@@ -33,6 +33,10 @@ LOSS_KERNELS = {name: getattr(KL, name) for name in (
     "sigmoid_bce_logits", "softmax_xent_int", "softmax_xent_dense")}
 
 
+def _snap(snapshot, w):
+    return _NO_BIAS[w.dtype] if snapshot is None else snapshot
+
+
 class CPUOps(Ops):
     """numpy arrays and numba kernels; the host reads the running loss every step (``sync_every = 1``)."""
 
@@ -159,17 +163,22 @@ class CPUOps(Ops):
 
     # --- optimizer updates --------------------------------------------------------------------------
     # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial).
-    def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2):
-        KO.sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2)
+    # ``snapshot`` (flat, w's length) receives w from before the step in the same pass, and each returns
+    # True when the step made a weight non-finite (kernels.optim: the NaN guard fused into the update).
+    guard_in_update = True
 
-    def adagrad_update(self, w, g, accum, lr, eps, l1, l2):
-        KO.adagrad_update(w, g, accum, lr, eps, l1, l2)
+    def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot=None):
+        return KO.sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2, _snap(snapshot, w)) != 0
 
-    def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2):
-        KO.rmsprop_update(w, g, ms, lr, rho, eps, l1, l2)
+    def adagrad_update(self, w, g, accum, lr, eps, l1, l2, snapshot=None):
+        return KO.adagrad_update(w, g, accum, lr, eps, l1, l2, _snap(snapshot, w)) != 0
 
-    def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2):
-        KO.adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2)
+    def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2, snapshot=None):
+        return KO.rmsprop_update(w, g, ms, lr, rho, eps, l1, l2, _snap(snapshot, w)) != 0
+
+    def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2, snapshot=None):
+        return KO.adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2,
+                              _snap(snapshot, w)) != 0
 
     # --- profiling ----------------------------------------------------------------------------------
     @contextlib.contextmanager

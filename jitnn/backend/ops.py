@@ -31,6 +31,7 @@ class Ops:
     array_type: type = object  # the arrays this backend computes on
     loss_kernels: ClassVar[dict] = {}  # loss kernel name -> this backend's kernel
     row_dtype = None  # dtype of per-sample loss rows (None: the model's dtype)
+    guard_in_update = False  # update methods take ``snapshot=`` and return True on a non-finite weight
 
     # --- memory and transfer ----------------------------------------------------------------------
     def alloc(self, shape, dtype):
