@@ -16,6 +16,8 @@ first batch of a given size nothing is allocated.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import numpy as np
@@ -46,8 +48,63 @@ class Sequential:
         self._fused = False
         self._cap = 0
         self._xb = self._yb = self._step_lists = None
+        self._init_thread_state()
         for layer in layers or []:
             self.add(layer)
+
+    # --- threads (docs/reliability.md, "Thread safety") --------------------------------------------
+    # predict runs on per-thread inference copies of the layers (jitnn.layers.base.Layer.inference_copy:
+    # shared weights, own buffers). Weight writes (an optimizer step, set_weights, a restore) hold
+    # ``_lock`` and bump ``_writes`` before and after (odd while a write is under way): predict checks the
+    # count around its work and, when weights changed meanwhile, runs again holding the lock, so its result
+    # always comes from one set of weights. Structure changes (build, to, compile) bump ``_structure``.
+    def _init_thread_state(self):
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._writes = self._structure = self._write_depth = 0
+        self._trainer = None  # the thread running fit, if any
+
+    def __getstate__(self):  # copy.deepcopy / pickle: locks and thread-local copies are per object
+        state = dict(vars(self))
+        for key in ("_lock", "_local", "_trainer"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_thread_state()
+
+    def _begin_write(self):
+        self._lock.acquire()
+        self._write_depth += 1
+        if self._write_depth == 1:
+            self._writes += 1
+
+    def _end_write(self):
+        self._write_depth -= 1
+        if self._write_depth == 0:
+            self._writes += 1
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def writing_weights(self):
+        """Hold concurrent ``predict`` calls off the weights while the block writes them (the training
+        loop's restores use it; ``apply_gradients`` and ``set_weights`` do the same)."""
+        self._begin_write()
+        try:
+            yield
+        finally:
+            self._end_write()
+
+    def _structure_changed(self):
+        self._structure += 1
+
+    def _refuse_while_training(self, what):
+        """RuntimeError when another thread's fit is using this model (changing it would corrupt that fit)."""
+        trainer = self._trainer
+        if trainer is not None and trainer is not threading.current_thread():
+            raise RuntimeError(f"cannot {what} model {self.name!r} while thread {trainer.name!r} is training it "
+                               "(fit); wait for that fit to return, or use a copy (copy.deepcopy(model))")
 
     @property
     def device(self) -> str:
@@ -61,12 +118,14 @@ class Sequential:
             raise ValueError("cannot add layers to a built model")
         layer.to(self.ops)
         self.layers.append(layer)
+        self._structure_changed()
 
     def to(self, device):
         """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self.
 
         Raises, changing nothing, when a layer, the loss, a metric or the optimizer cannot run there."""
         ops = backend.get(device)
+        self._refuse_while_training("move")
         for layer in self.layers:
             layer.check_backend(ops)
         self._check_compiled_for(ops)
@@ -75,6 +134,7 @@ class Sequential:
         if self.optimizer is not None:
             self.optimizer.to(ops)
         self.ops, self._cap, self._xb, self._yb, self._step_lists = ops, 0, None, None, None
+        self._structure_changed()
         return self
 
     def _sync_host(self):
@@ -85,6 +145,7 @@ class Sequential:
         """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
         if not self.layers:
             raise ValueError("the model has no layers")
+        self._refuse_while_training("build")
         rng = np.random.default_rng(seed)
         dim = int(input_dim)
         for layer in self.layers:
@@ -94,6 +155,7 @@ class Sequential:
         self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
         self._cap, self._xb, self._yb, self._step_lists = 0, None, None, None
         self._configure_fusion()
+        self._structure_changed()
 
     def _declared_input_dim(self):
         first = self.layers[0] if self.layers else None
@@ -101,6 +163,7 @@ class Sequential:
 
     def compile(self, loss="mse", optimizer="adam", metrics=None):
         """Set the loss, optimizer and metrics; ValueError now if the model's device cannot run one."""
+        self._refuse_while_training("compile")
         loss = losses_mod.get(loss)
         optimizer = optimizers_mod.get(optimizer)
         metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
@@ -110,6 +173,7 @@ class Sequential:
         self.compiled = True
         if self.built:
             self._configure_fusion()
+        self._structure_changed()
 
     def _check_compiled_for(self, ops, loss=None, optimizer=None, metrics=None):
         loss = loss or self.loss
@@ -134,8 +198,10 @@ class Sequential:
 
     def _ensure_built(self, x):
         if not self.built:
-            declared = self._declared_input_dim()
-            self.build(declared if declared is not None else x.shape[1])
+            with self._lock:
+                if not self.built:
+                    declared = self._declared_input_dim()
+                    self.build(declared if declared is not None else x.shape[1])
         if x.shape[1] != self.input_dim:
             raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
 
@@ -170,8 +236,12 @@ class Sequential:
 
     def weights_changed(self):
         """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
-        for layer in self._masked_layers():
-            layer.apply_mask()
+        self._begin_write()
+        try:
+            for layer in self._masked_layers():
+                layer.apply_mask()
+        finally:
+            self._end_write()
 
 
     # --- one step ----------------------------------------------------------------------------------
@@ -208,9 +278,13 @@ class Sequential:
     def apply_gradients(self, on_param=None):
         """One optimizer step from the layers' gradients (then pruning masks re-applied)."""
         params, grads, regs, masked = self._step_lists or self._gather_step_lists()
-        self.optimizer.step(params, grads, regs, on_param=on_param)
-        for layer in masked:
-            layer.apply_mask()
+        self._begin_write()  # a concurrent predict sees the weights before or after this step, never between
+        try:
+            self.optimizer.step(params, grads, regs, on_param=on_param)
+            for layer in masked:
+                layer.apply_mask()
+        finally:
+            self._end_write()
 
     def reset_sums(self):
         """Zero the running loss and metric sums (the loop does it at each epoch's start)."""
@@ -249,24 +323,59 @@ class Sequential:
             rec.stop(t, i, "forward", n)
         return out
 
-    def _finish(self, out, n):
-        """The model's output from the last layer's (possibly logit) output."""
-        if not self._fused:
-            return out
-        return self.ops.activate(out, self._probs[:n], self.layers[-1].activation)
+    def _inference_layers(self, batch):
+        """This thread's inference copies of the layers and its output buffer, for ``batch`` rows.
+
+        Made again when the model's structure or weights changed since (a pruned Dense caches a CSR copy
+        of its weights); the buffers of the previous copies are kept."""
+        local, key = self._local, (self._structure, self._writes)
+        if getattr(local, "key", None) != key:
+            old = getattr(local, "layers", None)
+            fresh = [layer.inference_copy() for layer in self.layers]
+            if old is not None and len(old) == len(fresh):
+                for new, prev in zip(fresh, old):
+                    if type(new) is type(prev):
+                        new.__dict__.update((k, v) for k, v in vars(prev).items() if k.startswith("_buf"))
+                        new.capacity = prev.capacity
+            local.layers, local.key = fresh, key
+        layers = local.layers
+        for layer in layers:
+            layer.allocate(batch)
+        probs = getattr(local, "probs", None)
+        if self._fused and (probs is None or probs.shape[0] < batch or probs.shape[1] != self.output_dim
+                            or probs.dtype != self.dtype or self.ops.name != local.device):
+            local.probs = probs = self.ops.zeros((batch, self.output_dim), self.dtype)
+            local.device = self.ops.name
+        return layers, probs
+
+    def _predict_into(self, x, batch_size, result):
+        ops = self.ops
+        layers, probs = self._inference_layers(min(batch_size, max(1, x.shape[0])))
+        for s in range(0, x.shape[0], batch_size):
+            out = ops.asarray(x[s:s + batch_size])
+            n = out.shape[0]
+            for layer in layers:
+                out = layer.forward(out, False)
+            if self._fused:
+                out = ops.activate(out, probs[:n], layers[-1].activation)
+            ops.to_host(out, result[s:s + n])
 
     def predict(self, x, batch_size=1024, verbose=0):
-        """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy."""
+        """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy.
+
+        Thread-safe (docs/reliability.md): each thread runs its own copies of the layers' buffers, and the
+        result comes from one set of weights even while another thread's fit updates them."""
         x = as_features(x, self.dtype, "x")
-        self._ensure_built(x)
         batch_size = check_batch_size(batch_size)
-        ops = self.ops
+        self._ensure_built(x)
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
-        self.allocate(min(batch_size, max(1, x.shape[0])), gather=False)
-        for s in range(0, x.shape[0], batch_size):
-            chunk = ops.asarray(x[s:s + batch_size])
-            n = chunk.shape[0]
-            ops.to_host(self._finish(self._forward(chunk, False, NULL_RECORDER), n), result[s:s + n])
+        seen = self._writes
+        if not seen & 1:
+            self._predict_into(x, batch_size, result)
+            if self._writes == seen:
+                return result
+        with self._lock:  # the weights changed while we read them: again, with writers held off
+            self._predict_into(x, batch_size, result)
         return result
 
     def evaluate(self, x, y, batch_size=1024, verbose=0):
@@ -299,6 +408,23 @@ class Sequential:
         restore the last good ones (jitnn/training.py: costs one copy of the parameters per check).
         """
         t_fit = _now()
+        with self._lock:
+            trainer = self._trainer
+            if trainer is not None:
+                who = "this thread (fit called inside fit)" if trainer is threading.current_thread() \
+                    else f"thread {trainer.name!r}"
+                raise RuntimeError(f"model {self.name!r} is already being trained by {who}; two fits of one model "
+                                   "would corrupt its weights and optimizer state: train a copy "
+                                   "(copy.deepcopy(model)) or wait for the first fit to return")
+            self._trainer = threading.current_thread()
+        try:
+            return self._fit(t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks,
+                             profile, nan_guard)
+        finally:
+            self._trainer = None
+
+    def _fit(self, t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks, profile,
+             nan_guard):
         self._require_compiled()
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
@@ -335,9 +461,13 @@ class Sequential:
         for i, (p, w) in enumerate(zip(params, weights)):
             if np.shape(w) != tuple(p.shape):
                 raise ValueError(f"weight {i} must have shape {p.shape}, received: {np.shape(w)}")
-        for p, w in zip(params, weights):
-            self.ops.to_device(np.asarray(w, p.dtype), out=p)
-        self.weights_changed()
+        self._begin_write()
+        try:
+            for p, w in zip(params, weights):
+                self.ops.to_device(np.asarray(w, p.dtype), out=p)
+            self.weights_changed()
+        finally:
+            self._end_write()
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
@@ -354,6 +484,7 @@ class Sequential:
 
     def load_weights(self, path):
         """Load parameters saved from a model of the same architecture; on any error nothing changes."""
+        self._refuse_while_training("load weights into")
         saving.load_weights(self, path)
 
     def summary(self, print_fn=print):

@@ -135,9 +135,10 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
 def _stop(model, ops, params, snapshot, value, epoch, good, step, steps):
     """Restore the last good snapshot (when kept) and raise NonFiniteLossError saying where and what."""
     if snapshot is not None:
-        for p, s in zip(params, snapshot):
-            ops.copy(s, p)
-        model.weights_changed()
+        with model.writing_weights():
+            for p, s in zip(params, snapshot):
+                ops.copy(s, p)
+            model.weights_changed()
     where = f"batch {step + 1}" if good == step else f"between batches {good + 1} and {step + 1}"
     how = f" (device={ops.name!r} checks every {ops.sync_every} batches)" if ops.sync_every > 1 else ""
     raise NonFiniteLossError(
