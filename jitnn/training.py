@@ -15,13 +15,23 @@ update, the weights are restored to the snapshot taken at the last good read (on
 that produced the last finite loss). ``nan_guard=False`` skips the snapshot (the weights are then those
 that produced the non-finite loss). Each good read copies the parameters once.
 
+Interrupts: a Ctrl-C (SIGINT) during a step waits for the step to end (the handler only notes it while a
+step runs, in the main thread, when Python's default handler is installed), then ``KeyboardInterrupt``
+is raised with a RuntimeWarning naming the epoch and batch: the model keeps the weights and optimizer
+state of its last complete step. A ``KeyboardInterrupt`` raised inside a step by other means (code in a
+hook, or a handler of the user's) puts back the weights of the step's start from the NaN guard's
+snapshot and the optimizer's step counter, and the warning says so.
+
 Profiling goes through the backend's recorder (jitnn.profiler), which does nothing when no profile is
 open, so the loop has no branches for it. The phases are those listed in jitnn/profiler.py.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -35,6 +45,32 @@ _now = time.perf_counter_ns
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the model keeps the weights of the last good step."""
+
+
+class _DeferredInterrupt:
+    """While ``in_step``, a SIGINT is noted instead of raised: the loop raises it when the step is done.
+
+    Installed only in the main thread (the only one Python delivers signals to) and only over Python's
+    default handler, so a handler of the user's is left alone; the previous handler returns on exit."""
+
+    def __init__(self):
+        self.in_step = self.updating = self.pending = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if not self.in_step:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuffle, callbacks, profile,
@@ -68,7 +104,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     order = np.arange(n)
     d_order = None
     sync = ops.sync_every
+    interrupt = _DeferredInterrupt()
+    epoch = step = done = 0
+    it0 = model.optimizer.iterations
     try:
+        interrupt.__enter__()
         for cb in cb_list:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -86,6 +126,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 m = min(batch_size, n - start)
                 for cb in cb_list:
                     cb.on_train_batch_begin(step)
+                interrupt.in_step = True  # from here to the update, a Ctrl-C waits for the step's end
                 t = rec.start()
                 xb = ops.gather_rows(xs, d_order, start, m, None if sparse else xbuf[:m])
                 yb = ops.gather_rows(ys, d_order, start, m, ybuf[:m])
@@ -103,7 +144,12 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                             ops.copy(p, s)
                     logs = {k: float(v / seen) for k, v in zip(keys, host_sums)}
                     rec.host_stop(t, None, "nan_guard", m)
+                interrupt.updating = True
                 model.apply_gradients(on_param=rec.update_hook(m))
+                interrupt.in_step = interrupt.updating = False
+                done += 1
+                if interrupt.pending:
+                    raise KeyboardInterrupt
                 rec.end_update(m)
                 t = rec.host_start()
                 for cb in cb_list:
@@ -126,10 +172,41 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
         for cb in cb_list:
             cb.on_train_end()
         rec.host_stop(t, None, "callbacks", batch_size)
+    except KeyboardInterrupt:
+        _interrupted(model, ops, params, snapshot, interrupt.updating, it0 + done, epoch, step, steps, done)
+        raise
     finally:
+        interrupt.__exit__()
         rec.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
         model.recorder = profiler.NULL_RECORDER
     return history
+
+
+def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, step, steps, done):
+    """Say where a KeyboardInterrupt stopped fit; one raised inside the optimizer's update (not through
+    our SIGINT handler) first puts back the weights and step counter of the step's start (the snapshot
+    the NaN guard took right before this update). Before the update no weight has changed yet."""
+    where = f"in epoch {epoch + 1}, batch {step + 1} of {steps}"
+    if not mid_update:
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) {where}: the model keeps the weights and optimizer "
+                      f"state of its last complete step ({done} steps in this fit)", RuntimeWarning, stacklevel=3)
+        return
+    opt = model.optimizer
+    if snapshot is None or ops.sync_every != 1:
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
+                      "handler: that step may be half applied (nan_guard=False keeps no copy of the weights "
+                      "to put back)", RuntimeWarning, stacklevel=3)
+        return
+    with model.writing_weights():
+        for p, s in zip(params, snapshot):
+            ops.copy(s, p)
+        model.weights_changed()
+    moved = opt.iterations != iterations
+    opt.iterations = iterations
+    warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT handler: "
+                  f"the weights and the optimizer's step count are those of the last complete step ({done} in "
+                  "this fit)" + ("; the moments of the arrays the optimizer had already updated keep that "
+                                 "step's update" if moved else ""), RuntimeWarning, stacklevel=3)
 
 
 def _stop(model, ops, params, snapshot, value, epoch, good, step, steps):
