@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
-from jitnn.config import FLOAT_DTYPES, PARALLEL_MIN_FLOPS, PJIT, threads_for
+from jitnn.config import FLOAT_DTYPES, PARALLEL_MIN_FLOPS, PJIT, kernel_turns, threads_for
 from jitnn.kernels import gemm as _k
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.elementwise import CODES
@@ -196,8 +196,9 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
     bflat, b_rs = _flat_rows(opb)
     cflat, c_rs = _flat_rows(c)
-    _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
-                       float(act_param), blocks, threads, abuf, bbuf, cbuf)
+    with kernel_turns:  # a no-op unless the user chose numba's workqueue layer
+        _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+                           float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnn.config import PARALLEL_MIN_WORK, launch
 from jitnn.kernels.reductions import nonfinite_count
 from jitnn.sparse import CSRMatrix
+
+
+def count_nonfinite(flat):
+    """NaN and inf values in a 1-D array. Small arrays are counted by numpy on this thread: a parallel
+    region costs more than the count there (a predict of one row waited milliseconds on a loaded machine)."""
+    if flat.size < PARALLEL_MIN_WORK:
+        return flat.size - int(np.count_nonzero(np.isfinite(flat)))
+    return int(launch(nonfinite_count, flat.size, flat))
 
 
 def as_features(x, dtype, what="x"):
@@ -16,7 +25,7 @@ def as_features(x, dtype, what="x"):
     if isinstance(x, CSRMatrix):
         if x.dtype != dtype:
             x = x.astype(dtype)
-        bad = nonfinite_count(x.data) if x.nnz else 0
+        bad = count_nonfinite(x.data) if x.nnz else 0
         if bad:
             p = int(np.flatnonzero(~np.isfinite(x.data))[0])
             row = int(np.searchsorted(x.indptr, p, side="right")) - 1
@@ -34,7 +43,7 @@ def as_features(x, dtype, what="x"):
     if x.ndim != 2:
         raise ValueError(f"{what} must be 2-D (samples, features), received: shape={x.shape}")
     x = np.ascontiguousarray(x, dtype=dtype)
-    bad = nonfinite_count(x.reshape(-1)) if x.size else 0
+    bad = count_nonfinite(x.reshape(-1)) if x.size else 0
     if bad:
         row = int(np.argwhere(~np.isfinite(x))[0][0])
         raise ValueError(f"{what} contains {bad} NaN/inf value(s), the first in row {row}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from jitnn import profiler
 from jitnn.backend.ops import Ops
-from jitnn.config import FLOAT_DTYPES, launch
+from jitnn.config import FLOAT_DTYPES, call, launch
 from jitnn.kernels import dropout as KD
 from jitnn.kernels import losses as KL
 from jitnn.kernels import optim as KO
@@ -155,18 +155,19 @@ class CPUOps(Ops):
         sums[slot] += fn(y_true, y_pred) * y_pred.shape[0]
 
     # --- optimizer updates --------------------------------------------------------------------------
-    # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial).
+    # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial);
+    # config.call only makes them fork- and workqueue-safe.
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2):
-        KO.sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2)
+        call(KO.sgd_update, w, g, velocity, lr, momentum, nesterov, l1, l2)
 
     def adagrad_update(self, w, g, accum, lr, eps, l1, l2):
-        KO.adagrad_update(w, g, accum, lr, eps, l1, l2)
+        call(KO.adagrad_update, w, g, accum, lr, eps, l1, l2)
 
     def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2):
-        KO.rmsprop_update(w, g, ms, lr, rho, eps, l1, l2)
+        call(KO.rmsprop_update, w, g, ms, lr, rho, eps, l1, l2)
 
     def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2):
-        KO.adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2)
+        call(KO.adam_update, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2)
 
     # --- profiling ----------------------------------------------------------------------------------
     def recorder(self, profile_recorder, layers):
