@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -33,6 +34,15 @@ from jitnn.training import NonFiniteLossError
 from jitnn.validation import as_features, check_batch_size, check_lengths
 
 _now = time.perf_counter_ns
+
+# Which model each layer and optimizer belongs to (weakly: a model that is gone frees them). A layer in
+# two models would be rebuilt by the second (the first's weights re-drawn); an optimizer in two would mix
+# their moments. Both are refused, with what to do instead.
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+_NEW_OPTIMIZER = ("its moments and step count would mix the two models' gradients: give each model its "
+                  "own, e.g. optimizer='adam' or a new jitnn.optimizers.Adam(...)")
 
 
 class Sequential:
@@ -73,6 +83,20 @@ class Sequential:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._init_thread_state()
+        for layer in self.layers:  # a copy's layers and optimizer are its own
+            _OWNERS[layer] = weakref.ref(self)
+        if self.optimizer is not None:
+            _OWNERS[self.optimizer] = weakref.ref(self)
+
+    def _claim(self, obj, what, instead):
+        """Make ``obj`` (a layer or an optimizer) this model's; ValueError if another live model has it."""
+        ref = _OWNERS.get(obj)
+        owner = ref() if ref is not None else None
+        if owner is not None and owner is not self:
+            label = obj.describe() if hasattr(obj, "describe") else repr(obj)[:80]
+            raise ValueError(f"this {what} ({label}) already belongs to model {owner.name!r}; one {what} "
+                             f"cannot serve two models ({instead})")
+        _OWNERS[obj] = weakref.ref(self)
 
     def _begin_write(self):
         self._lock.acquire()
@@ -116,6 +140,11 @@ class Sequential:
             raise TypeError(f"Sequential.add needs a jitnn layer, received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add layers to a built model")
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"this layer ({layer.describe()}) is already in the model: each position needs "
+                             "its own layer object")
+        self._claim(layer, "layer", "the second would rebuild it and re-draw the first's weights: create a new "
+                    "layer, or copy.deepcopy(layer) for one with the same weights")
         layer.to(self.ops)
         self.layers.append(layer)
         self._structure_changed()
@@ -168,6 +197,7 @@ class Sequential:
         optimizer = optimizers_mod.get(optimizer)
         metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
         self._check_compiled_for(self.ops, loss, optimizer, metrics)
+        self._claim(optimizer, "optimizer", _NEW_OPTIMIZER)
         optimizer.to(self.ops)
         self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
         self.compiled = True
@@ -442,7 +472,8 @@ class Sequential:
             validation_data = (xv, self.prepare_targets(yv, xv))
         if x.shape[0] == 0:
             raise ValueError("x has no rows to train on")
-        self.optimizer.to(self.ops)  # an optimizer assigned after compile
+        self._claim(self.optimizer, "optimizer", _NEW_OPTIMIZER)  # one assigned after compile
+        self.optimizer.to(self.ops)
         self._step_lists = None  # masks may have been set since the last fit
         self.history = training.fit(
             self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]), validation_data=validation_data,
