@@ -134,6 +134,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
             f"inner dimensions differ: op(a) is {m}x{k} and op(b) is {k2}x{n} "
             f"(a.shape={a.shape}, trans_a={trans_a}; b.shape={b.shape}, trans_b={trans_b})"
         )
+    for name, value in (("alpha", alpha), ("beta", beta), ("activation_param", activation_param)):
+        if type(value) is not float and (not isinstance(value, _REALS) or isinstance(value, (bool, np.bool_))):
+            raise TypeError(f"{name} must be a real number, received: {name}={value!r}")
     dtype = a.dtype
     if c is None:
         c = np.empty((m, n), dtype)
@@ -161,9 +164,6 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
             raise ValueError(f"bias must have shape ({n},), received: {bias.shape}")
         if bias.dtype != dtype:
             raise TypeError(f"bias must have dtype {dtype}, received: {bias.dtype}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("activation_param", activation_param)):
-        if type(value) is not float and (not isinstance(value, _REALS) or isinstance(value, (bool, np.bool_))):
-            raise TypeError(f"{name} must be a real number, received: {name}={value!r}")
     try:
         act = CODES[activation]
     except KeyError:

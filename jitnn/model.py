@@ -27,11 +27,21 @@ from jitnn import backend, saving, training
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
+from jitnn.callbacks import Callback
 from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
 from jitnn.profiler import NULL_RECORDER
 from jitnn.training import NonFiniteLossError
-from jitnn.validation import as_features, check_batch_size, check_lengths
+from jitnn.validation import (
+    as_features,
+    as_targets,
+    check_batch_size,
+    check_callbacks,
+    check_flag,
+    check_seed,
+    check_validation_data,
+    check_verbose,
+)
 
 _now = time.perf_counter_ns
 
@@ -395,8 +405,8 @@ class Sequential:
 
         Thread-safe (docs/reliability.md): each thread runs its own copies of the layers' buffers, and the
         result comes from one set of weights even while another thread's fit updates them."""
+        batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
-        batch_size = check_batch_size(batch_size)
         self._ensure_built(x)
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
         seen = self._writes
@@ -411,7 +421,9 @@ class Sequential:
     def evaluate(self, x, y, batch_size=1024, verbose=0):
         """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics."""
         self._require_compiled()
+        batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
+        as_targets(y, x.shape[0])
         self._ensure_built(x)
         y = self.prepare_targets(y, x)
         pred = self.predict(x, batch_size)
@@ -425,9 +437,7 @@ class Sequential:
 
     def prepare_targets(self, y, x):
         """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
-        y = np.asarray(y)
-        check_lengths(x, y)
-        return self.loss.prepare_targets(y, self.output_dim, self.dtype)
+        return self.loss.prepare_targets(as_targets(y, x.shape[0]), self.output_dim, self.dtype)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
             callbacks=None, profile=False, nan_guard=True):
@@ -459,7 +469,12 @@ class Sequential:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
         batch_size = check_batch_size(batch_size)
+        verbose, seed, callbacks = check_verbose(verbose), check_seed(seed), check_callbacks(callbacks, Callback)
+        shuffle, profile, nan_guard = (check_flag(k, v) for k, v in
+                                       (("shuffle", shuffle), ("profile", profile), ("nan_guard", nan_guard)))
+        validation_data = check_validation_data(validation_data)
         x = as_features(x, self.dtype, "x")
+        as_targets(y, x.shape[0])  # its form, before anything is built; the loss checks the values below
         if not self.built:
             declared = self._declared_input_dim()
             self.build(declared if declared is not None else x.shape[1], seed=seed)
@@ -467,7 +482,7 @@ class Sequential:
         y = self.prepare_targets(y, x)
         if validation_data is not None:
             xv, yv = validation_data
-            xv = as_features(xv, self.dtype, "validation x")
+            xv = as_features(xv, self.dtype, "validation_data x")
             self._ensure_built(xv)
             validation_data = (xv, self.prepare_targets(yv, xv))
         if x.shape[0] == 0:
