@@ -482,7 +482,7 @@ class Sequential:
         y = self.prepare_targets(y, x)
         if validation_data is not None:
             xv, yv = validation_data
-            xv = as_features(xv, self.dtype, "validation_data x")
+            xv = as_features(xv, self.dtype, "validation x")
             self._ensure_built(xv)
             validation_data = (xv, self.prepare_targets(yv, xv))
         if x.shape[0] == 0:
