@@ -12,14 +12,15 @@ Pruned Dense layers (``jitnn.prune``) get their mask re-applied after every opti
 
 The last Dense's softmax/sigmoid fuses with a cross-entropy loss (gradient from logits). After the
 first batch of a given size nothing is allocated.
+
+Threads and sharing (jitnn/sharing.py, which ``Sequential`` inherits): ``predict``/``evaluate`` are
+thread-safe, also beside a ``fit`` of the same model; one ``fit`` at a time; a layer or an optimizer
+belongs to one model.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-import weakref
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from jitnn.callbacks import Callback
 from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
 from jitnn.profiler import NULL_RECORDER
+from jitnn.sharing import NEW_OPTIMIZER, Sharing
 from jitnn.training import NonFiniteLossError
 from jitnn.validation import (
     as_features,
@@ -45,17 +47,7 @@ from jitnn.validation import (
 
 _now = time.perf_counter_ns
 
-# Which model each layer and optimizer belongs to (weakly: a model that is gone frees them). A layer in
-# two models would be rebuilt by the second (the first's weights re-drawn); an optimizer in two would mix
-# their moments. Both are refused, with what to do instead.
-_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-_NEW_OPTIMIZER = ("its moments and step count would mix the two models' gradients: give each model its "
-                  "own, e.g. optimizer='adam' or a new jitnn.optimizers.Adam(...)")
-
-
-class Sequential:
+class Sequential(Sharing):
     """A stack of layers trained with ``compile`` then ``fit`` (see the module docstring)."""
 
     def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
@@ -71,74 +63,6 @@ class Sequential:
         self._init_thread_state()
         for layer in layers or []:
             self.add(layer)
-
-    # --- threads (docs/reliability.md, "Thread safety") --------------------------------------------
-    # predict runs on per-thread inference copies of the layers (jitnn.layers.base.Layer.inference_copy:
-    # shared weights, own buffers). Weight writes (an optimizer step, set_weights, a restore) hold
-    # ``_lock`` and bump ``_writes`` before and after (odd while a write is under way): predict checks the
-    # count around its work and, when weights changed meanwhile, runs again holding the lock, so its result
-    # always comes from one set of weights. Structure changes (build, to, compile) bump ``_structure``.
-    def _init_thread_state(self):
-        self._lock = threading.RLock()
-        self._local = threading.local()
-        self._writes = self._structure = self._write_depth = 0
-        self._trainer = None  # the thread running fit, if any
-
-    def __getstate__(self):  # copy.deepcopy / pickle: locks and thread-local copies are per object
-        state = dict(vars(self))
-        for key in ("_lock", "_local", "_trainer"):
-            state.pop(key, None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_thread_state()
-        for layer in self.layers:  # a copy's layers and optimizer are its own
-            _OWNERS[layer] = weakref.ref(self)
-        if self.optimizer is not None:
-            _OWNERS[self.optimizer] = weakref.ref(self)
-
-    def _claim(self, obj, what, instead):
-        """Make ``obj`` (a layer or an optimizer) this model's; ValueError if another live model has it."""
-        ref = _OWNERS.get(obj)
-        owner = ref() if ref is not None else None
-        if owner is not None and owner is not self:
-            label = obj.describe() if hasattr(obj, "describe") else repr(obj)[:80]
-            raise ValueError(f"this {what} ({label}) already belongs to model {owner.name!r}; one {what} "
-                             f"cannot serve two models ({instead})")
-        _OWNERS[obj] = weakref.ref(self)
-
-    def _begin_write(self):
-        self._lock.acquire()
-        self._write_depth += 1
-        if self._write_depth == 1:
-            self._writes += 1
-
-    def _end_write(self):
-        self._write_depth -= 1
-        if self._write_depth == 0:
-            self._writes += 1
-        self._lock.release()
-
-    @contextlib.contextmanager
-    def writing_weights(self):
-        """Hold concurrent ``predict`` calls off the weights while the block writes them (the training
-        loop's restores use it; ``apply_gradients`` and ``set_weights`` do the same)."""
-        self._begin_write()
-        try:
-            yield
-        finally:
-            self._end_write()
-
-    def _structure_changed(self):
-        self._structure += 1
-
-    def _refuse_while_training(self, what):
-        """RuntimeError when another thread's fit is using this model (changing it would corrupt that fit)."""
-        trainer = self._trainer
-        if trainer is not None and trainer is not threading.current_thread():
-            raise RuntimeError(f"cannot {what} model {self.name!r} while thread {trainer.name!r} is training it "
-                               "(fit); wait for that fit to return, or use a copy (copy.deepcopy(model))")
 
     @property
     def device(self) -> str:
@@ -207,7 +131,7 @@ class Sequential:
         optimizer = optimizers_mod.get(optimizer)
         metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
         self._check_compiled_for(self.ops, loss, optimizer, metrics)
-        self._claim(optimizer, "optimizer", _NEW_OPTIMIZER)
+        self._claim(optimizer, "optimizer", NEW_OPTIMIZER)
         optimizer.to(self.ops)
         self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
         self.compiled = True
@@ -363,31 +287,6 @@ class Sequential:
             rec.stop(t, i, "forward", n)
         return out
 
-    def _inference_layers(self, batch):
-        """This thread's inference copies of the layers and its output buffer, for ``batch`` rows.
-
-        Made again when the model's structure or weights changed since (a pruned Dense caches a CSR copy
-        of its weights); the buffers of the previous copies are kept."""
-        local, key = self._local, (self._structure, self._writes)
-        if getattr(local, "key", None) != key:
-            old = getattr(local, "layers", None)
-            fresh = [layer.inference_copy() for layer in self.layers]
-            if old is not None and len(old) == len(fresh):
-                for new, prev in zip(fresh, old):
-                    if type(new) is type(prev):
-                        new.__dict__.update((k, v) for k, v in vars(prev).items() if k.startswith("_buf"))
-                        new.capacity = prev.capacity
-            local.layers, local.key = fresh, key
-        layers = local.layers
-        for layer in layers:
-            layer.allocate(batch)
-        probs = getattr(local, "probs", None)
-        if self._fused and (probs is None or probs.shape[0] < batch or probs.shape[1] != self.output_dim
-                            or probs.dtype != self.dtype or self.ops.name != local.device):
-            local.probs = probs = self.ops.zeros((batch, self.output_dim), self.dtype)
-            local.device = self.ops.name
-        return layers, probs
-
     def _predict_into(self, x, batch_size, result):
         ops = self.ops
         layers, probs = self._inference_layers(min(batch_size, max(1, x.shape[0])))
@@ -448,20 +347,9 @@ class Sequential:
         restore the last good ones (jitnn/training.py: costs one copy of the parameters per check).
         """
         t_fit = _now()
-        with self._lock:
-            trainer = self._trainer
-            if trainer is not None:
-                who = "this thread (fit called inside fit)" if trainer is threading.current_thread() \
-                    else f"thread {trainer.name!r}"
-                raise RuntimeError(f"model {self.name!r} is already being trained by {who}; two fits of one model "
-                                   "would corrupt its weights and optimizer state: train a copy "
-                                   "(copy.deepcopy(model)) or wait for the first fit to return")
-            self._trainer = threading.current_thread()
-        try:
+        with self._training():
             return self._fit(t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks,
                              profile, nan_guard)
-        finally:
-            self._trainer = None
 
     def _fit(self, t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks, profile,
              nan_guard):
@@ -487,7 +375,7 @@ class Sequential:
             validation_data = (xv, self.prepare_targets(yv, xv))
         if x.shape[0] == 0:
             raise ValueError("x has no rows to train on")
-        self._claim(self.optimizer, "optimizer", _NEW_OPTIMIZER)  # one assigned after compile
+        self._claim(self.optimizer, "optimizer", NEW_OPTIMIZER)  # one assigned after compile
         self.optimizer.to(self.ops)
         self._step_lists = None  # masks may have been set since the last fit
         self.history = training.fit(
