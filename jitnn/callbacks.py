@@ -76,6 +76,9 @@ class ProgbarLogger(Callback):
     adds one; the bar shows the running loss the batch hook receives."""
 
     def __init__(self, verbose=1):
+        if isinstance(verbose, bool) or verbose not in (1, 2):
+            raise ValueError(f"ProgbarLogger verbose must be 1 (a bar) or 2 (a line per epoch), received: "
+                             f"verbose={verbose!r}")
         self.verbose = verbose
         self.steps, self.epochs = 0, 0
 

@@ -13,11 +13,14 @@ the maths instead (documented in docs/compat.md): mse/BCE gradients are divided 
 once, not twice; dX uses the weights before the update; Adam's step counter continues across ``fit``
 calls. Each epoch visits every sample once (a shuffled pass) instead of drawing every batch
 independently, which is the same expected gradient without repeated or skipped rows.
-The model computes in the dtype of the data it is given (float32 in, float32 math), as numpy would.
+The model computes in the dtype of the data it is first given (float32 in, float32 math), as numpy
+would. Once it has trained, data of another dtype is cast to the model's (``predict`` returns the
+caller's dtype): rebuilding would re-create the optimizer and lose Adam's moments and step count.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -105,7 +108,7 @@ class _EpochLog(Callback):
         self.epochs = epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        print("epoch %d/%d err: %f" % (epoch + 1, self.epochs, logs["loss"]))
+        print(f"epoch {epoch + 1:d}/{self.epochs:d} err: {logs['loss']:f}")
 
 
 class NN:
@@ -114,7 +117,7 @@ class NN:
     def __init__(self, layers, loss="mse", optimizer=None):
         if not layers:
             raise ValueError("NN needs at least one Layer")
-        for a, b in zip(layers, layers[1:]):
+        for a, b in itertools.pairwise(layers):
             if a.output_size != b.input_size:
                 raise ValueError(f"layer sizes do not chain: {a.output_size} outputs feed {b.input_size} inputs")
         self.layers = list(layers)
@@ -124,7 +127,8 @@ class NN:
 
     def _ensure(self, x, learning_rate=None):
         dtype = np.float32 if x.dtype == np.float32 else np.float64
-        if self.model is None or self.model.dtype != dtype:
+        trained = self.model is not None and self.model.optimizer.iterations > 0
+        if self.model is None or (self.model.dtype != dtype and not trained):
             weights = [(L.W, L.B.reshape(-1)) for L in self.layers]
             self.model = Sequential([L._make() for L in self.layers], dtype=dtype)
             self.model.build(self.layers[0].input_size)
@@ -149,6 +153,7 @@ class NN:
         """Train for ``epochs`` passes in batches of ``sample_size``; prints ``epoch i/n err: x``."""
         x = np.asarray(x_train)
         model = self._ensure(x, learning_rate)
+        x = x.astype(model.dtype, copy=False) if x.dtype.kind == "f" else x
         y = self._targets(y_train, self.layers[-1].output_size)
         log = [_EpochLog(epochs)] if include_logs else []
         model.fit(x, y, epochs=epochs, batch_size=int(sample_size), verbose=0, callbacks=log,
@@ -157,7 +162,9 @@ class NN:
     def predict(self, X):
         """The last layer's activations, (len(X), outputs)."""
         x = np.asarray(X)
-        return self._ensure(x).predict(x)
+        model = self._ensure(x)
+        out = model.predict(x.astype(model.dtype, copy=False) if x.dtype.kind == "f" else x)
+        return out.astype(x.dtype, copy=False) if x.dtype.kind == "f" else out
 
 
 __all__ = ["NN", "SGD", "Adam", "Layer", "XavierInitializer"]

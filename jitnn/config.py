@@ -12,7 +12,8 @@ Environment variables, all read once, here, at import:
   package, the directory must belong to this user and be writable by nobody else (numba unpickles its
   cache index): otherwise caching is off, with a RuntimeWarning. Fallbacks are created with mode 0700.
 - ``NUMBA_THREADING_LAYER``: when unset, jitnn asks numba for ``threadsafe`` (tbb if installed, else
-  omp; never ``workqueue``, which aborts the process when two threads call kernels at once).
+  omp; never ``workqueue``, which aborts the process when two threads call kernels at once). Set to
+  ``workqueue`` by the user, jitnn's parallel kernels take turns behind one lock (``kernel_turns``).
 - ``JITNN_FLUSH_DENORMALS``: ``0`` keeps denormal floats during ``fit``; by default the CPU backend
   flushes them to zero on its threads while ``fit`` runs (jitnn/kernels/fpenv.py says why).
 - ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
@@ -25,9 +26,11 @@ other kernels through numba's thread-local count, restored on every exit, Keyboa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+import threading
 import warnings
 
 # Safe fastmath subset. "nnan"/"ninf" would let LLVM assume no NaN/inf and delete our NaN checks;
@@ -156,6 +159,10 @@ if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"  # tbb, else omp: both take concurrent callers
 
+# workqueue runs one parallel region at a time and kills the process when a second thread starts another:
+# under it (the user's explicit choice) jitnn's kernels take turns; otherwise this costs one no-op `with`.
+kernel_turns = threading.RLock() if numba.config.THREADING_LAYER == "workqueue" else contextlib.nullcontext()
+
 
 def _initial_threads() -> int:
     n = int(os.environ.get("JITNN_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))
@@ -214,11 +221,27 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-FORK_MESSAGE = (
-    "jitnn's parallel kernels cannot run in a process forked after the parent used numba's 'omp' threading "
-    "layer (GNU OpenMP does not survive fork). Start worker processes with the 'spawn' method, e.g. "
-    "multiprocessing.get_context('spawn').Pool(...), or install tbb (pip install tbb), whose layer is fork-safe."
-)
+_serial_builds: dict = {}
+
+
+def _serial_build(kernel):
+    """``kernel`` compiled without ``parallel`` (its prange loops run as range), for a child forked after
+    OpenMP use: it never enters a parallel region, so the child works, on one thread. Compiled on its
+    first use in the child and not cached on disk (numba's cache index would not tell it from the
+    parallel build)."""
+    fn = _serial_builds.get(kernel)
+    if fn is None:
+        fn = _serial_builds[kernel] = numba.njit(**dict(JIT, cache=False))(kernel.py_func)
+    return fn
+
+
+def call(kernel, *args):
+    """A parallel kernel that splits its own work (the optimizer updates): called as it is, except in a
+    child forked after OpenMP use (a serial build) and under the workqueue layer (one at a time)."""
+    if _forked_after_omp:
+        return _serial_build(kernel)(*args)
+    with kernel_turns:
+        return kernel(*args)
 
 
 def threads_for(work, min_work=None) -> int:
@@ -233,21 +256,22 @@ def threads_for(work, min_work=None) -> int:
 
 
 def launch(kernel, work, *args):
-    """``kernel(*args)`` on ``threads_for(work)`` threads.
+    """``kernel(*args)`` on ``threads_for(work)`` threads (serially built in a child forked after OpenMP use).
 
     numba's thread count is thread-local, so concurrent callers in other Python threads are not
     affected; it is restored in ``finally`` (set inside the ``try``), so an interrupt cannot leave it
     at one thread.
     """
     if _forked_after_omp:
-        raise RuntimeError(FORK_MESSAGE)
-    if threads_for(work) > 1:
-        return kernel(*args)
-    before = numba.get_num_threads()
-    if before == 1:
-        return kernel(*args)
-    try:
-        numba.set_num_threads(1)
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(before)
+        return _serial_build(kernel)(*args)
+    with kernel_turns:
+        if threads_for(work) > 1:
+            return kernel(*args)
+        before = numba.get_num_threads()
+        if before == 1:
+            return kernel(*args)
+        try:
+            numba.set_num_threads(1)
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(before)

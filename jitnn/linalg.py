@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
-from jitnn.config import FLOAT_DTYPES, PARALLEL_MIN_FLOPS, PJIT, threads_for
+from jitnn.config import FLOAT_DTYPES, PARALLEL_MIN_FLOPS, PJIT, kernel_turns, threads_for
 from jitnn.kernels import gemm as _k
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.elementwise import CODES
@@ -141,6 +141,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
             f"inner dimensions differ: op(a) is {m}x{k} and op(b) is {k2}x{n} "
             f"(a.shape={a.shape}, trans_a={trans_a}; b.shape={b.shape}, trans_b={trans_b})"
         )
+    for name, value in (("alpha", alpha), ("beta", beta), ("activation_param", activation_param)):
+        if type(value) is not float and (not isinstance(value, _REALS) or isinstance(value, (bool, np.bool_))):
+            raise TypeError(f"{name} must be a real number, received: {name}={value!r}")
     dtype = a.dtype
     if c is None:
         c = np.empty((m, n), dtype)
@@ -168,9 +171,6 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bia
             raise ValueError(f"bias must have shape ({n},), received: {bias.shape}")
         if bias.dtype != dtype:
             raise TypeError(f"bias must have dtype {dtype}, received: {bias.dtype}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("activation_param", activation_param)):
-        if type(value) is not float and (not isinstance(value, _REALS) or isinstance(value, (bool, np.bool_))):
-            raise TypeError(f"{name} must be a real number, received: {name}={value!r}")
     try:
         act = CODES[activation]
     except KeyError:
@@ -203,8 +203,9 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
     bflat, b_rs = _flat_rows(opb)
     cflat, c_rs = _flat_rows(c)
-    _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
-                       float(act_param), blocks, threads, abuf, bbuf, cbuf)
+    with kernel_turns:  # a no-op unless the user chose numba's workqueue layer
+        _kernel_for(dtype)(dtype.type(alpha), opa, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+                           float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitnn.backend.cpu import CPU
-from jitnn.config import FLOAT_DTYPES
+from jitnn.config import FLOAT_DTYPES, launch
 from jitnn.kernels import reductions as K
 
 EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to [EPSILON, 1 - EPSILON]
@@ -122,7 +122,7 @@ def _finite_float_targets(y, name):
         raise ValueError(f"{name} targets must be a non-empty 1-D or 2-D array, received shape {y.shape}")
     if y.dtype.kind != "f":
         y = y.astype(np.float64)
-    bad = K.nonfinite_count(y)
+    bad = launch(K.nonfinite_count, y.size, y)
     if bad:
         raise ValueError(f"{name} targets contain {bad} NaN or infinite value(s)")
     return y
@@ -256,7 +256,7 @@ def _check_labels(y, n_outputs, name):
     if y.shape[0] == 0:
         raise ValueError(f"{name} received no targets")
     if y.dtype.kind == "f":
-        bad = K.nonfinite_count(y)
+        bad = launch(K.nonfinite_count, y.size, y)
         if bad:
             raise ValueError(f"{name} targets contain {bad} NaN or infinite value(s)")
         frac = np.flatnonzero(y != np.round(y))

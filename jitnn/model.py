@@ -12,6 +12,10 @@ Pruned Dense layers (``jitnn.prune``) get their mask re-applied after every opti
 
 The last Dense's softmax/sigmoid fuses with a cross-entropy loss (gradient from logits). After the
 first batch of a given size nothing is allocated.
+
+Threads and sharing (jitnn/sharing.py, which ``Sequential`` inherits): ``predict``/``evaluate`` are
+thread-safe, also beside a ``fit`` of the same model; one ``fit`` at a time; a layer or an optimizer
+belongs to one model.
 """
 
 from __future__ import annotations
@@ -24,16 +28,26 @@ from jitnn import backend, saving, training
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
+from jitnn.callbacks import Callback
 from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
 from jitnn.profiler import NULL_RECORDER
+from jitnn.sharing import NEW_OPTIMIZER, Sharing
 from jitnn.training import NonFiniteLossError
-from jitnn.validation import as_features, check_batch_size, check_lengths
+from jitnn.validation import (
+    as_features,
+    as_targets,
+    check_batch_size,
+    check_callbacks,
+    check_flag,
+    check_seed,
+    check_validation_data,
+    check_verbose,
+)
 
 _now = time.perf_counter_ns
 
-
-class Sequential:
+class Sequential(Sharing):
     """A stack of layers trained with ``compile`` then ``fit`` (see the module docstring)."""
 
     def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
@@ -46,6 +60,7 @@ class Sequential:
         self._fused = False
         self._cap = 0
         self._xb = self._yb = self._step_lists = None
+        self._init_thread_state()
         for layer in layers or []:
             self.add(layer)
 
@@ -59,14 +74,21 @@ class Sequential:
             raise TypeError(f"Sequential.add needs a jitnn layer, received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add layers to a built model")
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"this layer ({layer.describe()}) is already in the model: each position needs "
+                             "its own layer object")
+        self._claim(layer, "layer", "the second would rebuild it and re-draw the first's weights: create a new "
+                    "layer, or copy.deepcopy(layer) for one with the same weights")
         layer.to(self.ops)
         self.layers.append(layer)
+        self._structure_changed()
 
     def to(self, device):
         """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self.
 
         Raises, changing nothing, when a layer, the loss, a metric or the optimizer cannot run there."""
         ops = backend.get(device)
+        self._refuse_while_training("move")
         for layer in self.layers:
             layer.check_backend(ops)
         self._check_compiled_for(ops)
@@ -75,6 +97,7 @@ class Sequential:
         if self.optimizer is not None:
             self.optimizer.to(ops)
         self.ops, self._cap, self._xb, self._yb, self._step_lists = ops, 0, None, None, None
+        self._structure_changed()
         return self
 
     def _sync_host(self):
@@ -85,6 +108,7 @@ class Sequential:
         """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
         if not self.layers:
             raise ValueError("the model has no layers")
+        self._refuse_while_training("build")
         rng = np.random.default_rng(seed)
         dim = int(input_dim)
         for layer in self.layers:
@@ -94,6 +118,7 @@ class Sequential:
         self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
         self._cap, self._xb, self._yb, self._step_lists = 0, None, None, None
         self._configure_fusion()
+        self._structure_changed()
 
     def _declared_input_dim(self):
         first = self.layers[0] if self.layers else None
@@ -101,15 +126,18 @@ class Sequential:
 
     def compile(self, loss="mse", optimizer="adam", metrics=None):
         """Set the loss, optimizer and metrics; ValueError now if the model's device cannot run one."""
+        self._refuse_while_training("compile")
         loss = losses_mod.get(loss)
         optimizer = optimizers_mod.get(optimizer)
         metrics = [(m, metrics_mod.get(m)) for m in (metrics or [])]
         self._check_compiled_for(self.ops, loss, optimizer, metrics)
+        self._claim(optimizer, "optimizer", NEW_OPTIMIZER)
         optimizer.to(self.ops)
         self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
         self.compiled = True
         if self.built:
             self._configure_fusion()
+        self._structure_changed()
 
     def _check_compiled_for(self, ops, loss=None, optimizer=None, metrics=None):
         loss = loss or self.loss
@@ -134,8 +162,10 @@ class Sequential:
 
     def _ensure_built(self, x):
         if not self.built:
-            declared = self._declared_input_dim()
-            self.build(declared if declared is not None else x.shape[1])
+            with self._lock:
+                if not self.built:
+                    declared = self._declared_input_dim()
+                    self.build(declared if declared is not None else x.shape[1])
         if x.shape[1] != self.input_dim:
             raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
 
@@ -170,8 +200,12 @@ class Sequential:
 
     def weights_changed(self):
         """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
-        for layer in self._masked_layers():
-            layer.apply_mask()
+        self._begin_write()
+        try:
+            for layer in self._masked_layers():
+                layer.apply_mask()
+        finally:
+            self._end_write()
 
 
     # --- one step ----------------------------------------------------------------------------------
@@ -212,9 +246,13 @@ class Sequential:
         training loop then restores ``snapshots``, which the update filled with the pre-step weights),
         None on a device whose update kernels do not check."""
         params, grads, regs, masked = self._step_lists or self._gather_step_lists()
-        bad = self.optimizer.step(params, grads, regs, on_param=on_param, snapshots=snapshots)
-        for layer in masked:
-            layer.apply_mask()
+        self._begin_write()  # a concurrent predict sees the weights before or after this step, never between
+        try:
+            bad = self.optimizer.step(params, grads, regs, on_param=on_param, snapshots=snapshots)
+            for layer in masked:
+                layer.apply_mask()
+        finally:
+            self._end_write()
         return bad
 
     def reset_sums(self):
@@ -254,30 +292,42 @@ class Sequential:
             rec.stop(t, i, "forward", n)
         return out
 
-    def _finish(self, out, n):
-        """The model's output from the last layer's (possibly logit) output."""
-        if not self._fused:
-            return out
-        return self.ops.activate(out, self._probs[:n], self.layers[-1].activation)
+    def _predict_into(self, x, batch_size, result):
+        ops = self.ops
+        layers, probs = self._inference_layers(min(batch_size, max(1, x.shape[0])))
+        for s in range(0, x.shape[0], batch_size):
+            out = ops.asarray(x[s:s + batch_size])
+            n = out.shape[0]
+            for layer in layers:
+                out = layer.forward(out, False)
+            if self._fused:
+                out = ops.activate(out, probs[:n], layers[-1].activation)
+            ops.to_host(out, result[s:s + n])
 
     def predict(self, x, batch_size=1024, verbose=0):
-        """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy."""
+        """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy.
+
+        Thread-safe (docs/reliability.md): each thread runs its own copies of the layers' buffers, and the
+        result comes from one set of weights even while another thread's fit updates them."""
+        batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
         self._ensure_built(x)
-        batch_size = check_batch_size(batch_size)
-        ops = self.ops
         result = np.empty((x.shape[0], self.output_dim), self.dtype)
-        self.allocate(min(batch_size, max(1, x.shape[0])), gather=False)
-        for s in range(0, x.shape[0], batch_size):
-            chunk = ops.asarray(x[s:s + batch_size])
-            n = chunk.shape[0]
-            ops.to_host(self._finish(self._forward(chunk, False, NULL_RECORDER), n), result[s:s + n])
+        seen = self._writes
+        if not seen & 1:
+            self._predict_into(x, batch_size, result)
+            if self._writes == seen:
+                return result
+        with self._lock:  # the weights changed while we read them: again, with writers held off
+            self._predict_into(x, batch_size, result)
         return result
 
     def evaluate(self, x, y, batch_size=1024, verbose=0):
         """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics."""
         self._require_compiled()
+        batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
+        as_targets(y, x.shape[0])
         self._ensure_built(x)
         y = self.prepare_targets(y, x)
         pred = self.predict(x, batch_size)
@@ -291,9 +341,7 @@ class Sequential:
 
     def prepare_targets(self, y, x):
         """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
-        y = np.asarray(y)
-        check_lengths(x, y)
-        return self.loss.prepare_targets(y, self.output_dim, self.dtype)
+        return self.loss.prepare_targets(as_targets(y, x.shape[0]), self.output_dim, self.dtype)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
             callbacks=None, profile=False, nan_guard=True, strategy=None):
@@ -306,6 +354,12 @@ class Sequential:
         computing its share of every ``batch_size`` (global) batch (docs/distributed.md).
         """
         t_fit = _now()
+        with self._training():
+            return self._fit(t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks,
+                             profile, nan_guard, strategy)
+
+    def _fit(self, t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks, profile,
+             nan_guard, strategy):
         self._require_compiled()
         if strategy is None:
             strategy = training.SINGLE_PROCESS
@@ -316,7 +370,12 @@ class Sequential:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
         batch_size = check_batch_size(batch_size)
+        verbose, seed, callbacks = check_verbose(verbose), check_seed(seed), check_callbacks(callbacks, Callback)
+        shuffle, profile, nan_guard = (check_flag(k, v) for k, v in
+                                       (("shuffle", shuffle), ("profile", profile), ("nan_guard", nan_guard)))
+        validation_data = check_validation_data(validation_data)
         x = as_features(x, self.dtype, "x")
+        as_targets(y, x.shape[0])  # its form, before anything is built; the loss checks the values below
         if not self.built:
             declared = self._declared_input_dim()
             self.build(declared if declared is not None else x.shape[1], seed=seed)
@@ -329,7 +388,8 @@ class Sequential:
             validation_data = (xv, self.prepare_targets(yv, xv))
         if x.shape[0] == 0:
             raise ValueError("x has no rows to train on")
-        self.optimizer.to(self.ops)  # an optimizer assigned after compile
+        self._claim(self.optimizer, "optimizer", NEW_OPTIMIZER)  # one assigned after compile
+        self.optimizer.to(self.ops)
         self._step_lists = None  # masks may have been set since the last fit
         # under MPI, an error on one rank ends every rank instead of a hang; denormals are flushed to zero
         # while training (kernels/fpenv.py: each costs a ~100-cycle assist, and training makes many)
@@ -362,9 +422,10 @@ class Sequential:
                 raise ValueError(f"weight {i} has {bad} NaN or infinite value(s) in {p.dtype} "
                                  "(nothing was changed)")
             cast.append(w)
-        for p, w in zip(params, cast):
-            self.ops.to_device(w, out=p)
-        self.weights_changed()
+        with self.writing_weights():
+            for p, w in zip(params, cast):
+                self.ops.to_device(w, out=p)
+            self.weights_changed()
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
@@ -381,6 +442,7 @@ class Sequential:
 
     def load_weights(self, path):
         """Load parameters saved from a model of the same architecture; on any error nothing changes."""
+        self._refuse_while_training("load weights into")
         saving.load_weights(self, path)
 
     def summary(self, print_fn=print):

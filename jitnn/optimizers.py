@@ -209,13 +209,25 @@ class Optimizer:
         lr, _ = self.next_step(self._specs[0][1] if n else np.float64)
         bufs = self._bufs
         bad = False
-        for i in range(n):
-            l1, l2 = regularizers[i] if regularizers is not None else (0.0, 0.0)
-            if on_param is not None:
-                on_param(i)
-            w, g = params[i], grads[i]
-            extra = {} if snapshots is None else {"snapshot": snapshots[i]}
-            bad |= bool(self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2), **extra))
+        i = 0
+        try:
+            for i in range(n):
+                l1, l2 = regularizers[i] if regularizers is not None else (0.0, 0.0)
+                if on_param is not None:
+                    on_param(i)
+                w, g = params[i], grads[i]
+                extra = {} if snapshots is None else {"snapshot": snapshots[i]}
+                bad |= bool(self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2),
+                                         **extra))
+        except BaseException:
+            # An interrupt between two arrays' kernels: with snapshots, the arrays already updated take
+            # back their pre-step weights and the step counter its value, so no half step is kept (the
+            # moments of those arrays keep this step's update: they have no snapshot).
+            if snapshots is not None:
+                for j in range(i):
+                    self.ops.copy(snapshots[j], params[j].reshape(params[j].size))
+                self.iterations -= 1
+            raise
         if on_param is not None:
             on_param(n)
         return bad if guard else None

@@ -2,6 +2,8 @@
 
 Layout: ``__architecture__`` (the JSON as uint8 bytes), ``layer{i}/{param}`` for every parameter, and
 ``optimizer/{key}`` for the optimizer state (``iterations``, and ``{slot}/{index}`` once it has moments).
+The record's ``config`` holds the model's ``get_config()`` and, for a compiled model, ``metrics``: the
+metric names ``jitnn.metrics.get`` knows (optional when reading: older files have none).
 
 Trust model (docs/reliability.md): a model file may be hostile. Nothing is ever unpickled. Reading goes
 in an order that allocates nothing the file has not declared and the architecture does not need:
@@ -24,18 +26,21 @@ import socket
 import stat
 import struct
 import tempfile
+import warnings
 import zipfile
 import zlib
 
 import numpy as np
 
 from jitnn import losses as losses_mod
+from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 
 FORMAT = "jitnn.sequential/1"
 LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation, "LeakyReLU": LeakyReLU}
 ARCHITECTURE_MAX_BYTES = 4 << 20
+MAX_METRICS = 64  # a record listing more is refused before any is looked up
 # Second moments (running means or sums of g^2) are never negative: a negative one makes sqrt NaN.
 NONNEGATIVE_SLOTS = ("v", "vmax", "ms", "accum")
 _TMP_PREFIX = ".tmp-jitnn-"
@@ -163,7 +168,10 @@ def _fsync_dir(folder):
 
 def save_model(model, path):
     """Write ``model`` (architecture, weights, optimizer state) to ``path`` atomically; returns the path."""
-    record = {"format": FORMAT, "config": model.get_config()}
+    config = model.get_config()
+    if model.loss is not None:
+        config["metrics"] = _metric_names(model)
+    record = {"format": FORMAT, "config": config}
     arrays = {"__architecture__": np.frombuffer(json.dumps(record).encode(), np.uint8)}
     for i, layer in enumerate(model.layers):
         for name, p in zip(layer.param_names, layer.params):
@@ -172,6 +180,24 @@ def save_model(model, path):
         for key, value in model.optimizer.state_arrays().items():
             arrays[f"optimizer/{key}"] = np.asarray(value)
     return _atomic_savez(path, arrays)
+
+
+def _metric_names(model):
+    """The compiled metrics by the names ``metrics.get`` knows; a custom function cannot be saved (the
+    file holds no code) and is left out with a warning."""
+    names = []
+    for given, fn in model.metrics:
+        name = given if isinstance(given, str) else getattr(fn, "__name__", "")
+        try:
+            known = metrics_mod.get(name) is fn
+        except ValueError:
+            known = False
+        if known:
+            names.append(name)
+        else:
+            warnings.warn(f"metric {name or fn!r} is not a jitnn metric and is not saved: compile the loaded "
+                          "model again with it", RuntimeWarning, stacklevel=4)
+    return names
 
 
 # --- reading: the zip and the .npy headers ---------------------------------------------------------
@@ -334,7 +360,7 @@ def _build_layers(cfg, error):
             raise error(f"{where}.class is {cls_name[:40]!r}; known: {sorted(LAYER_TYPES)}")
         c = dict(_field(where, spec, "config", (dict,), error))
         fields = _LAYER_FIELDS[cls_name]
-        for key, value in c.items():
+        for key in c:
             if key not in fields:
                 raise error(f"{where}.config has an unknown field {str(key)[:40]!r}")
             _field(f"{where}.config", c, key, fields[key], error)
@@ -370,6 +396,25 @@ def _optimizer(cfg, error):
             NotImplementedError) as e:
         raise error(f"config.loss/optimizer: {str(e)[:200]}") from None
     return loss, opt
+
+
+def _metrics(cfg, error, compiled):
+    """The metric names of the record (optional: files written before metrics were saved have none)."""
+    names = _field("config", cfg, "metrics", (list,), error, optional=True)
+    if names is None:
+        return []
+    if not compiled and names:
+        raise error("config has metrics but no loss (compile sets both)")
+    if len(names) > MAX_METRICS:
+        raise error(f"config.metrics lists {len(names)} metrics, at most {MAX_METRICS} are read")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise error(f"config.metrics[{i}] has the wrong type: {type(name).__name__} {str(name)[:80]!r}")
+        try:
+            metrics_mod.get(name)
+        except ValueError:
+            raise error(f"config.metrics[{i}] is {name[:40]!r}, not a jitnn metric") from None
+    return names
 
 
 def _read_params(archive, shapes, dtype):
@@ -440,6 +485,7 @@ class _Plan:
         self.cfg = _field("record", record, "config", (dict,), archive.error)
         self.layers, shapes, self.dtype = _build_layers(self.cfg, archive.error)
         self.loss, self.optimizer = _optimizer(self.cfg, archive.error)
+        self.metrics = _metrics(self.cfg, archive.error, self.loss is not None)
         self.params = _param_keys(shapes)
         _check_members(archive, set(self.params) | _optimizer_keys(self.optimizer, len(self.params)))
 
@@ -458,7 +504,7 @@ def load_model(path):
     model.build(plan.cfg["input_dim"])
     _assign(model, values)
     if plan.loss is not None:
-        model.compile(loss=plan.loss, optimizer=plan.optimizer)
+        model.compile(loss=plan.loss, optimizer=plan.optimizer, metrics=plan.metrics)
         _restore_optimizer(model, state)
     return model
 

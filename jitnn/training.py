@@ -30,6 +30,13 @@ rows of each batch this process computes, one reduction of the gradients and run
 update, and agreement on stopping. The default ``SINGLE_PROCESS`` does nothing, so the loop has no
 branches for it either.
 
+Interrupts: a Ctrl-C (SIGINT) during a step waits for the step to end (the handler only notes it while a
+step runs, in the main thread, when Python's default handler is installed), then ``KeyboardInterrupt``
+is raised with a RuntimeWarning naming the epoch and batch: the model keeps the weights and optimizer
+state of its last complete step. A ``KeyboardInterrupt`` raised inside a step by other means (code in a
+hook, or a handler of the user's) puts back the weights of the step's start from the NaN guard's
+snapshot and the optimizer's step counter, and the warning says so.
+
 Profiling goes through the backend's recorder (jitnn.profiler), which does nothing when no profile is
 open, so the loop has no branches for it. The phases are those listed in jitnn/profiler.py.
 """
@@ -38,7 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -95,6 +105,32 @@ class SingleProcess:
 SINGLE_PROCESS = SingleProcess()
 
 
+class _DeferredInterrupt:
+    """While ``in_step``, a SIGINT is noted instead of raised: the loop raises it when the step is done.
+
+    Installed only in the main thread (the only one Python delivers signals to) and only over Python's
+    default handler, so a handler of the user's is left alone; the previous handler returns on exit."""
+
+    def __init__(self):
+        self.in_step = self.updating = self.pending = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if not self.in_step:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuffle, callbacks, profile,
         nan_guard, t_start, strategy=SINGLE_PROCESS):
     """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History."""
@@ -140,7 +176,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     order = np.arange(n)
     d_order = None
     sync = ops.sync_every
+    interrupt = _DeferredInterrupt()
+    epoch = step = done = 0
+    it0 = model.optimizer.iterations
     try:
+        interrupt.__enter__()
         for cb in cb_list:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -158,8 +198,10 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 m = min(batch_size, n - start)
                 for cb in batch_begin:
                     cb.on_train_batch_begin(step)
+                interrupt.in_step = True  # from here to the update, a Ctrl-C waits for the step's end
                 if compiled is not None:  # the whole step; no update when the loss is not finite
-                    status = compiled.run(xs, ys, d_order, start, m)
+                    with model.writing_weights():  # a concurrent predict sees whole steps only
+                        status = compiled.run(xs, ys, d_order, start, m)
                 else:
                     first, rows = strategy.shard(start, m)  # this process's rows of the batch
                     if rows:
@@ -183,14 +225,19 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                     logs = {k: float(v / seen) for k, v in zip(keys, host_sums)}
                     rec.host_stop(t, None, "nan_guard", m)
                 if compiled is None:
+                    interrupt.updating = True
                     bad = model.apply_gradients(on_param=rec.update_hook(m), snapshots=flat_snaps)
                     rec.end_update(m)
                     if bad is None and step + 1 == steps:  # a device whose kernels do not check
                         bad = not all(np.isfinite(ops.to_host(p)).all() for p in params)
                     status = compiled_step.WEIGHTS_NOT_FINITE if bad else compiled_step.STEP_OK
+                interrupt.in_step = interrupt.updating = False
                 if status == compiled_step.WEIGHTS_NOT_FINITE:
                     _stop(model, ops, params, snapshot, "a weight became NaN or inf in the update", epoch, step,
                           step, steps)
+                done += 1
+                if interrupt.pending:
+                    raise KeyboardInterrupt
                 t = rec.host_start()
                 for cb in batch_end:
                     cb.on_train_batch_end(step, logs)
@@ -215,7 +262,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
             cb.on_train_end()
         strategy.end_training(model)
         rec.host_stop(t, None, "callbacks", batch_size)
+    except KeyboardInterrupt:
+        _interrupted(model, ops, params, snapshot, interrupt.updating, it0 + done, epoch, step, steps, done)
+        raise
     finally:
+        interrupt.__exit__()
         rec.finish()  # a fit that raises (NonFiniteLossError, KeyboardInterrupt) still closes its profile
         model.recorder = profiler.NULL_RECORDER
     return history
@@ -226,12 +277,48 @@ def _overrides(cb, *hooks):
     return any(getattr(type(cb), h) is not getattr(cbks.Callback, h) for h in hooks)
 
 
-def _stop(model, ops, params, snapshot, what, epoch, good, step, steps):
-    """Restore the snapshot (when kept) and raise NonFiniteLossError saying where and what."""
-    if snapshot is not None:
+def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, step, steps, done):
+    """Say where a KeyboardInterrupt stopped fit; one raised inside the optimizer's update (not through
+    our SIGINT handler) first puts back the weights and step counter of the step's start (the snapshot
+    the NaN guard took right before this update). Before the update no weight has changed yet."""
+    where = f"in epoch {epoch + 1}, batch {step + 1} of {steps}"
+    if not mid_update:
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) {where}: the model keeps the weights and optimizer "
+                      f"state of its last complete step ({done} steps in this fit)", RuntimeWarning, stacklevel=3)
+        return
+    opt = model.optimizer
+    if ops.guard_in_update and snapshot is not None:
+        # the update kernels fill the snapshots, so only Optimizer.step knows which arrays it had updated:
+        # it put those back, and its step counter, before the interrupt reached us
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
+                      f"handler: the weights and the optimizer's step count are those of the last complete "
+                      f"step ({done} in this fit); the moments of the arrays the optimizer had already "
+                      "updated keep that step's update", RuntimeWarning, stacklevel=3)
+        return
+    if snapshot is None or ops.sync_every != 1:
+        warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
+                      "handler: that step may be half applied (nan_guard=False keeps no copy of the weights "
+                      "to put back)", RuntimeWarning, stacklevel=3)
+        return
+    with model.writing_weights():
         for p, s in zip(params, snapshot):
             ops.copy(s, p)
         model.weights_changed()
+    moved = opt.iterations != iterations
+    opt.iterations = iterations
+    warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT handler: "
+                  f"the weights and the optimizer's step count are those of the last complete step ({done} in "
+                  "this fit)" + ("; the moments of the arrays the optimizer had already updated keep that "
+                                 "step's update" if moved else ""), RuntimeWarning, stacklevel=3)
+
+
+def _stop(model, ops, params, snapshot, what, epoch, good, step, steps):
+    """Restore the snapshot (when kept) and raise NonFiniteLossError saying where and what."""
+    if snapshot is not None:
+        with model.writing_weights():
+            for p, s in zip(params, snapshot):
+                ops.copy(s, p)
+            model.weights_changed()
     where = f"batch {step + 1}" if good == step else f"between batches {good + 1} and {step + 1}"
     how = f" (device={ops.name!r} checks every {ops.sync_every} batches)" if ops.sync_every > 1 else ""
     raise NonFiniteLossError(

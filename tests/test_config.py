@@ -209,12 +209,11 @@ print(numba.threading_layer(), ok, "spawn" in msg if msg != "ran" else "ran")
 """
 
 
-def test_fork_after_use_works_or_says_spawn():
-    """A fork-based worker after the parent ran threads: the GEMM works; other kernels work or raise a
-    RuntimeError naming the 'spawn' start method; nothing hangs or dies."""
-    layer, ok, verdict = _run(FORK_SCRIPT, NUMBA_NUM_THREADS="2").split()
-    assert ok == "True"
-    assert verdict == ("True" if layer == "omp" else "ran")
+def test_fork_after_use_works():
+    """A fork-based worker after the parent ran threads: the GEMM and launched kernels work (after OpenMP,
+    on serial builds); nothing hangs or dies."""
+    _, ok, verdict = _run(FORK_SCRIPT, NUMBA_NUM_THREADS="2").split()
+    assert (ok, verdict) == ("True", "ran")
 
 
 def test_warmup_refuses_when_the_cache_is_off():

@@ -148,11 +148,13 @@ def _record_mutations(record):
                   "optimizer": ["adam", 7, {"name": "nope"}, {"name": "adam", "beta_1": "x"},
                                {"name": "adam", "learning_rate": {"class": "LearningRateSchedule", "config": {}}},
                                {"name": "adam", "learning_rate": {"class": "CosineDecay", "config": []}},
-                               {"name": "adam", "learning_rate": -1.0}, {"name": "adam", "nesterov": True}]}
+                               {"name": "adam", "learning_rate": -1.0}, {"name": "adam", "nesterov": True}],
+                  "metrics": ["accuracy", {"name": "accuracy"}, [5], ["nope"], [None], [["acc"]], ["x" * 10**5],
+                              ["acc"] * 65]}
     for key, values in cfg_values.items():
         for v in values:
             yield f"config.{key}={v!r}", edit(lambda r, k=key, v=v: r["config"].__setitem__(k, v))
-        if key != "name":  # the one optional field
+        if key not in ("name", "metrics"):  # the optional fields
             yield f"config without {key}", edit(lambda r, k=key: r["config"].pop(k))
     layer_values = {"units": [0, -3, "16", 16.0, True, None, 30000, 2**40],
                     "activation": ["nope", 3, {"name": 3}, ["relu"], {"name": "leaky_relu", "alpha": "x"}],

@@ -16,7 +16,7 @@ import numpy as np
 
 from jitnn import profiler
 from jitnn.backend.ops import Ops
-from jitnn.config import FLOAT_DTYPES, FLUSH_DENORMALS, launch
+from jitnn.config import FLOAT_DTYPES, FLUSH_DENORMALS, call, launch
 from jitnn.kernels import dropout as KD
 from jitnn.kernels import fpenv
 from jitnn.kernels import losses as KL
@@ -162,23 +162,24 @@ class CPUOps(Ops):
         sums[slot] += fn(y_true, y_pred) * y_pred.shape[0]
 
     # --- optimizer updates --------------------------------------------------------------------------
-    # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial).
-    # ``snapshot`` (flat, w's length) receives w from before the step in the same pass, and each returns
-    # True when the step made a weight non-finite (kernels.optim: the NaN guard fused into the update).
+    # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial);
+    # config.call only makes them fork- and workqueue-safe. ``snapshot`` (flat, w's length) receives w
+    # from before the step in the same pass, and each returns True when the step made a weight
+    # non-finite (kernels.optim: the NaN guard fused into the update).
     guard_in_update = True
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot=None):
-        return KO.sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2, _snap(snapshot, w)) != 0
+        return call(KO.sgd_update, w, g, velocity, lr, momentum, nesterov, l1, l2, _snap(snapshot, w)) != 0
 
     def adagrad_update(self, w, g, accum, lr, eps, l1, l2, snapshot=None):
-        return KO.adagrad_update(w, g, accum, lr, eps, l1, l2, _snap(snapshot, w)) != 0
+        return call(KO.adagrad_update, w, g, accum, lr, eps, l1, l2, _snap(snapshot, w)) != 0
 
     def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2, snapshot=None):
-        return KO.rmsprop_update(w, g, ms, lr, rho, eps, l1, l2, _snap(snapshot, w)) != 0
+        return call(KO.rmsprop_update, w, g, ms, lr, rho, eps, l1, l2, _snap(snapshot, w)) != 0
 
     def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2, snapshot=None):
-        return KO.adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2,
-                              _snap(snapshot, w)) != 0
+        return call(KO.adam_update, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2,
+                    _snap(snapshot, w)) != 0
 
     # --- profiling ----------------------------------------------------------------------------------
     @contextlib.contextmanager

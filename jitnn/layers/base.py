@@ -8,6 +8,8 @@ device implements, so a layer written once runs on each; ``to(ops)`` moves it to
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from jitnn.backend.cpu import CPU
@@ -89,6 +91,17 @@ class Layer:
 
     def param_count(self) -> int:
         return int(sum(p.size for p in self.params))
+
+    def inference_copy(self) -> Layer:
+        """A shallow copy for inference in another thread: the same parameters and settings (shared, not
+        copied), but no work buffers, so its ``allocate``/``forward`` never write memory another thread
+        reads. The convention that makes this generic: every work buffer is an attribute named ``_buf*``
+        (made with ``_buffer``); whatever else ``forward`` writes (``_x``) lands on the copy."""
+        twin = copy.copy(self)
+        for name in [k for k in vars(twin) if k.startswith("_buf")]:
+            delattr(twin, name)
+        twin.capacity = 0
+        return twin
 
     def _buffer(self, attr: str, cols: int, dtype=None) -> np.ndarray:
         """A (capacity, cols) work buffer, reallocated only when capacity grows."""
