@@ -301,3 +301,114 @@ def test_flatten_and_reshape_keep_memory():
     model = Sequential([Reshape((3, 4)), Flatten()], dtype="float64")
     np.testing.assert_array_equal(model.predict(x), x.reshape(2, 12))
     assert jitnn.Flatten().compute_output_shape((2, 3, 2)) == (12,)
+
+
+# --- saving -----------------------------------------------------------------------------------------
+
+def every_layer_model():
+    return Sequential([Conv2D(4, 3, padding="same", strides=1, dilation_rate=2, use_bias=False,
+                              kernel_regularizer={"l2": 1e-4}, input_shape=(9, 8, 2)),
+                       BatchNormalization(momentum=0.8, epsilon=1e-2), Activation("relu"),
+                       MaxPooling2D(2, strides=1, padding="same"), Conv2D(5, (3, 2), strides=2, activation="tanh"),
+                       AveragePooling2D((2, 1)), Reshape((-1, 5)), Reshape((2, 4, 5)), GlobalAveragePooling2D(),
+                       Dense(6), BatchNormalization(center=False), Flatten(), Dense(3, activation="softmax")])
+
+
+def test_save_load_round_trips_every_layer(tmp_path):
+    model = every_layer_model()
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 9, 8, 2)).astype(np.float32), rng.integers(0, 3, 16)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=0)
+    path = model.save(tmp_path / "cnn")
+    loaded = jitnn.load_model(path)
+    assert [type(a) for a in loaded.layers] == [type(b) for b in model.layers]
+    assert [a.get_config() for a in loaded.layers] == [b.get_config() for b in model.layers]
+    for a, b in zip(loaded.get_weights(), model.get_weights()):  # moving statistics included
+        np.testing.assert_array_equal(a, b)
+    assert len(loaded.get_weights()) == len(model.get_weights()) == 14
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    # training resumes identically: same optimizer state, same moving statistics
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    loaded.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    fresh = every_layer_model()
+    fresh.build((9, 8, 2))
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.predict(x), jitnn.load_model(path).predict(x))
+
+
+def hostile(tmp_path, model, edit=None, arrays=None):
+    import json
+    path = model.save(tmp_path / "m")
+    with np.load(path) as f:
+        members = {k: f[k] for k in f.files}
+    record = json.loads(members["__architecture__"].tobytes())
+    if edit:
+        edit(record)
+    members["__architecture__"] = np.frombuffer(json.dumps(record).encode(), np.uint8)
+    members.update(arrays or {})
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **members)
+    return bad
+
+
+@pytest.mark.parametrize("what, edit, arrays, match", [
+    ("kernel_size changed", lambda r: r["config"]["layers"][0]["config"].update(kernel_size=[5, 5]), None,
+     r"layer0/kernel has shape \(3, 3, 2, 4\), the model expects \(5, 5, 2, 4\)"),
+    ("filters as a string", lambda r: r["config"]["layers"][0]["config"].update(filters="4"), None, "wrong type"),
+    ("strides zero", lambda r: r["config"]["layers"][4]["config"].update(strides=[0, 1]), None, "strides"),
+    ("pool too large", lambda r: r["config"]["layers"][5]["config"].update(pool_size=[9, 9]), None,
+     "invalid AveragePooling2D config"),
+    ("input_shape disagrees", lambda r: r["config"].update(input_shape=[9, 8, 3]), None, "input_dim=144"),
+    ("layer input_shape disagrees", lambda r: r["config"]["layers"][0]["config"].update(input_shape=[8, 9, 2]),
+     None, "declares input_shape"),
+    ("bad reshape", lambda r: r["config"]["layers"][6]["config"].update(target_shape=[7, -1]), None, "Reshape"),
+    ("unknown field", lambda r: r["config"]["layers"][1]["config"].update(beta_initializer="zeros"), None,
+     "unknown field"),
+    ("moving variance missing", None, {"layer1/moving_variance": np.ones(5, np.float32)},
+     r"layer1/moving_variance has shape \(5,\)"),
+    ("negative moving variance", None, {"layer1/moving_variance": -np.ones(4, np.float32)}, "negative"),
+    ("NaN moving mean", None, {"layer10/moving_mean": np.full(6, np.nan, np.float32)}, "NaN"),
+])
+def test_hostile_cnn_files_are_refused(tmp_path, what, edit, arrays, match):
+    model = every_layer_model()
+    model.build((9, 8, 2), seed=0)
+    bad = hostile(tmp_path, model, edit, arrays)
+    with pytest.raises(jitnn.ModelFileError, match=match):
+        jitnn.load_model(bad)
+
+
+def test_files_from_before_input_shape_still_load(tmp_path):
+    model = Sequential([Dense(3, input_dim=4), BatchNormalization(), Dense(2)])
+    model.build(4, seed=0)
+    bad = hostile(tmp_path, model, lambda r: r["config"].pop("input_shape"))
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(jitnn.load_model(bad).predict(x), model.predict(x))
+
+
+# --- ONNX ---------------------------------------------------------------------------------------------
+
+def test_onnx_export_of_every_cnn_layer_matches_predict(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from jitnn import onnx as jonnx
+
+    model = every_layer_model()
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 9, 8, 2)).astype(np.float32)
+    model.fit(x, rng.integers(0, 3, 12), epochs=1, batch_size=4, verbose=0, seed=0)  # moving stats move
+    path = tmp_path / "cnn.onnx"
+    jonnx.export(model, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == ["N", 9, 8, 2]
+    for n in (1, 5):
+        np.testing.assert_allclose(sess.run(["output"], {"input": x[:n]})[0], model.predict(x[:n]), rtol=2e-5,
+                                   atol=2e-6)
+    # float64: a valid graph (onnxruntime's CPU provider has no double Conv to run it)
+    m64 = Sequential([Conv2D(2, 3, input_shape=(5, 5, 1)), BatchNormalization(), Flatten()], dtype="float64")
+    m64.build((5, 5, 1), seed=0)
+    onnx.checker.check_model(jonnx.to_onnx(m64), full_check=True)
