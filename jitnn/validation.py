@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitnn.config import launch
 from jitnn.kernels.reductions import nonfinite_count
 from jitnn.sparse import CSRMatrix
 
@@ -36,7 +37,8 @@ def as_features(x, dtype, what="x"):
         raise ValueError(f"{what} must have a samples axis and at least one more (samples, features) or "
                          f"(samples, height, width, channels), received: shape={x.shape}")
     x = np.ascontiguousarray(x, dtype=dtype)
-    bad = nonfinite_count(x.reshape(-1)) if x.size else 0
+    # through launch: a small input (a batch-1 predict) stays on this thread, no parallel region to wait for
+    bad = launch(nonfinite_count, x.size, x.reshape(-1)) if x.size else 0
     if bad:
         row = int(np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)))[0][0])
         raise ValueError(f"{what} contains {bad} NaN/inf value(s), the first in row {row}")

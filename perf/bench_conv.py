@@ -4,6 +4,7 @@
     python perf/bench_conv.py --sweep          # also: algorithm and chunk-size alternatives per layer
     python perf/bench_conv.py --denormals      # GEMM on denormal vs normal inputs, and with FTZ/DAZ set
     python perf/bench_conv.py --no-table --end-to-end [--train-images 60000]   # the whole reference CNN
+    python perf/bench_conv.py --no-table --fold  # inference of examples/fashion_mnist_cnn.py, BN folded or not
 
 The reference CNN (issue 12): Conv 32 3x3 relu on 28x28x1 -> MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2.
 --end-to-end trains the whole reference CNN (perf/report.py ``reference_cnn``: + Flatten, Dense 128 relu,
@@ -337,6 +338,29 @@ def end_to_end(batches, images, repeats, infer_repeats):
               f"PyTorch/jitnn {tt / tj:.2f}")
 
 
+def fold(repeats):
+    """Inference of the example CNN (Conv → BN → ReLU blocks) before and after ``fold_batchnorm``."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    from fashion_mnist_cnn import build
+
+    model = build()
+    model.build((28, 28, 1), seed=0)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # moving statistics away from (0, 1), as after training
+        if layer.kind == "BatchNormalization":
+            layer.moving_mean[...] = rng.standard_normal(layer.moving_mean.shape)
+            layer.moving_variance[...] = rng.uniform(0.5, 2.0, layer.moving_variance.shape)
+    folded = model.fold_batchnorm()
+    print(f"== BatchNorm folding: {len(model.layers)} layers -> {len(folded.layers)} ==")
+    for b in (1, 64, 256):
+        x = rng.random((b, 28, 28, 1)).astype(np.float32)
+        diff = float(np.abs(model.predict(x) - folded.predict(x)).max())
+        tu, tf = median_times([lambda x=x, b=b: model.predict(x, batch_size=b),
+                               lambda x=x, b=b: folded.predict(x, batch_size=b)], repeats)
+        print(f"  batch {b:3d}: unfolded {tu * 1e3:8.3f} ms, folded {tf * 1e3:8.3f} ms, speedup {tu / tf:.2f}x "
+              f"(max |difference| {diff:.1e})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
@@ -345,6 +369,7 @@ def main(argv=None):
     ap.add_argument("--denormals", action="store_true")
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--end-to-end", action="store_true", help="train and run the whole reference CNN")
+    ap.add_argument("--fold", action="store_true", help="inference with BatchNormalization folded or not")
     ap.add_argument("--train-images", type=int, default=60000, help="images per --end-to-end epoch")
     ap.add_argument("--epoch-repeats", type=int, default=3, help="alternating epochs per library and batch")
     args = ap.parse_args(argv)
@@ -355,6 +380,8 @@ def main(argv=None):
         sweep(args.batches, args.repeats)
     if args.denormals:
         denormals(args.repeats)
+    if args.fold:
+        fold(args.repeats)
     if args.end_to_end:
         end_to_end(args.batches, args.train_images, args.epoch_repeats, args.repeats)
 
