@@ -289,7 +289,7 @@ def torch_epoch(net, opt, x, y, batch, gen):
         loss = loss_fn(net(x[idx]), y[idx])
         loss.backward()
         opt.step()
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
     return total / len(x)
 
 
