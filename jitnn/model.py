@@ -304,6 +304,9 @@ class Sequential:
 
     def prepare_targets(self, y, x):
         """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
+        if len(self.output_shape) != 1:  # the loss kernels take (samples, outputs)
+            raise ValueError(f"the losses take flat outputs (samples, outputs); this model outputs samples of shape "
+                             f"{self.output_shape}: end it with Flatten or GlobalAveragePooling2D and a Dense")
         y = np.asarray(y)
         check_lengths(x, y)
         return self.loss.prepare_targets(y, self.output_dim, self.dtype)

@@ -296,6 +296,14 @@ def test_cuda_refuses_layers_it_lacks_ops_for(make_layer):
     assert model.device == "cpu"
 
 
+def test_training_an_image_output_asks_for_a_flat_head():
+    model = Sequential([Conv2D(2, 3, input_shape=(5, 5, 1))])
+    model.compile(loss="mse", optimizer="sgd")
+    with pytest.raises(ValueError, match=r"shape \(3, 3, 2\): end it with Flatten"):
+        model.fit(np.zeros((4, 5, 5, 1)), np.zeros((4, 18)), verbose=0)
+    assert model.predict(np.zeros((4, 5, 5, 1))).shape == (4, 3, 3, 2)
+
+
 def test_flatten_and_reshape_keep_memory():
     x = np.arange(24.0).reshape(2, 2, 3, 2)
     model = Sequential([Reshape((3, 4)), Flatten()], dtype="float64")
