@@ -17,7 +17,20 @@ from jitnn import (
 )
 from jitnn.callbacks import EarlyStopping, History, ModelCheckpoint, ProgbarLogger
 from jitnn.config import get_num_threads, set_num_threads
-from jitnn.layers import Activation, Dense, Dropout, Layer, LeakyReLU
+from jitnn.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Layer,
+    LeakyReLU,
+    MaxPooling2D,
+    Reshape,
+)
 from jitnn.linalg import gemm, matmul
 from jitnn.model import Sequential
 from jitnn.profiler import profile
@@ -40,16 +53,23 @@ def __getattr__(name):
 
 __all__ = [
     "Activation",
+    "AveragePooling2D",
+    "BatchNormalization",
+    "Conv2D",
     "Dense",
     "Dropout",
     "EarlyStopping",
+    "Flatten",
+    "GlobalAveragePooling2D",
     "History",
     "Layer",
     "LeakyReLU",
+    "MaxPooling2D",
     "ModelCheckpoint",
     "ModelFileError",
     "NonFiniteLossError",
     "ProgbarLogger",
+    "Reshape",
     "Sequential",
     "__version__",
     "activations",

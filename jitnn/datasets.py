@@ -121,18 +121,21 @@ def _find_fashion_files(directory: str) -> dict[str, str]:
 
 
 def _images(x: np.ndarray, dtype, flatten: bool, normalize: bool) -> np.ndarray:
-    """uint8 images -> ``dtype``, scaled to [0, 1] when ``normalize``, one row per image when ``flatten``."""
+    """uint8 images -> ``dtype``, scaled to [0, 1] when ``normalize``; one row per image when ``flatten``,
+    else channels-last (n, rows, cols, 1), the layout Conv2D takes (a view: no copy)."""
     dtype = np.dtype(dtype)
     if normalize and not np.issubdtype(dtype, np.floating):
         raise ValueError(f"normalize=True needs a floating dtype, received: dtype={dtype.name!r}")
     out = x.astype(dtype)
     if normalize:
         out /= dtype.type(255)
-    return out.reshape(len(out), -1) if flatten else out
+    return out.reshape(len(out), -1) if flatten else out[..., None]
 
 
 def load_fashion_mnist(path=None, dtype="float32", flatten=True, normalize=True):
-    """Fashion-MNIST (60000 train / 10000 test 28x28 images, 10 classes) from the IDX files on disk."""
+    """Fashion-MNIST (60000 train / 10000 test 28x28 images, 10 classes) from the IDX files on disk.
+
+    Images come as rows of 784 features, or with ``flatten=False`` as (n, 28, 28, 1) for Conv2D."""
     files = _find_fashion_files(_fashion_dir(path))
     parts = {part: read_idx(file) for part, file in files.items()}
     splits = []

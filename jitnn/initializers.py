@@ -14,7 +14,9 @@ import numpy as np
 def _fans(shape):
     if len(shape) == 1:
         return shape[0], shape[0]
-    return shape[0], shape[1]
+    # a conv kernel (KH, KW, C, F): each output sees KH*KW*C inputs (Keras' receptive-field fans)
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
 
 
 class Initializer:

@@ -20,6 +20,7 @@ belongs to one model.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -31,6 +32,8 @@ from jitnn import optimizers as optimizers_mod
 from jitnn.callbacks import Callback
 from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
+from jitnn.layers.base import as_shape
+from jitnn.layers.folding import fold_plan
 from jitnn.profiler import NULL_RECORDER
 from jitnn.sharing import NEW_OPTIMIZER, Sharing
 from jitnn.training import NonFiniteLossError
@@ -104,25 +107,38 @@ class Sequential(Sharing):
         """Nothing to copy: get_weights and the file writer read device arrays through the backend (or
         numpy's ``__array__``), so the host always sees the current weights."""
 
-    def build(self, input_dim, seed=None):
-        """Create every layer's weights for ``input_dim`` features (drawn from ``seed``)."""
+    def build(self, input_shape, seed=None):
+        """Create every layer's weights for per-sample ``input_shape`` (an int: that many features; a
+        tuple such as (28, 28, 1) for images), drawn from ``seed``."""
         if not self.layers:
             raise ValueError("the model has no layers")
         self._refuse_while_training("build")
         rng = np.random.default_rng(seed)
-        dim = int(input_dim)
-        for layer in self.layers:
+        shapes = self.layer_shapes(input_shape)
+        for layer, shape in zip(self.layers, shapes):
             layer.to(self.ops)
-            layer.build(dim, self.dtype, rng)
-            dim = layer.output_dim
-        self.input_dim, self.output_dim, self.built = int(input_dim), dim, True
+            layer.build(shape, self.dtype, rng)
+        self.input_shape, self.output_shape = shapes[0], self.layers[-1].output_shape
+        self.input_dim, self.output_dim, self.built = self.layers[0].input_dim, self.layers[-1].output_dim, True
         self._cap, self._xb, self._yb, self._step_lists = 0, None, None, None
         self._configure_fusion()
         self._structure_changed()
 
-    def _declared_input_dim(self):
+    def layer_shapes(self, input_shape):
+        """Each layer's per-sample input shape, then the model's output shape, for ``input_shape``;
+        ValueError naming the layer and the shapes where they do not chain."""
+        shapes = [as_shape(input_shape)]
+        for i, layer in enumerate(self.layers):
+            try:
+                shapes.append(layer.compute_output_shape(shapes[-1]))
+            except ValueError as e:
+                raise ValueError(f"layer {i} ({layer.describe()}) cannot take input of shape {shapes[-1]}: {e}") \
+                    from None
+        return shapes
+
+    def _declared_input_shape(self):
         first = self.layers[0] if self.layers else None
-        return getattr(first, "declared_input_dim", None)
+        return getattr(first, "declared_input_shape", None)
 
     def compile(self, loss="mse", optimizer="adam", metrics=None):
         """Set the loss, optimizer and metrics; ValueError now if the model's device cannot run one."""
@@ -160,30 +176,32 @@ class Sequential(Sharing):
         if self._fused:
             last.emit_logits = True
 
-    def _ensure_built(self, x):
+    def _ensure_built(self, x, seed=None):
         if not self.built:
             with self._lock:
                 if not self.built:
-                    declared = self._declared_input_dim()
-                    self.build(declared if declared is not None else x.shape[1])
-        if x.shape[1] != self.input_dim:
-            raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
+                    declared = self._declared_input_shape()
+                    self.build(declared if declared is not None else x.shape[1:], seed=seed)
+        if tuple(x.shape[1:]) != self.input_shape:
+            if x.ndim == 2 and len(self.input_shape) == 1:
+                raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
+            raise ValueError(f"x has samples of shape {tuple(x.shape[1:])}, the model expects {self.input_shape}")
 
     def allocate(self, batch, gather=True, y_like=None):
         """Buffers for ``batch`` rows on the model's device; ``gather=False`` (CSR input) skips the dense
         batch buffer, ``y_like`` (the targets) sizes the target batch buffer."""
         for layer in self.layers:
             layer.allocate(batch)
-        ops, out = self.ops, self.output_dim
+        ops, out = self.ops, self.output_shape
         if self._cap < batch:
             self._cap = batch
-            self._probs = ops.zeros((batch, out), self.dtype)
-            self._grad = ops.zeros((batch, out), self.dtype)
+            self._probs = ops.zeros((batch, *out), self.dtype)
+            self._grad = ops.zeros((batch, *out), self.dtype)
             self._row_loss = ops.zeros(batch, ops.row_dtype or self.dtype)
             self._rows = ops.zeros(batch, np.float64)
             self._xb = self._yb = None
         if gather and (self._xb is None or self._xb.shape[0] < batch):
-            self._xb = ops.zeros((batch, self.input_dim), self.dtype)
+            self._xb = ops.zeros((batch, *self.input_shape), self.dtype)
         if y_like is not None:
             shape = (batch,) + tuple(y_like.shape[1:])
             yb = self._yb
@@ -312,7 +330,7 @@ class Sequential(Sharing):
         batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
         self._ensure_built(x)
-        result = np.empty((x.shape[0], self.output_dim), self.dtype)
+        result = np.empty((x.shape[0], *self.output_shape), self.dtype)
         seen = self._writes
         if not seen & 1:
             self._predict_into(x, batch_size, result)
@@ -341,6 +359,9 @@ class Sequential(Sharing):
 
     def prepare_targets(self, y, x):
         """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
+        if len(self.output_shape) != 1:  # the loss kernels take (samples, outputs)
+            raise ValueError(f"the losses take flat outputs (samples, outputs); this model outputs samples of shape "
+                             f"{self.output_shape}: end it with Flatten or GlobalAveragePooling2D and a Dense")
         return self.loss.prepare_targets(as_targets(y, x.shape[0]), self.output_dim, self.dtype)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
@@ -376,10 +397,7 @@ class Sequential(Sharing):
         validation_data = check_validation_data(validation_data)
         x = as_features(x, self.dtype, "x")
         as_targets(y, x.shape[0])  # its form, before anything is built; the loss checks the values below
-        if not self.built:
-            declared = self._declared_input_dim()
-            self.build(declared if declared is not None else x.shape[1], seed=seed)
-        self._ensure_built(x)
+        self._ensure_built(x, seed=seed)
         y = self.prepare_targets(y, x)
         if validation_data is not None:
             xv, yv = validation_data
@@ -402,11 +420,15 @@ class Sequential(Sharing):
         return self.history
 
     # --- weights, config, files --------------------------------------------------------------------
+    def _weight_arrays(self):
+        """Every weight in Keras' order: per layer, the trainable ones, then its state (moving statistics)."""
+        return [p for layer in self.layers for p in (*layer.params, *layer.state)]
+
     def get_weights(self):
-        return [self.ops.to_host(p) for layer in self.layers for p in layer.params]
+        return [self.ops.to_host(p) for p in self._weight_arrays()]
 
     def set_weights(self, weights):
-        params = [p for layer in self.layers for p in layer.params]
+        params = self._weight_arrays()
         if len(weights) != len(params):
             raise ValueError(f"set_weights needs {len(params)} arrays, received: {len(weights)}")
         cast = []
@@ -428,7 +450,9 @@ class Sequential(Sharing):
             self.weights_changed()
 
     def get_config(self):
+        shape = getattr(self, "input_shape", None)
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
+                "input_shape": None if shape is None else list(shape),
                 "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
                 "loss": self.loss.get_config() if self.loss is not None else None,
                 "optimizer": self.optimizer.get_config() if self.optimizer is not None else None}
@@ -446,14 +470,35 @@ class Sequential(Sharing):
         saving.load_weights(self, path)
 
     def summary(self, print_fn=print):
-        lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output':>10s} {'Params':>10s}"]
+        """Each layer's output shape and parameter count (weights included, trainable or not), as Keras
+        prints them; before building, from the first layer's declared input (else "?")."""
+        declared = self._declared_input_shape() if not self.built else self.input_shape
+        shapes = self.layer_shapes(declared) if declared is not None else [None] * (len(self.layers) + 1)
+        lines = [f'Model: "{self.name}"', f"{'Layer':40s} {'Output shape':>18s} {'Params':>10s}"]
         total = 0
-        for i, layer in enumerate(self.layers):
-            total += layer.param_count()
-            lines.append(f"{f'[{i}] ' + layer.describe():40s} {layer.output_dim or '?':>10} {layer.param_count():>10,}")
+        for i, (layer, shape, out) in enumerate(zip(self.layers, shapes, shapes[1:])):
+            count = layer.param_count() if shape is None else \
+                sum(math.prod(s) for _, s, _ in layer.weight_shapes(shape))
+            total += count
+            shown = "?" if out is None else str((None, *out)).replace("None", "N")
+            lines.append(f"{f'[{i}] ' + layer.describe():40s} {shown:>18s} {count:>10,}")
         lines.append(f"Total params: {total:,} ({self.dtype.name}, {total * self.dtype.itemsize / 1024:.1f} KiB)")
         print_fn("\n".join(lines))
         return "\n".join(lines)
+
+    def fold_batchnorm(self):
+        """A new inference model with each BatchNormalization folded into the Conv2D/Dense right before
+        it (jitnn/layers/folding.py): W' = W * s, b' = (b - moving_mean) * s + beta, s = gamma /
+        sqrt(moving_variance + epsilon), and an elementwise Activation after it moved into that layer's
+        epilogue. Predictions equal this model's within rounding; this model is unchanged. A BN after an
+        activation cannot fold and stays. The copy is not compiled (compile it to evaluate or train)."""
+        if not self.built:
+            raise ValueError("build or fit the model before folding its BatchNormalization layers")
+        layers, weights = fold_plan(self.layers, self.ops.to_host)
+        folded = Sequential(layers, name=self.name, dtype=self.dtype, device=self.ops)
+        folded.build(self.input_shape)
+        folded.set_weights(weights)
+        return folded
 
 
 __all__ = ["NonFiniteLossError", "Sequential"]

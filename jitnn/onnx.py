@@ -1,8 +1,11 @@
 """ONNX export: ``jitnn.onnx.export(model, "model.onnx")`` writes a built ``Sequential`` as an ONNX graph.
 
 The graph takes one input named ``"input"`` (float32, or float64 for a float64 model) of shape
-``[N, input_dim]`` with a dynamic batch dimension ``N``, and gives one output ``"output"`` of shape
-``[N, output_dim]``: what ``model.predict`` returns (probabilities after a softmax/sigmoid head).
+``[N, *input_shape]`` (``[N, input_dim]`` for flat features, ``[N, H, W, C]`` for images: channels-last,
+as jitnn) with a dynamic batch dimension ``N``, and gives one output ``"output"`` of shape
+``[N, *output_shape]``: what ``model.predict`` returns (probabilities after a softmax/sigmoid head).
+Conv2D and the poolings transpose to ONNX's NCHW around their node and back (runtimes fuse the pairs
+of transposes between consecutive convolutions); BatchNormalization is its inference affine map.
 The default opset is 17 (onnxruntime >= 1.12 and most runtimes read it); any opset from 13 (Softmax
 over the last axis) to the installed onnx package's newest works. From opset 20 GELU is one ``Gelu``
 node (``approximate="tanh"``); below, its tanh formula in elementary nodes.
@@ -23,7 +26,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from jitnn.layers import Activation, Dense, Dropout
+from jitnn.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    LeakyReLU,
+    MaxPooling2D,
+    Reshape,
+)
 from jitnn.model import Sequential
 
 DEFAULT_OPSET = 17
@@ -64,6 +79,12 @@ class Graph:
 
     def scalar(self, value: float, hint: str) -> str:
         return self.weight(np.asarray(value), hint)
+
+    def int64s(self, values, hint: str) -> str:
+        """An int64 constant (shapes, axes)."""
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
+        return name
 
 
 CONVERTERS: dict[type, Callable[..., str]] = {}
@@ -141,6 +162,83 @@ def convert_dropout(layer: Dropout, graph: Graph, x: str) -> str:
     return x
 
 
+def _nchw(graph: Graph, x: str, hint: str, op: str, inputs=(), **attrs) -> str:
+    """``op`` on the NHWC tensor ``x`` through ONNX's NCHW layout: Transpose, op, Transpose back."""
+    t = graph.node("Transpose", [x], f"{hint}/nchw", perm=[0, 3, 1, 2])
+    y = graph.node(op, [t, *inputs], f"{hint}/{op.lower()}", **attrs)
+    return graph.node("Transpose", [y], f"{hint}/nhwc", perm=[0, 2, 3, 1])
+
+
+@converter(Conv2D)
+def convert_conv2d(layer: Conv2D, graph: Graph, x: str) -> str:
+    """One Conv (weights as (F, C, KH, KW), explicit pads: Keras' "same" puts the odd pixel bottom/right)."""
+    hint = layer.name or "conv2d"
+    top, bottom, left, right = layer.pads
+    inputs = [graph.weight(np.asarray(layer.W).transpose(3, 2, 0, 1), f"{hint}/kernel")]
+    if layer.use_bias:
+        inputs.append(graph.weight(layer.b, f"{hint}/bias"))
+    z = _nchw(graph, x, hint, "Conv", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
+              dilations=list(layer.dilation_rate), pads=[top, left, bottom, right])
+    return activation(graph, layer.activation, z, hint)
+
+
+def _pool_pads(layer) -> list[int]:
+    h, w = layer.input_shape[:2]
+    (oh, ow), (top, left) = layer.output_shape[:2], layer.pads
+    bottom = max((oh - 1) * layer.strides[0] + layer.pool_size[0] - h, 0) - top
+    right = max((ow - 1) * layer.strides[1] + layer.pool_size[1] - w, 0) - left
+    return [top, left, bottom, right]
+
+
+@converter(MaxPooling2D)
+def convert_maxpool(layer: MaxPooling2D, graph: Graph, x: str) -> str:
+    """MaxPool: padded cells never win (ONNX pads max pooling with -inf)."""
+    return _nchw(graph, x, layer.name or "maxpool", "MaxPool", kernel_shape=list(layer.pool_size),
+                 strides=list(layer.strides), pads=_pool_pads(layer))
+
+
+@converter(AveragePooling2D)
+def convert_avgpool(layer: AveragePooling2D, graph: Graph, x: str) -> str:
+    """AveragePool with count_include_pad=0: the mean of the real cells, as Keras."""
+    return _nchw(graph, x, layer.name or "avgpool", "AveragePool", kernel_shape=list(layer.pool_size),
+                 strides=list(layer.strides), pads=_pool_pads(layer), count_include_pad=0)
+
+
+@converter(GlobalAveragePooling2D)
+def convert_global_avgpool(layer: GlobalAveragePooling2D, graph: Graph, x: str) -> str:
+    hint = layer.name or "global_avgpool"
+    t = graph.node("Transpose", [x], f"{hint}/nchw", perm=[0, 3, 1, 2])
+    return graph.node("Flatten", [graph.node("GlobalAveragePool", [t], f"{hint}/pool")], hint, axis=1)
+
+
+@converter(Flatten)
+def convert_flatten(layer: Flatten, graph: Graph, x: str) -> str:
+    """Row-major over the channels-last sample: the same order as jitnn's."""
+    return graph.node("Flatten", [x], layer.name or "flatten", axis=1)
+
+
+@converter(Reshape)
+def convert_reshape(layer: Reshape, graph: Graph, x: str) -> str:
+    hint = layer.name or "reshape"
+    return graph.node("Reshape", [x, graph.int64s([-1, *layer.output_shape], f"{hint}/shape")], hint)
+
+
+@converter(BatchNormalization)
+def convert_batchnorm(layer: BatchNormalization, graph: Graph, x: str) -> str:
+    """Inference: x * s + (beta - moving_mean * s), s = gamma / sqrt(moving_variance + epsilon), over the
+    last axis (broadcast), computed in float64 as ``fold_batchnorm`` does."""
+    hint = layer.name or "batchnorm"
+    s = np.asarray(layer.gamma, np.float64) / np.sqrt(np.asarray(layer.moving_variance, np.float64) + layer.epsilon)
+    shift = np.asarray(layer.beta, np.float64) - np.asarray(layer.moving_mean, np.float64) * s
+    scaled = graph.node("Mul", [x, graph.weight(s, f"{hint}/scale")], f"{hint}/scaled")
+    return graph.node("Add", [scaled, graph.weight(shift, f"{hint}/shift")], hint)
+
+
+@converter(LeakyReLU)
+def convert_leaky_relu(layer: LeakyReLU, graph: Graph, x: str) -> str:
+    return activation(graph, layer.activation, x, layer.name or "leaky_relu")
+
+
 # --- the model ------------------------------------------------------------------------------------------
 
 
@@ -169,8 +267,8 @@ def to_onnx(model: Sequential, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         nodes.append(helper.make_node("Identity", [x], [OUTPUT_NAME], name="output/Identity"))
     else:
         nodes[-1].output[0] = OUTPUT_NAME
-    inputs = [helper.make_tensor_value_info(INPUT_NAME, elem, ["N", model.input_dim])]
-    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, elem, ["N", model.output_dim])]
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, elem, ["N", *model.input_shape])]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, elem, ["N", *model.output_shape])]
     g = helper.make_graph(nodes, model.name, inputs, outputs, initializer=graph.initializers)
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(g, opset_imports=opsets, producer_name="jitnn",

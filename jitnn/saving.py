@@ -20,6 +20,7 @@ in an order that allocates nothing the file has not declared and the architectur
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -35,10 +36,25 @@ import numpy as np
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
-from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    LeakyReLU,
+    MaxPooling2D,
+    Reshape,
+)
+from jitnn.layers.base import as_shape
 
 FORMAT = "jitnn.sequential/1"
-LAYER_TYPES = {"Dense": Dense, "Dropout": Dropout, "Activation": Activation, "LeakyReLU": LeakyReLU}
+LAYER_TYPES = {cls.__name__: cls for cls in (
+    Dense, Dropout, Activation, LeakyReLU, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+    Flatten, Reshape, BatchNormalization)}
 ARCHITECTURE_MAX_BYTES = 4 << 20
 MAX_METRICS = 64  # a record listing more is refused before any is looked up
 # Second moments (running means or sums of g^2) are never negative: a negative one makes sqrt NaN.
@@ -49,12 +65,26 @@ _TMP_PREFIX = ".tmp-jitnn-"
 # The config fields save writes for each layer class and their JSON types: a file may hold nothing else
 # (a constructor's own checks are looser, e.g. Dense(use_bias="yes") is truthy).
 _ACTIVATION = (str, dict, type(None))
+_NAME = (str, type(None))
+_SHAPE = (list, type(None))  # a declared input_shape; the constructor checks its entries
+_POOL_FIELDS = {"pool_size": (list, int), "strides": (list, int, type(None)), "padding": (str,), "input_shape": _SHAPE,
+                "name": _NAME}
 _LAYER_FIELDS = {
     "Dense": {"units": (int,), "activation": _ACTIVATION, "input_dim": (int, type(None)), "use_bias": (bool,),
               "kernel_regularizer": (dict, float, int, type(None)), "name": (str, type(None))},
     "Dropout": {"rate": (float, int), "seed": (int, type(None)), "name": (str, type(None))},
     "Activation": {"activation": _ACTIVATION, "name": (str, type(None))},
     "LeakyReLU": {"negative_slope": (float, int), "name": (str, type(None))},
+    "Conv2D": {"filters": (int,), "kernel_size": (list, int), "strides": (list, int), "padding": (str,),
+               "dilation_rate": (list, int), "activation": _ACTIVATION, "use_bias": (bool,),
+               "kernel_regularizer": (dict, float, int, type(None)), "input_shape": _SHAPE, "name": _NAME},
+    "MaxPooling2D": _POOL_FIELDS,
+    "AveragePooling2D": _POOL_FIELDS,
+    "GlobalAveragePooling2D": {"input_shape": _SHAPE, "name": _NAME},
+    "Flatten": {"input_shape": _SHAPE, "name": _NAME},
+    "Reshape": {"target_shape": (list,), "input_shape": _SHAPE, "name": _NAME},
+    "BatchNormalization": {"momentum": (float, int), "epsilon": (float, int), "center": (bool,), "scale": (bool,),
+                           "input_shape": _SHAPE, "name": _NAME},
 }
 
 
@@ -166,6 +196,12 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def weights_of(layer):
+    """(name, array) of every weight a file holds for ``layer``: its parameters, then its state (moving
+    statistics), in ``weight_shapes`` order."""
+    return [*zip(layer.param_names, layer.params), *zip(layer.state_names, layer.state)]
+
+
 def save_model(model, path):
     """Write ``model`` (architecture, weights, optimizer state) to ``path`` atomically; returns the path."""
     config = model.get_config()
@@ -174,7 +210,7 @@ def save_model(model, path):
     record = {"format": FORMAT, "config": config}
     arrays = {"__architecture__": np.frombuffer(json.dumps(record).encode(), np.uint8)}
     for i, layer in enumerate(model.layers):
-        for name, p in zip(layer.param_names, layer.params):
+        for name, p in weights_of(layer):
             arrays[f"layer{i}/{name}"] = p
     if model.optimizer is not None:
         for key, value in model.optimizer.state_arrays().items():
@@ -340,11 +376,28 @@ def _field(where, cfg, key, types, path_error, optional=False):
     return value
 
 
-def _build_layers(cfg, error):
-    """The layers (constructed, not built) and each one's parameter shapes for ``input_dim``."""
+def _input_shape(cfg, error):
+    """The model's per-sample input shape: ``input_shape`` when the record has it (files from before it
+    existed hold ``input_dim`` only), which must agree with ``input_dim``."""
     input_dim = _field("config", cfg, "input_dim", (int,), error)
     if input_dim < 1:
         raise error(f"config.input_dim must be a positive int, received: {input_dim}")
+    shape = _field("config", cfg, "input_shape", (list,), error, optional=True)
+    if shape is None:
+        return (input_dim,)
+    try:
+        shape = as_shape(shape)
+    except ValueError as e:
+        raise error(f"config.input_shape: {str(e)[:200]}") from None
+    if math.prod(shape) != input_dim:
+        raise error(f"config.input_shape {shape} does not hold input_dim={input_dim} features")
+    return shape
+
+
+def _build_layers(cfg, error):
+    """The layers (constructed, not built), each one's weight shapes ``[(name, shape, trainable)]`` for the
+    shape it receives (``Layer.weight_shapes``, which ``build`` uses too), and the input shape."""
+    input_shape = _input_shape(cfg, error)
     dtype = _field("config", cfg, "dtype", (str,), error)
     if dtype not in ("float32", "float64"):
         raise error(f"config.dtype must be 'float32' or 'float64', received: {dtype[:40]!r}")
@@ -352,7 +405,7 @@ def _build_layers(cfg, error):
     specs = _field("config", cfg, "layers", (list,), error)
     if not specs:
         raise error("config.layers is empty")
-    layers, shapes, dim = [], [], input_dim
+    layers, shapes, shape = [], [], input_shape
     for i, spec in enumerate(specs):
         where = f"config.layers[{i}]"
         cls_name = _field(where, spec, "class", (str,), error)
@@ -366,19 +419,18 @@ def _build_layers(cfg, error):
             _field(f"{where}.config", c, key, fields[key], error)
         if cls_name == "Dense":
             declared = c.pop("input_dim", None)
-            if declared is not None and declared != dim:
-                raise error(f"{where} declares input_dim={str(declared)[:40]}, but receives {dim} features")
+            if declared is not None and (declared,) != shape:
+                raise error(f"{where} declares input_dim={str(declared)[:40]}, but receives {shape}")
         try:
             layer = LAYER_TYPES[cls_name](**c)
+            if layer.declared_input_shape not in (None, shape):
+                raise ValueError(f"it declares input_shape={layer.declared_input_shape}, but receives {shape}")
+            shapes.append(layer.weight_shapes(shape))
+            shape = layer.compute_output_shape(shape)
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError) as e:
             raise error(f"{where}: invalid {cls_name} config: {str(e)[:200]}") from None
-        if isinstance(layer, Dense):
-            shapes.append([("kernel", (dim, layer.units))] + ([("bias", (layer.units,))] if layer.use_bias else []))
-            dim = layer.units
-        else:
-            shapes.append([])
         layers.append(layer)
-    return layers, shapes, np.dtype(dtype)
+    return layers, shapes, np.dtype(dtype), input_shape
 
 
 def _optimizer(cfg, error):
@@ -419,7 +471,7 @@ def _metrics(cfg, error, compiled):
 
 def _read_params(archive, shapes, dtype):
     """{key: array} for every parameter the architecture declares, cast to ``dtype``, finite."""
-    return {key: _finite(archive, key, archive.read(key, shape, dtype))
+    return {key: _finite(archive, key, archive.read(key, shape, dtype), key.endswith("/moving_variance"))
             for key, shape in shapes.items()}
 
 
@@ -428,12 +480,14 @@ def _finite(archive, key, a, nonnegative=False):
         raise archive.error(f"{key} contains NaN or inf (in {a.dtype}; a float64 file value beyond "
                             "float32's range becomes inf)")
     if nonnegative and a.size and a.min() < 0:
-        raise archive.error(f"{key} has negative values: a second moment cannot be negative")
+        raise archive.error(f"{key} has negative values: a second moment or variance cannot be negative")
     return a
 
 
-def _param_keys(shapes):
-    return {f"layer{i}/{name}": shape for i, layer in enumerate(shapes) for name, shape in layer}
+def _param_keys(shapes, trainable=None):
+    """{member: shape} of every weight (or only the trainable ones, or only the state) in file order."""
+    return {f"layer{i}/{name}": shape for i, layer in enumerate(shapes) for name, shape, train in layer
+            if trainable is None or train == trainable}
 
 
 def _check_members(archive, expected):
@@ -483,11 +537,12 @@ class _Plan:
     def __init__(self, archive):
         record = archive.record()
         self.cfg = _field("record", record, "config", (dict,), archive.error)
-        self.layers, shapes, self.dtype = _build_layers(self.cfg, archive.error)
+        self.layers, shapes, self.dtype, self.input_shape = _build_layers(self.cfg, archive.error)
         self.loss, self.optimizer = _optimizer(self.cfg, archive.error)
         self.metrics = _metrics(self.cfg, archive.error, self.loss is not None)
-        self.params = _param_keys(shapes)
-        _check_members(archive, set(self.params) | _optimizer_keys(self.optimizer, len(self.params)))
+        self.params = _param_keys(shapes)  # every weight the file holds, state included
+        self.trainable = _param_keys(shapes, trainable=True)  # the ones the optimizer state follows
+        _check_members(archive, set(self.params) | _optimizer_keys(self.optimizer, len(self.trainable)))
 
 
 def load_model(path):
@@ -499,9 +554,9 @@ def load_model(path):
         plan = _Plan(archive)
         values = _read_params(archive, plan.params, plan.dtype)
         state = {} if plan.optimizer is None else \
-            _read_optimizer_state(archive, plan.optimizer, list(plan.params.values()), plan.dtype)
+            _read_optimizer_state(archive, plan.optimizer, list(plan.trainable.values()), plan.dtype)
     model = Sequential(plan.layers, name=plan.cfg.get("name"), dtype=plan.dtype)
-    model.build(plan.cfg["input_dim"])
+    model.build(plan.input_shape)
     _assign(model, values)
     if plan.loss is not None:
         model.compile(loss=plan.loss, optimizer=plan.optimizer, metrics=plan.metrics)
@@ -511,7 +566,7 @@ def load_model(path):
 
 def _assign(model, values):
     for i, layer in enumerate(model.layers):
-        for name, p in zip(layer.param_names, layer.params):
+        for name, p in weights_of(layer):
             p[...] = values[f"layer{i}/{name}"]
     model.weights_changed()
 
@@ -530,8 +585,7 @@ def _restore_optimizer(model, state):
 def load_weights(model, path):
     """Assign the parameters saved in ``path`` to ``model`` (same parameter shapes); all or nothing.
     The file is validated as load_model validates it (optimizer state included, though not used)."""
-    shapes = {f"layer{i}/{name}": p.shape for i, layer in enumerate(model.layers)
-              for name, p in zip(layer.param_names, layer.params)}
+    shapes = {f"layer{i}/{name}": p.shape for i, layer in enumerate(model.layers) for name, p in weights_of(layer)}
     with _Archive(path) as archive:
         plan = _Plan(archive)
         for key, shape in shapes.items():
@@ -544,5 +598,5 @@ def load_weights(model, path):
             raise archive.error(f"the file has {len(plan.params)} parameter arrays, this model {len(shapes)}")
         values = _read_params(archive, shapes, model.dtype)
         if plan.optimizer is not None:  # read only to refuse a damaged file whichever way it is loaded
-            _read_optimizer_state(archive, plan.optimizer, list(plan.params.values()), plan.dtype)
+            _read_optimizer_state(archive, plan.optimizer, list(plan.trainable.values()), plan.dtype)
     _assign(model, values)

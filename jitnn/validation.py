@@ -22,7 +22,8 @@ def count_nonfinite(flat):
 
 
 def as_features(x, dtype, what="x"):
-    """x as a C-order 2-D array of ``dtype`` (one copy only if it is not one already), all finite.
+    """x as a C-order array of ``dtype`` (one copy only if it is not one already), all finite: 2-D
+    (samples, features), or (samples, *sample_shape) such as images (N, H, W, C); 1-D becomes one column.
 
     A ``CSRMatrix`` stays sparse: its data converted to ``dtype`` (a copy only when it differs) and
     checked finite; its shape and indices were validated when it was built."""
@@ -38,14 +39,15 @@ def as_features(x, dtype, what="x"):
     x = _as_numeric_array(x, what, "(samples, features)")
     if x.ndim == 1:
         x = x.reshape(-1, 1)
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (samples, features), received: shape={x.shape}")
-    if x.shape[1] == 0:
+    if x.ndim < 2:
+        raise ValueError(f"{what} must have a samples axis and at least one more (samples, features) or "
+                         f"(samples, height, width, channels), received: shape={x.shape}")
+    if 0 in x.shape[1:]:
         raise ValueError(f"{what} has no features, received: shape={x.shape}")
     x = np.ascontiguousarray(x, dtype=dtype)
     bad = count_nonfinite(x.reshape(-1)) if x.size else 0
     if bad:
-        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        row = int(np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)))[0][0])
         raise ValueError(f"{what} contains {bad} NaN/inf value(s), the first in row {row}")
     return x
 

@@ -3,9 +3,15 @@
     python perf/bench_conv.py                  # the table at batch 64 and 256, float32
     python perf/bench_conv.py --sweep          # also: algorithm and chunk-size alternatives per layer
     python perf/bench_conv.py --denormals      # GEMM on denormal vs normal inputs, and with FTZ/DAZ set
+    python perf/bench_conv.py --no-table --end-to-end [--train-images 60000]   # the whole reference CNN
+    python perf/bench_conv.py --no-table --fold  # inference of examples/fashion_mnist_cnn.py, BN folded or not
 
 The reference CNN (issue 12): Conv 32 3x3 relu on 28x28x1 -> MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2.
-Forward is conv + bias + relu (fused in jitnn's GEMM epilogue); backward is relu' then dW, db (and dX
+--end-to-end trains the whole reference CNN (perf/report.py ``reference_cnn``: + Flatten, Dense 128 relu,
+Dropout 0.3, Dense 10 softmax, Adam 1e-3) for one epoch over --train-images Fashion-MNIST images at
+batch 64 and 256, jitnn and PyTorch (the same net, NCHW, ``nn.CrossEntropyLoss``) taking turns epoch by
+epoch, median of --epoch-repeats each; then inference (``predict``/``model.eval()`` forward) at batch 1
+and 64 through ``median_times``. Layer by layer, forward is conv + bias + relu (fused in jitnn's GEMM epilogue); backward is relu' then dW, db (and dX
 for the second conv). PyTorch runs in its native NCHW layout with the same thread count; its backward
 is ``aten.convolution_backward`` (what autograd calls). Times: median of alternating blocks
 (``bench_gemm.median_times``); ratios are PyTorch time / jitnn time (> 1: jitnn faster).
@@ -215,6 +221,103 @@ def denormals(repeats):
     set_mxcsr_bits(FTZ_DAZ, False, numba.get_num_threads(), csr)
 
 
+def torch_cnn(classes=10):
+    """The reference CNN in PyTorch (NCHW), Keras' default initializers (glorot uniform, zero bias)."""
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Linear(128, classes))
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def torch_epoch(net, opt, x, y, batch, gen):
+    """One shuffled epoch of minibatch Adam on (N, 1, 28, 28) tensors; returns the mean loss."""
+    net.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    order = torch.randperm(len(x), generator=gen)
+    total = 0.0
+    for s in range(0, len(x), batch):
+        idx = order[s:s + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total / len(x)
+
+
+def end_to_end(batches, images, repeats, infer_repeats):
+    """Training epochs and inference of the whole reference CNN, jitnn vs PyTorch, alternating."""
+    import time
+
+    from report import reference_cnn
+
+    (x, y), (xt, _) = jitnn.datasets.load_fashion_mnist(flatten=False)
+    x, y = x[:images], y[:images]
+    xt_nchw = torch.from_numpy(np.ascontiguousarray(xt.transpose(0, 3, 1, 2)))
+    x_nchw, y_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y)
+    print(f"== reference CNN end to end: {len(x)} training images, {jitnn.get_num_threads()} threads each ==")
+    for batch in batches:
+        model = reference_cnn()
+        model.fit(x[:2 * batch], y[:2 * batch], epochs=1, batch_size=batch, verbose=0, seed=0)  # compile
+        net = torch_cnn()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        torch_epoch(net, opt, x_nchw[:2 * batch], y_t[:2 * batch], batch, gen)
+        tj, tt = [], []
+        for r in range(repeats):
+            t = time.perf_counter()
+            hj = model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=r)
+            tj.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            lt = torch_epoch(net, opt, x_nchw, y_t, batch, gen)
+            tt.append(time.perf_counter() - t)
+            print(f"  batch {batch:4d} epoch {r + 1}: jitnn {tj[-1]:7.2f} s (loss {hj.history['loss'][0]:.4f})  "
+                  f"PyTorch {tt[-1]:7.2f} s (loss {lt:.4f})", flush=True)
+        mj, mt = float(np.median(tj)), float(np.median(tt))
+        scale = 60000 / len(x)
+        print(f"  batch {batch:4d} median epoch: jitnn {mj:.2f} s, PyTorch {mt:.2f} s, ratio PyTorch/jitnn "
+              f"{mt / mj:.2f}  (x{scale:.1f} for a 60000-image epoch: {mj * scale:.0f} s vs {mt * scale:.0f} s)")
+    net.eval()
+    for b in (1, 64):
+        xb, xb_t = xt[:b], xt_nchw[:b]
+
+        def torch_predict(xb_t=xb_t):
+            with torch.no_grad():
+                return torch.softmax(net(xb_t), 1)
+
+        tj, tt = median_times([lambda xb=xb, b=b: model.predict(xb, batch_size=b), torch_predict], infer_repeats)
+        print(f"  inference batch {b:3d}: jitnn {tj * 1e3:8.3f} ms, PyTorch {tt * 1e3:8.3f} ms, ratio "
+              f"PyTorch/jitnn {tt / tj:.2f}")
+
+
+def fold(repeats):
+    """Inference of the example CNN (Conv → BN → ReLU blocks) before and after ``fold_batchnorm``."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    from fashion_mnist_cnn import build
+
+    model = build()
+    model.build((28, 28, 1), seed=0)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # moving statistics away from (0, 1), as after training
+        if layer.kind == "BatchNormalization":
+            layer.moving_mean[...] = rng.standard_normal(layer.moving_mean.shape)
+            layer.moving_variance[...] = rng.uniform(0.5, 2.0, layer.moving_variance.shape)
+    folded = model.fold_batchnorm()
+    print(f"== BatchNorm folding: {len(model.layers)} layers -> {len(folded.layers)} ==")
+    for b in (1, 64, 256):
+        x = rng.random((b, 28, 28, 1)).astype(np.float32)
+        diff = float(np.abs(model.predict(x) - folded.predict(x)).max())
+        tu, tf = median_times([lambda x=x, b=b: model.predict(x, batch_size=b),
+                               lambda x=x, b=b: folded.predict(x, batch_size=b)], repeats)
+        print(f"  batch {b:3d}: unfolded {tu * 1e3:8.3f} ms, folded {tf * 1e3:8.3f} ms, speedup {tu / tf:.2f}x "
+              f"(max |difference| {diff:.1e})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
@@ -222,6 +325,10 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--denormals", action="store_true")
     ap.add_argument("--no-table", action="store_true")
+    ap.add_argument("--end-to-end", action="store_true", help="train and run the whole reference CNN")
+    ap.add_argument("--fold", action="store_true", help="inference with BatchNormalization folded or not")
+    ap.add_argument("--train-images", type=int, default=60000, help="images per --end-to-end epoch")
+    ap.add_argument("--epoch-repeats", type=int, default=3, help="alternating epochs per library and batch")
     args = ap.parse_args(argv)
     torch.set_num_threads(jitnn.get_num_threads())
     if not args.no_table:
@@ -230,6 +337,10 @@ def main(argv=None):
         sweep(args.batches, args.repeats)
     if args.denormals:
         denormals(args.repeats)
+    if args.fold:
+        fold(args.repeats)
+    if args.end_to_end:
+        end_to_end(args.batches, args.train_images, args.epoch_repeats, args.repeats)
 
 
 if __name__ == "__main__":

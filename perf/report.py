@@ -11,7 +11,9 @@
     python perf/report.py --lines                      # line-level listings (line_profiler), see below
     python perf/report.py --model model.npz            # a model saved with Sequential.save
     python perf/report.py --model mynet.py             # a file whose build() returns a compiled Sequential
+    python perf/report.py --model cnn                  # the reference CNN of issue 12 on 28x28x1 images
 
+A model whose input is images (``input_shape=(28, 28, 1)``) gets the data set's rows reshaped to images.
 With no --model it profiles the reference MLP 784-512-128-64-10 with Adam on Fashion-MNIST (the
 embedded digits set when Fashion-MNIST is not installed). For each batch size the model trains
 --warmup steps first (compiling or loading kernels: reported as compile time, not in the rows), then
@@ -58,10 +60,44 @@ def reference_model(input_dim, classes):
     return model
 
 
+def reference_cnn(classes=10, dtype="float32"):
+    """Issue 12's reference CNN: Conv 32 3x3 relu → MaxPool 2 → Conv 64 3x3 relu → MaxPool 2 → Flatten →
+    Dense 128 relu → Dropout 0.3 → Dense softmax, Adam(1e-3), on 28x28x1 images."""
+    model = jitnn.Sequential([
+        jitnn.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)), jitnn.MaxPooling2D(2),
+        jitnn.Conv2D(64, 3, activation="relu"), jitnn.MaxPooling2D(2), jitnn.Flatten(),
+        jitnn.Dense(128, activation="relu"), jitnn.Dropout(0.3), jitnn.Dense(classes, activation="softmax")],
+        dtype=dtype)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=jitnn.optimizers.Adam(learning_rate=1e-3),
+                  metrics=["accuracy"])
+    return model
+
+
+def input_shape_of(model):
+    """The per-sample shape ``model`` takes: its built shape, else its first layer's declared one (or None)."""
+    if model.built:
+        return model.input_shape
+    return model.layers[0].declared_input_shape if model.layers else None
+
+
+def shaped_for(model, x):
+    """``x`` (rows of features) reshaped to the model's per-sample shape, e.g. images; SystemExit when the
+    sizes differ."""
+    shape = input_shape_of(model)
+    if shape is None or tuple(x.shape[1:]) == tuple(shape):
+        return x
+    if math.prod(shape) != math.prod(x.shape[1:]):
+        raise SystemExit(f"the model expects samples of shape {tuple(shape)}, the dataset has "
+                         f"{tuple(x.shape[1:])} (choose another with --dataset)")
+    return x.reshape(len(x), *shape)
+
+
 def load_model(path, input_dim, classes):
-    """A compiled Sequential from --model: a .npz saved by Sequential.save, or a .py with build()."""
+    """A compiled Sequential from --model: a .npz saved by Sequential.save, a .py with build(), or "cnn"."""
     if path is None:
         return reference_model(input_dim, classes)
+    if path == "cnn":
+        return reference_cnn(classes)
     if not os.path.exists(path):
         raise SystemExit(f"--model {path}: no such file")
     if path.endswith(".py"):
@@ -76,7 +112,7 @@ def load_model(path, input_dim, classes):
     if not isinstance(model, jitnn.Sequential) or model.loss is None:
         raise SystemExit(f"--model {path}: expected a compiled jitnn.Sequential, received: {type(model).__name__}"
                          + (" (not compiled)" if isinstance(model, jitnn.Sequential) else ""))
-    if model.built and model.input_dim != input_dim:
+    if model.built and model.input_dim != input_dim and len(model.input_shape) == 1:
         raise SystemExit(f"--model {path} expects {model.input_dim} features, the dataset has {input_dim} "
                          "(choose another with --dataset)")
     return model
@@ -108,6 +144,7 @@ def _plan(n, batch, steps):
 def profile_batch(args, x, y, batch):
     """Warm up, then profile --steps steps at ``batch``; returns (model, profile, compile seconds)."""
     model = load_model(args.model, x.shape[1], int(y.max()) + 1)
+    x = shaped_for(model, x)
     with jitnn.profile() as warm:  # kernels compile or load here: counted as compile, never as rows
         if args.warmup:
             rows, epochs, b = _plan(x.shape[0], batch, args.warmup)
@@ -216,10 +253,16 @@ def _tiny_clone(model):
         if "units" in cfg:
             cfg["units"] = min(cfg["units"], 18)
             cfg["input_dim"] = None
+        if "filters" in cfg:
+            cfg["filters"] = min(cfg["filters"], 5)
+        if "input_shape" in cfg:
+            cfg["input_shape"] = None
         layers.append(type(layer)(**cfg))
     tiny = jitnn.Sequential(layers, dtype=model.dtype)
     tiny.compile(loss=model.loss, optimizer=type(model.optimizer).from_config(model.optimizer.get_config()))
-    tiny.build(min(model.input_dim, 20), seed=0)
+    shape = model.input_shape
+    tiny.build((min(model.input_dim, 20),) if len(shape) == 1 else (*(min(d, 13) for d in shape[:-1]), shape[-1]),
+               seed=0)
     return tiny
 
 
@@ -231,7 +274,7 @@ def kernel_lines(model, prof, top=3, batch=8):
     tiny = _tiny_clone(model)
     lp = _line_profiler()
     rng = np.random.default_rng(0)
-    xb = rng.standard_normal((batch, tiny.input_dim)).astype(tiny.dtype)
+    xb = rng.standard_normal((batch, *tiny.input_shape)).astype(tiny.dtype)
     yb = rng.integers(0, tiny.output_dim, batch)
     targets = {(r["layer"], r["phase"]) for r in hot}
     owner = [i for i, layer in enumerate(tiny.layers) for _ in layer.params]
@@ -284,7 +327,7 @@ def kernel_lines(model, prof, top=3, batch=8):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="a .npz saved by Sequential.save, or a .py file defining build()")
+    p.add_argument("--model", help="a .npz saved by Sequential.save, a .py file defining build(), or 'cnn'")
     p.add_argument("--batch-size", action="append", help="repeatable, or a comma list (default 64,1000)")
     p.add_argument("--steps", type=int, default=50, help="profiled steps per batch size (default 50)")
     p.add_argument("--warmup", type=int, default=3, help="steps before profiling, not in the rows (default 3)")
@@ -348,7 +391,8 @@ def main(argv=None):
 
     if args.lines:
         b, model, prof, _ = results[0]
-        lines = python_lines(model, x, y, b, min(args.steps, 20), args.seed) + "\n" + kernel_lines(model, prof)
+        lines = python_lines(model, shaped_for(model, x), y, b, min(args.steps, 20), args.seed) + "\n" + \
+            kernel_lines(model, prof)
     if args.format == "text":
         if args.lines:
             text += "\n\n" + lines

@@ -182,8 +182,8 @@ def test_fashion_mnist_synthetic(tmp_path, gz):
 def test_fashion_mnist_options(tmp_path):
     parts = make_fashion_dir(tmp_path / "fm")
     (x, _), _ = load_fashion_mnist(tmp_path / "fm", dtype="uint8", flatten=False, normalize=False)
-    assert x.shape == (12, 28, 28) and x.dtype == np.uint8
-    np.testing.assert_array_equal(x, parts["train"][0])
+    assert x.shape == (12, 28, 28, 1) and x.dtype == np.uint8  # channels-last images for Conv2D
+    np.testing.assert_array_equal(x[..., 0], parts["train"][0])
     (x64, _), _ = load_fashion_mnist(tmp_path / "fm", dtype="float64")
     assert x64.dtype == np.float64 and x64.max() <= 1.0
     with pytest.raises(ValueError, match="floating dtype"):

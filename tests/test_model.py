@@ -618,7 +618,7 @@ def test_summary_lists_layers_and_parameter_counts():
     assert '"net"' in text
     rows = [line for line in text.splitlines() if line.startswith("[")]
     assert len(rows) == 3
-    assert re.search(r"Dense 4.8 relu\s+8\s+40$", rows[0])  # 4*8 + 8
-    assert re.search(r"Dropout 0.5\s+8\s+0$", rows[1])
-    assert re.search(r"Dense 8.3 softmax\s+3\s+27$", rows[2])  # 8*3 + 3
+    assert re.search(r"Dense 4.8 relu\s+\(N, 8\)\s+40$", rows[0])  # 4*8 + 8
+    assert re.search(r"Dropout 0.5\s+\(N, 8\)\s+0$", rows[1])
+    assert re.search(r"Dense 8.3 softmax\s+\(N, 3\)\s+27$", rows[2])  # 8*3 + 3
     assert "Total params: 67" in text

@@ -17,10 +17,13 @@ import numpy as np
 from jitnn import profiler
 from jitnn.backend.ops import Ops
 from jitnn.config import FLOAT_DTYPES, FLUSH_DENORMALS, call, launch
+from jitnn.kernels import conv as KC
 from jitnn.kernels import dropout as KD
 from jitnn.kernels import fpenv
 from jitnn.kernels import losses as KL
+from jitnn.kernels import normalization as KN
 from jitnn.kernels import optim as KO
+from jitnn.kernels import pooling as KP
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
 from jitnn.kernels.gemm import scale_epilogue
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
@@ -124,6 +127,61 @@ class CPUOps(Ops):
         else:
             launch(backprop_activation, dz.size, grad, z, a, activation.code, activation.param, dz)
         return dz
+
+    # --- convolution, pooling, batch normalization ------------------------------------------------
+    # The conv kernels choose direct vs im2col + GEMM per shape and call ``launch`` themselves.
+    def conv2d_workspace(self, x_shape, w_shape, out_hw, dtype):
+        return KC.conv2d_workspace(x_shape, w_shape, out_hw, dtype)
+
+    def conv2d(self, x, w, bias, y, strides, dilation, pads, activation, cols):
+        code, param = (LINEAR, 0.0) if activation is None else (activation.code, activation.param)
+        return KC.conv2d(x, w, bias, y, strides, dilation, pads, code, param, cols)
+
+    def backprop_conv2d(self, x, w, dy, dx, dw, db, strides, dilation, pads, cols):
+        return KC.backprop_conv2d(x, w, dy, dx, dw, db, strides, dilation, pads, cols)
+
+    def maxpool2d(self, x, pool, strides, pads, y, argmax):
+        launch(KP.maxpool2d, x.size, x, *pool, *strides, *pads, y, argmax)
+        return y
+
+    def backprop_maxpool2d(self, dy, argmax, pool, strides, pads, dx):
+        launch(KP.backprop_maxpool2d, dx.size, dy, argmax, *pool, *strides, *pads, dx)
+        return dx
+
+    def avgpool2d(self, x, pool, strides, pads, y):
+        launch(KP.avgpool2d, x.size, x, *pool, *strides, *pads, y)
+        return y
+
+    def backprop_avgpool2d(self, dy, pool, strides, pads, dx):
+        launch(KP.backprop_avgpool2d, dx.size, dy, *pool, *strides, *pads, dx)
+        return dx
+
+    def global_avgpool2d(self, x, y):
+        launch(KP.global_avgpool2d, x.size, x, y)
+        return y
+
+    def backprop_global_avgpool2d(self, dy, dx):
+        launch(KP.backprop_global_avgpool2d, dx.size, dy, dx)
+        return dx
+
+    def batchnorm_workspace(self, channels):
+        return KN.batchnorm_workspace(channels)
+
+    def batchnorm_train(self, x, gamma, beta, eps, y, mean, var, scale, shift, partial):
+        # the fixed-block reductions are parallel over STAT_BLOCKS regardless of size: no launch gate
+        return KN.batchnorm_train(x, gamma, beta, eps, y, mean, var, scale, shift, partial)
+
+    def batchnorm_inference(self, x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift):
+        KN.batchnorm_scale_shift(gamma, beta, moving_mean, moving_var, eps, scale, shift)
+        launch(KN.scale_shift, x.size, x, scale, shift, y)
+        return y
+
+    def batchnorm_update_moving(self, moving_mean, moving_var, mean, var, momentum):
+        KN.batchnorm_update_moving(moving_mean, moving_var, mean, var, momentum)
+
+    def backprop_batchnorm(self, dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial):
+        KN.backprop_batchnorm(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial)
+        return dx
 
     # --- dropout ------------------------------------------------------------------------------------
     def dropout(self, x, rate, seed, mask, out):

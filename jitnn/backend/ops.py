@@ -89,6 +89,66 @@ class Ops:
         identity."""
         raise NotImplementedError
 
+    # --- convolution, pooling, batch normalization (channels-last (N, H, W, C); jitnn.kernels.conv,
+    #     .pooling, .normalization give the semantics; geometry from conv2d_geometry/pool_geometry) -------
+    def conv2d_workspace(self, x_shape, w_shape, out_hw, dtype):
+        """The scratch ``conv2d``/``backprop_conv2d`` take as ``cols`` for these shapes (allocate once)."""
+        raise NotImplementedError
+
+    def conv2d(self, x, w, bias, y, strides, dilation, pads, activation, cols):
+        """y = f(conv(x, w) + bias); ``bias`` may be None, ``activation`` elementwise (``in_epilogue``)."""
+        raise NotImplementedError
+
+    def backprop_conv2d(self, x, w, dy, dx, dw, db, strides, dilation, pads, cols):
+        """dW (and db, dX unless None) from dY, the gradient after the activation's derivative."""
+        raise NotImplementedError
+
+    def maxpool2d(self, x, pool, strides, pads, y, argmax):
+        """Max over windows ``pool`` = (ph, pw), ``strides``, ``pads`` = (top, left); ``argmax`` int32."""
+        raise NotImplementedError
+
+    def backprop_maxpool2d(self, dy, argmax, pool, strides, pads, dx):
+        raise NotImplementedError
+
+    def avgpool2d(self, x, pool, strides, pads, y):
+        """Mean over the real (unpadded) cells of each window."""
+        raise NotImplementedError
+
+    def backprop_avgpool2d(self, dy, pool, strides, pads, dx):
+        raise NotImplementedError
+
+    def global_avgpool2d(self, x, y):
+        """y (N, C) = the mean of x (N, H, W, C) over H and W."""
+        raise NotImplementedError
+
+    def backprop_global_avgpool2d(self, dy, dx):
+        raise NotImplementedError
+
+    def batchnorm_workspace(self, channels):
+        """The float64 partial-sum scratch the batch-norm reductions take."""
+        raise NotImplementedError
+
+    def batchnorm_train(self, x, gamma, beta, eps, y, mean, var, scale, shift, partial):
+        """Batch statistics of x (rows, C) into mean/var, y = gamma * xhat + beta (``y`` may be x)."""
+        raise NotImplementedError
+
+    def batchnorm_inference(self, x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift):
+        raise NotImplementedError
+
+    def batchnorm_update_moving(self, moving_mean, moving_var, mean, var, momentum):
+        """moving = momentum * moving + (1 - momentum) * batch (Keras)."""
+        raise NotImplementedError
+
+    def backprop_batchnorm(self, dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial):
+        raise NotImplementedError
+
+    def check_ops(self, layer, *names):
+        """ValueError when this device lacks one of the ops ``names`` that ``layer`` calls."""
+        missing = [n for n in names if getattr(type(self), n, None) is getattr(Ops, n)]
+        if missing:
+            raise ValueError(f"{layer} needs the ops {missing}, which device {self.name!r} does not implement "
+                             "yet; run this model on the CPU")
+
     # --- dropout ------------------------------------------------------------------------------------
     def dropout(self, x, rate, seed, mask, out):
         """Inverted dropout with the counter hash of jitnn.kernels.dropout (same seed, same units)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jitnn import activations
-from jitnn.layers.base import Layer
+from jitnn.layers.base import Layer, flat
 
 
 class Activation(Layer):
@@ -22,11 +22,13 @@ class Activation(Layer):
 
     def forward(self, x, training):
         self._x = x
-        return self.ops.activate(x, self._buf_out[:x.shape[0]], self.activation)
+        return self.ops.activate(flat(x), self._buf_out[:x.shape[0]], self.activation).reshape(x.shape)
 
     def backward(self, grad, need_input_grad):
         n = grad.shape[0]
-        return self.ops.backprop_activation(grad, self._x, self._buf_out[:n], self.activation, self._buf_dx[:n])
+        dx = self.ops.backprop_activation(flat(grad), flat(self._x), self._buf_out[:n], self.activation,
+                                          self._buf_dx[:n])
+        return dx.reshape(grad.shape)
 
     def describe(self):
         return f"Activation {self.activation.name}"

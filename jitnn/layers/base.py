@@ -9,22 +9,57 @@ device implements, so a layer written once runs on each; ``to(ops)`` moves it to
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
 from jitnn.backend.cpu import CPU
 
 
+def as_shape(value, what="input_shape") -> tuple[int, ...]:
+    """A per-sample shape as a tuple of positive ints (an int is a 1-D shape); ValueError otherwise."""
+    shape = (value,) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{what} must be a tuple of positive ints, received: {what}={value!r}") from None
+    if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
+        raise ValueError(f"{what} must be a tuple of positive ints, received: {what}={value!r}")
+    return tuple(int(d) for d in shape)
+
+
+def batch_view(buf, n: int, shape) -> np.ndarray:
+    """The first ``n`` rows of a (capacity, size) work buffer viewed as ``n`` samples of ``shape``."""
+    return buf[:n].reshape((n, *shape))
+
+
+def flat(x) -> np.ndarray:
+    """A batch (N, ...) of a C-contiguous array viewed as (N, features), for the 2-D elementwise ops."""
+    return x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+
+
 class Layer:
-    """Base class. Subclasses set ``params``/``grads``/``regularizers`` in ``build``."""
+    """Base class. Subclasses set ``params``/``grads``/``regularizers`` in ``build``.
+
+    Shapes are per sample (Keras): ``input_shape``/``output_shape`` tuples, the batch axis left out;
+    ``input_dim``/``output_dim`` are their sizes (the feature counts of flat layers). A layer says what it
+    makes of an input shape in ``compute_output_shape`` and which weights it needs in ``weight_shapes``
+    (used by ``build``, ``Sequential.summary`` before building, and the file loader). Non-trainable
+    weights (BatchNormalization's moving statistics) live in ``state``/``state_names``: saved and
+    loaded with the parameters, never touched by the optimizer.
+    """
 
     kind = "Layer"
     arrays: tuple[str, ...] = ()  # attributes holding the layer's parameters and gradients (moved by ``to``)
 
-    def __init__(self, name=None):
+    def __init__(self, name=None, input_shape=None):
         self.name = name
+        self.declared_input_shape = None if input_shape is None else as_shape(input_shape)
+        self.input_shape = self.output_shape = None
         self.input_dim = None
         self.output_dim = None
+        self.state: list[np.ndarray] = []
+        self.state_names: list[str] = []
         self.dtype = None
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
@@ -55,11 +90,27 @@ class Layer:
     def collect(self) -> None:
         """Refresh ``params``/``grads`` from the attributes in ``arrays`` (after ``build`` or ``to``)."""
 
-    def build(self, input_dim: int, dtype, rng: np.random.Generator) -> None:
-        """Create the weights for ``input_dim`` inputs; the default keeps the width."""
-        self.input_dim = self.output_dim = input_dim
+    def compute_output_shape(self, input_shape) -> tuple[int, ...]:
+        """The per-sample output shape for ``input_shape``; ValueError naming both when it does not fit.
+        The default keeps the shape."""
+        return as_shape(input_shape)
+
+    def weight_shapes(self, input_shape) -> list[tuple[str, tuple[int, ...], bool]]:
+        """``(name, shape, trainable)`` of every weight for ``input_shape``, trainable ones first."""
+        return []
+
+    def set_shapes(self, input_shape) -> None:
+        """Record the input and output shapes (and their sizes) for ``input_shape``."""
+        self.input_shape = as_shape(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        self.input_dim, self.output_dim = math.prod(self.input_shape), math.prod(self.output_shape)
+
+    def build(self, input_shape, dtype, rng: np.random.Generator) -> None:
+        """Create the weights for inputs of per-sample ``input_shape`` (an int: that many features)."""
+        self.set_shapes(input_shape)
         self.dtype = np.dtype(dtype)
         self.built = True
+
 
     def allocate(self, batch: int) -> None:
         """Make sure the work buffers hold ``batch`` rows (grown, never shrunk)."""

@@ -17,11 +17,11 @@ import numpy as np
 
 from jitnn import activations, initializers
 from jitnn.activations import LINEAR_ACTIVATION
-from jitnn.layers.base import Layer
+from jitnn.layers.base import Layer, as_shape
 from jitnn.sparse import CSRMatrix
 
 
-def _regularizer(value):
+def regularizer_factors(value):
     """None, a float (L2), or {"l1": .., "l2": ..} -> (l1, l2)."""
     if value is None:
         return 0.0, 0.0
@@ -42,8 +42,8 @@ class Dense(Layer):
     arrays = ("W", "b", "dW", "db")
 
     def __init__(self, units, activation=None, input_dim=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", use_bias=True, kernel_regularizer=None, name=None):
-        super().__init__(name)
+                 bias_initializer="zeros", use_bias=True, kernel_regularizer=None, name=None, input_shape=None):
+        super().__init__(name, input_shape)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense units must be a positive int, received: units={units!r}")
         if input_dim is not None and (not isinstance(input_dim, (int, np.integer)) or input_dim < 1):
@@ -51,19 +51,41 @@ class Dense(Layer):
         self.units = int(units)
         self.activation = activations.get(activation)
         self.declared_input_dim = None if input_dim is None else int(input_dim)
+        if self.declared_input_dim is not None:
+            if self.declared_input_shape not in (None, (self.declared_input_dim,)):
+                raise ValueError(f"Dense input_dim and input_shape disagree, received: input_dim={input_dim}, "
+                                 f"input_shape={input_shape}")
+            self.declared_input_shape = (self.declared_input_dim,)
+        elif self.declared_input_shape is not None:
+            self.compute_output_shape(self.declared_input_shape)  # flat shapes only
+            self.declared_input_dim = self.declared_input_shape[0]
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.use_bias = bool(use_bias)
-        self.l1, self.l2 = _regularizer(kernel_regularizer)
+        self.l1, self.l2 = regularizer_factors(kernel_regularizer)
         self.emit_logits = False  # set by the model when the loss fuses this layer's activation
         self.mask = None  # bool (input_dim, units) of kept weights once pruned (jitnn.prune)
         self._w_csr = None  # CSR copy of the masked W for inference; None when stale
         self._csr_rows = self._csr_nnz = 0  # CSR input batches seen: their rows and nonzeros (profiler)
 
+    def compute_output_shape(self, input_shape):
+        shape = as_shape(input_shape)
+        if len(shape) != 1:
+            raise ValueError(f"Dense takes flat features (samples, features), received: input_shape={shape}; "
+                             "put a Flatten layer before it")
+        return (self.units,)
+
+    def weight_shapes(self, input_shape):
+        self.compute_output_shape(input_shape)
+        d = as_shape(input_shape)[0]
+        return [("kernel", (d, self.units), True)] + ([("bias", (self.units,), True)] if self.use_bias else [])
+
     def build(self, input_dim, dtype, rng):
-        if self.declared_input_dim is not None and self.declared_input_dim != input_dim:
-            raise ValueError(f"Dense(input_dim={self.declared_input_dim}) receives {input_dim} features")
-        self.input_dim, self.output_dim, self.dtype = int(input_dim), self.units, np.dtype(dtype)
+        """Weights for ``input_dim`` features (an int, or a 1-D per-sample shape)."""
+        self.set_shapes(input_dim)
+        if self.declared_input_dim is not None and self.declared_input_dim != self.input_dim:
+            raise ValueError(f"Dense(input_dim={self.declared_input_dim}) receives {self.input_dim} features")
+        self.dtype = np.dtype(dtype)
         ops = self.ops
         self.W = ops.to_device(self.kernel_initializer((self.input_dim, self.units), rng, self.dtype))
         self.dW = ops.zeros(self.W.shape, self.dtype)
@@ -190,7 +212,7 @@ class Dense(Layer):
         return notes
 
     def describe(self):
-        return f"Dense {self.input_dim}\u2192{self.units} {self.activation.name}"
+        return f"Dense {'?' if self.input_dim is None else self.input_dim}\u2192{self.units} {self.activation.name}"
 
     def get_config(self):
         return {"units": self.units, "activation": self.activation.get_config(), "input_dim": self.input_dim,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitnn.layers.base import Layer
+from jitnn.layers.base import Layer, flat
 
 
 class Dropout(Layer):
@@ -41,7 +41,8 @@ class Dropout(Layer):
         if not self._active:
             return x
         n = x.shape[0]
-        return self.ops.dropout(x, self.rate, self.next_seed(), self._buf_mask[:n], self._buf_out[:n])
+        out = self.ops.dropout(flat(x), self.rate, self.next_seed(), self._buf_mask[:n], self._buf_out[:n])
+        return out.reshape(x.shape)
 
     def next_seed(self):
         """The hash seed of the next training call (the step counter travels with the layer across devices)."""
@@ -52,7 +53,8 @@ class Dropout(Layer):
         if not self._active:
             return grad
         n = grad.shape[0]
-        return self.ops.backprop_dropout(grad, self._buf_mask[:n], self.rate, self._buf_dx[:n])
+        dx = self.ops.backprop_dropout(flat(grad), self._buf_mask[:n], self.rate, self._buf_dx[:n])
+        return dx.reshape(grad.shape)
 
     def describe(self):
         return f"Dropout {self.rate:g}"

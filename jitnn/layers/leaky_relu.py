@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jitnn import activations
-from jitnn.layers.base import Layer
+from jitnn.layers.base import Layer, flat
 
 
 class LeakyReLU(Layer):
@@ -25,12 +25,13 @@ class LeakyReLU(Layer):
         self._buf_dx = self._buffer("_buf_dx", self.input_dim)
 
     def forward(self, x, training):
-        return self.ops.activate(x, self._buf_out[:x.shape[0]], self.activation)
+        return self.ops.activate(flat(x), self._buf_out[:x.shape[0]], self.activation).reshape(x.shape)
 
     def backward(self, grad, need_input_grad):
         n = grad.shape[0]
         out = self._buf_out[:n]  # f'(z) reads the output's sign: no copy of the input is kept
-        return self.ops.backprop_activation(grad, out, out, self.activation, self._buf_dx[:n])
+        dx = self.ops.backprop_activation(flat(grad), out, out, self.activation, self._buf_dx[:n])
+        return dx.reshape(grad.shape)
 
     def describe(self):
         return f"LeakyReLU {self.negative_slope:g}"
