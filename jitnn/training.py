@@ -67,8 +67,8 @@ class SingleProcess:
     def agree(self, flag):
         return flag
 
-    def evaluate(self, model, x, y):
-        return model.evaluate(x, y)
+    def evaluate(self, model, x, y, sample_weight=None):
+        return model.evaluate(x, y, sample_weight=sample_weight)
 
     def end_epoch(self, model):
         pass
@@ -84,8 +84,11 @@ SINGLE_PROCESS = SingleProcess()
 
 
 def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuffle, callbacks, profile,
-        nan_guard, t_start, strategy=SINGLE_PROCESS):
-    """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History."""
+        nan_guard, t_start, strategy=SINGLE_PROCESS, sample_weight=None, initial_epoch=0):
+    """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History.
+
+    ``sample_weight`` (float64, one per row, or None) is gathered with each batch and scales its rows'
+    losses and gradients; epochs ``initial_epoch`` to ``epochs - 1`` run (Keras' resume numbering)."""
     ops = model.ops
     n = x.shape[0]
     steps = (n + batch_size - 1) // batch_size
@@ -93,6 +96,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     xs, ys = ops.asarray(x), ops.asarray(y)  # the training set on the device, once per fit
     model.allocate(batch_size, gather=not sparse, y_like=y)
     xbuf, ybuf = model.batch_buffers()
+    ws = wbuf = None
+    if sample_weight is not None:
+        ws, wbuf = ops.asarray(sample_weight), ops.zeros(batch_size, np.float64)
     strategy.setup(model)  # every rank starts from the root's weights and optimizer state
     params = [p for layer in model.layers for p in layer.params]
     grads = [g for layer in model.layers for g in layer.grads]
@@ -122,7 +128,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     try:
         for cb in cb_list:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             t = rec.host_start()
             for cb in cb_list:
                 cb.on_epoch_begin(epoch)
@@ -142,8 +148,13 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                     t = rec.start()
                     xb = ops.gather_rows(xs, d_order, first, rows, None if sparse else xbuf[:rows])
                     yb = ops.gather_rows(ys, d_order, first, rows, ybuf[:rows])
-                    rec.stop(t, None, "batching", rows)
-                    model.train_step(xb, yb)
+                    if ws is None:
+                        rec.stop(t, None, "batching", rows)
+                        model.train_step(xb, yb)
+                    else:  # the batch's sample weights, gathered like its rows
+                        wb = ops.gather_rows(ws, d_order, first, rows, wbuf[:rows])
+                        rec.stop(t, None, "batching", rows)
+                        model.train_step(xb, yb, wb)
                 strategy.reduce_gradients(grads, rows, m, rec)
                 seen += m
                 if (step + 1) % sync == 0 or step + 1 == steps:

@@ -11,6 +11,11 @@ from jitnn.sparse import CSRMatrix
 def as_features(x, dtype, what="x"):
     """x as a C-order 2-D array of ``dtype`` (one copy only if it is not one already), all finite.
 
+    Lists and pandas DataFrames/Series are converted. A C-contiguous array of ``dtype`` is returned as
+    a view, never copied: a ``np.load(path, mmap_mode="r")`` file stays on disk and training gathers
+    each batch from it; a file of another dtype (float64 for a float32 model) is converted once, into
+    memory of the model's dtype (docs/keras.md).
+
     A ``CSRMatrix`` stays sparse: its data converted to ``dtype`` (a copy only when it differs) and
     checked finite; its shape and indices were validated when it was built."""
     if isinstance(x, CSRMatrix):
@@ -23,8 +28,8 @@ def as_features(x, dtype, what="x"):
             raise ValueError(f"{what} contains {bad} NaN/inf value(s), the first in row {row}")
         return x
     if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
+        try:  # a pandas DataFrame/Series (duck-typed: pandas is not imported) gives its values
+            x = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x)
         except Exception as e:
             raise TypeError(f"{what} must be array-like, received: {type(x).__name__}") from e
     if x.dtype.kind not in "fiub":
