@@ -3,8 +3,13 @@ weighted losses), validation_split, initial_epoch, evaluate(return_dict=True), c
 Layer.get_weights/set_weights, and inputs given as lists, pandas objects and memory-mapped files."""
 
 import io
+import os
+import re
+import subprocess
+import sys
 import tracemalloc
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +20,7 @@ from test_backends import BACKENDS
 
 from jitnn import Sequential, backend, optimizers
 from jitnn.callbacks import Callback
+from jitnn.datasets import fashion_mnist, load_fashion_mnist
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 from jitnn.validation import as_features
 
@@ -354,3 +360,32 @@ def test_float64_memmap_is_converted_once_to_the_model_dtype(tmp_path):
     assert out[0].dtype == np.float32 and not np.shares_memory(out[0], x)
     assert peak < 1.25 * n * d * 4  # one float32 copy, no float64 intermediate
     np.testing.assert_array_equal(out[0], np.asarray(x, np.float32))
+
+
+# ---------------------------------------------------------------- the ported Keras example
+
+def test_keras_style_fashion_mnist_load_data():
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == np.uint8 and x_train.max() == 255
+    assert y_train.shape == (60000,) and y_test.shape == (10000,)
+    flat, _ = load_fashion_mnist()
+    np.testing.assert_array_equal(x_train.reshape(60000, 784) / np.float32(255), flat[0])
+    np.testing.assert_array_equal(y_train, flat[1])
+
+
+def test_ported_keras_mnist_mlp_trains_on_a_slice():
+    """examples/keras_mnist_mlp.py, Keras's script with its imports changed, on its first 600 rows."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_MNIST_ROWS="600", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, str(root / "examples" / "keras_mnist_mlp.py")], env=env,
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "600 train samples" in text and "600 test samples" in text
+    assert "Total params: 669,706" in text  # 784*512 + 512 + 512*512 + 512 + 512*10 + 10, as Keras prints
+    losses = [float(v) for v in re.findall(r"- loss: ([\d.]+) - accuracy", text)]
+    val = re.findall(r"val_loss: [\d.]+ - val_accuracy", text)
+    assert len(losses) == len(val) == 20 and losses[-1] < 0.6 * losses[0]
+    accuracy = float(re.search(r"Test accuracy: ([\d.]+)", text).group(1))
+    assert accuracy > 0.6  # 540 training rows of Fashion-MNIST: ten classes, chance is 0.1
