@@ -20,6 +20,7 @@ from test_backends import BACKENDS
 
 from jitnn import Sequential, backend, optimizers
 from jitnn.callbacks import Callback
+from jitnn.cuda import runtime
 from jitnn.datasets import fashion_mnist, load_fashion_mnist
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 from jitnn.validation import as_features
@@ -389,3 +390,19 @@ def test_ported_keras_mnist_mlp_trains_on_a_slice():
     assert len(losses) == len(val) == 20 and losses[-1] < 0.6 * losses[0]
     accuracy = float(re.search(r"Test accuracy: ([\d.]+)", text).group(1))
     assert accuracy > 0.6  # 540 training rows of Fashion-MNIST: ten classes, chance is 0.1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not runtime.available(), reason="no CUDA device and no simulator")
+def test_weighted_fit_on_the_gpu_matches_the_cpu():
+    """The loop gathers each batch's weights on the device (gather_items) like its rows."""
+    x, y, w = problem(n=23)
+    runs = []
+    for device in ("cpu", "cuda"):
+        model = model_for(dtype="float64", device=device)
+        hist = model.fit(x, y, epochs=2, batch_size=8, sample_weight=w, validation_split=0.2, verbose=0, seed=6)
+        runs.append((model.get_weights(), hist.history))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(runs[0][1][key], runs[1][1][key], rtol=1e-10)
