@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import types
 import zlib
 
 import numpy as np
@@ -148,6 +149,15 @@ def load_fashion_mnist(path=None, dtype="float32", flatten=True, normalize=True)
             )
         splits.append((_images(x, dtype, flatten, normalize), y.astype(np.int64)))
     return splits[0], splits[1]
+
+
+def fashion_mnist_load_data(path=None):
+    """Keras' ``fashion_mnist.load_data()``: ``((x_train, y_train), (x_test, y_test))`` as stored, uint8
+    images of shape (N, 28, 28) and their labels, for scripts that scale and reshape them themselves."""
+    return load_fashion_mnist(path, dtype="uint8", flatten=False, normalize=False)
+
+
+fashion_mnist = types.SimpleNamespace(load_data=fashion_mnist_load_data)  # keras.datasets.fashion_mnist
 
 
 def _stratified_split(y: np.ndarray, test_size: float, rng: np.random.Generator):

@@ -64,13 +64,21 @@ class Loss:
     from_logits_activation: str | None = None
     kernels: tuple[str, ...] = ()  # the kernels the training path runs (an Ops must have all of them)
 
-    def __call__(self, y_true, y_pred) -> float:
-        """Mean loss of predictions ``y_pred`` (post-activation) against ``y_true``."""
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        """Mean loss of predictions ``y_pred`` (post-activation) against ``y_true``; with ``sample_weight``
+        (one weight per row) Σ wᵢ·lᵢ / N, Keras' "sum_over_batch_size" reduction."""
         p = _as_predictions(y_pred)
         y = self.prepare_targets(y_true, p.shape[1], p.dtype)
         if y.shape[0] != p.shape[0]:
             raise ValueError(f"{y.shape[0]} targets for {p.shape[0]} predictions")
-        return self.value_and_grad(p, y, np.empty_like(p), np.empty(p.shape[0]))
+        grad, rows = np.empty_like(p), np.empty(p.shape[0])
+        value = self.value_and_grad(p, y, grad, rows)
+        if sample_weight is None:
+            return value
+        w = np.ascontiguousarray(sample_weight, np.float64).reshape(-1)
+        if w.shape[0] != p.shape[0]:
+            raise ValueError(f"sample_weight needs one weight per prediction ({p.shape[0]}), received: {w.shape[0]}")
+        return CPU.weight_rows(grad, rows, w)
 
     def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU) -> float | None:
         """dL/dy_pred into ``grad_out``, per-sample losses into ``row_loss[:N]``; returns the mean loss

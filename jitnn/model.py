@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from jitnn import backend, saving, training
+from jitnn import backend, fit_inputs, saving, training
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
@@ -34,6 +34,7 @@ from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
 from jitnn.layers.base import as_shape
 from jitnn.layers.folding import fold_plan
+from jitnn.metrics import log_key
 from jitnn.profiler import NULL_RECORDER
 from jitnn.sharing import NEW_OPTIMIZER, Sharing
 from jitnn.training import NonFiniteLossError
@@ -227,17 +228,18 @@ class Sequential(Sharing):
 
 
     # --- one step ----------------------------------------------------------------------------------
-    def train_step(self, x, y):
+    def train_step(self, x, y, sample_weight=None):
         """Forward, loss, backward and metric numerators for one batch already on the device.
 
         Gradients land in the layers' ``grads``; the running loss and metric sums in the model's sums.
         Returns the batch's mean loss where the backend computes it on the host (the CPU), else None.
-        The weights change only in ``apply_gradients``."""
+        The weights change only in ``apply_gradients``. ``sample_weight``: the batch's per-row weights
+        on the device (float64), which scale each row's loss and gradient (jitnn/fit_inputs.py)."""
         m = x.shape[0]
         rec = self.recorder
         out = self._forward(x, True, rec)
         t = rec.start()
-        value, pred = self._loss(out, y, m)
+        value, pred = self._loss(out, y, m, sample_weight)
         rec.stop(t, None, "loss", m)
         grad = self._grad[:m]
         for i in range(len(self.layers) - 1, -1, -1):
@@ -277,7 +279,7 @@ class Sequential(Sharing):
         """Zero the running loss and metric sums (the loop does it at each epoch's start)."""
         self.ops.to_device(np.zeros(1 + len(self.metrics)), out=self.sums)
 
-    def _loss(self, out, y, m):
+    def _loss(self, out, y, m, sample_weight=None):
         ops, grad, rows = self.ops, self._grad[:m], self._row_loss[:m]
         if self._fused:
             pred = self._probs[:m]
@@ -285,6 +287,8 @@ class Sequential(Sharing):
         else:
             pred = out
             value = self.loss.value_and_grad(out, y, grad, rows, ops)
+        if sample_weight is not None:
+            value = ops.weight_rows(grad, rows, sample_weight)
         ops.add_loss(self.sums, 0, value, rows, m)
         return value, pred
 
@@ -340,16 +344,23 @@ class Sequential(Sharing):
             self._predict_into(x, batch_size, result)
         return result
 
-    def evaluate(self, x, y, batch_size=1024, verbose=0):
-        """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics."""
+    def evaluate(self, x, y, batch_size=1024, verbose=0, sample_weight=None, return_dict=False):
+        """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics; with
+        ``return_dict=True`` a dict keyed "loss" and the metrics' log names (as ``history.history``).
+
+        ``sample_weight`` weighs each row's loss: Σ wᵢ·lᵢ / N (metrics stay unweighted, docs/keras.md)."""
         self._require_compiled()
         batch_size, _ = check_batch_size(batch_size), check_verbose(verbose)
         x = as_features(x, self.dtype, "x")
         as_targets(y, x.shape[0])
         self._ensure_built(x)
         y = self.prepare_targets(y, x)
+        if sample_weight is not None:
+            sample_weight = fit_inputs.check_sample_weight(sample_weight, x.shape[0])
         pred = self.predict(x, batch_size)
-        values = [float(self.loss(y, pred))] + [float(fn(y, pred)) for _, fn in self.metrics]
+        values = [float(self.loss(y, pred, sample_weight))] + [float(fn(y, pred)) for _, fn in self.metrics]
+        if return_dict:
+            return dict(zip(["loss"] + [log_key(name) for name, _ in self.metrics], values))
         return values[0] if len(values) == 1 else values
 
     # --- training ----------------------------------------------------------------------------------
@@ -365,8 +376,15 @@ class Sequential(Sharing):
         return self.loss.prepare_targets(as_targets(y, x.shape[0]), self.output_dim, self.dtype)
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
-            callbacks=None, profile=False, nan_guard=True, strategy=None):
+            callbacks=None, profile=False, nan_guard=True, strategy=None, validation_split=0.0,
+            sample_weight=None, class_weight=None, initial_epoch=0):
         """Train with shuffled minibatches; returns a History (``history.history["loss"]`` ...).
+
+        Keras' data arguments keep Keras's meaning (jitnn/fit_inputs.py, docs/keras.md):
+        ``validation_split`` holds out the last fraction of the rows (ignored when ``validation_data``
+        is given, which may be ``(x, y)`` or ``(x, y, sample_weight)``); ``sample_weight`` or
+        ``class_weight`` weighs each row's loss; ``initial_epoch`` resumes: epochs ``initial_epoch`` to
+        ``epochs - 1`` run, and callbacks see those indices.
 
         ``seed`` fixes weights (if not yet built), shuffling and dropout: same seed, same result.
         ``nan_guard`` keeps a copy of the weights at each check of the loss, so that a NaN loss can
@@ -377,10 +395,11 @@ class Sequential(Sharing):
         t_fit = _now()
         with self._training():
             return self._fit(t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks,
-                             profile, nan_guard, strategy)
+                             profile, nan_guard, strategy, validation_split, sample_weight, class_weight,
+                             initial_epoch)
 
     def _fit(self, t_fit, x, y, epochs, batch_size, validation_data, verbose, seed, shuffle, callbacks, profile,
-             nan_guard, strategy):
+             nan_guard, strategy, validation_split, sample_weight, class_weight, initial_epoch):
         self._require_compiled()
         if strategy is None:
             strategy = training.SINGLE_PROCESS
@@ -390,6 +409,15 @@ class Sequential(Sharing):
         seed = strategy.agree_seed(seed)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, received: epochs={epochs!r}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ValueError(f"initial_epoch must be an int >= 0, received: initial_epoch={initial_epoch!r}")
+        weighted = sample_weight is not None or class_weight is not None or (
+            isinstance(validation_data, (tuple, list)) and len(validation_data) == 3)
+        if weighted and strategy is not training.SINGLE_PROCESS:
+            raise ValueError("sample weights (sample_weight, class_weight, or in validation_data) are not "
+                             "supported with a distributed strategy yet")
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("pass sample_weight or class_weight, not both (as Keras)")
         batch_size = check_batch_size(batch_size)
         verbose, seed, callbacks = check_verbose(verbose), check_seed(seed), check_callbacks(callbacks, Callback)
         shuffle, profile, nan_guard = (check_flag(k, v) for k, v in
@@ -399,11 +427,22 @@ class Sequential(Sharing):
         as_targets(y, x.shape[0])  # its form, before anything is built; the loss checks the values below
         self._ensure_built(x, seed=seed)
         y = self.prepare_targets(y, x)
-        if validation_data is not None:
-            xv, yv = validation_data
+        if sample_weight is not None:
+            sample_weight = fit_inputs.check_sample_weight(sample_weight, x.shape[0])
+        if validation_data is None and validation_split:
+            (x, y, sample_weight), validation_data = fit_inputs.split_validation(x, y, sample_weight,
+                                                                                  validation_split)
+        elif validation_data is not None:
+            xv, yv, wv = (*validation_data, None)[:3]
             xv = as_features(xv, self.dtype, "validation x")
             self._ensure_built(xv)
-            validation_data = (xv, self.prepare_targets(yv, xv))
+            yv = self.prepare_targets(yv, xv)
+            validation_data = (xv, yv, None if wv is None else
+                               fit_inputs.check_sample_weight(wv, xv.shape[0], "validation sample_weight"))
+        if class_weight is not None:
+            sample_weight = fit_inputs.class_weight_to_sample_weight(class_weight, y, self.output_dim)
+        if validation_data is not None and validation_data[2] is None:
+            validation_data = validation_data[:2]
         if x.shape[0] == 0:
             raise ValueError("x has no rows to train on")
         self._claim(self.optimizer, "optimizer", NEW_OPTIMIZER)  # one assigned after compile
@@ -416,13 +455,20 @@ class Sequential(Sharing):
                 self, x, y, epochs=epochs, batch_size=min(batch_size, x.shape[0]),
                 validation_data=validation_data, verbose=verbose, rng=np.random.default_rng(seed),
                 shuffle=shuffle, callbacks=callbacks, profile=profile, nan_guard=nan_guard, t_start=t_fit,
-                strategy=strategy)
+                strategy=strategy, sample_weight=sample_weight, initial_epoch=int(initial_epoch))
         return self.history
 
     # --- weights, config, files --------------------------------------------------------------------
     def _weight_arrays(self):
         """Every weight in Keras' order: per layer, the trainable ones, then its state (moving statistics)."""
         return [p for layer in self.layers for p in (*layer.params, *layer.state)]
+
+    def count_params(self):
+        """The number of parameters (every weight and bias), as Keras' ``count_params``."""
+        if not self.built:
+            raise ValueError(f"model {self.name!r} is not built yet: count_params needs the input size "
+                             "(call build(input_dim) or fit first)")
+        return sum(layer.param_count() for layer in self.layers)
 
     def get_weights(self):
         return [self.ops.to_host(p) for p in self._weight_arrays()]

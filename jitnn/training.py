@@ -89,8 +89,8 @@ class SingleProcess:
     def agree(self, flag):
         return flag
 
-    def evaluate(self, model, x, y):
-        return model.evaluate(x, y)
+    def evaluate(self, model, x, y, sample_weight=None):
+        return model.evaluate(x, y, sample_weight=sample_weight)
 
     def end_epoch(self, model):
         pass
@@ -132,8 +132,11 @@ class _DeferredInterrupt:
 
 
 def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuffle, callbacks, profile,
-        nan_guard, t_start, strategy=SINGLE_PROCESS):
-    """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History."""
+        nan_guard, t_start, strategy=SINGLE_PROCESS, sample_weight=None, initial_epoch=0):
+    """Train ``model`` (built, compiled, arguments validated by ``Sequential.fit``); returns a History.
+
+    ``sample_weight`` (float64, one per row, or None) is gathered with each batch and scales its rows'
+    losses and gradients; epochs ``initial_epoch`` to ``epochs - 1`` run (Keras' resume numbering)."""
     ops = model.ops
     n = x.shape[0]
     steps = (n + batch_size - 1) // batch_size
@@ -142,6 +145,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     xs, ys = ops.asarray(x), ops.asarray(y)  # the training set on the device, once per fit
     model.allocate(batch_size, gather=not sparse, y_like=y)
     xbuf, ybuf = model.batch_buffers()
+    ws = wbuf = None
+    if sample_weight is not None:
+        ws, wbuf = ops.asarray(sample_weight), ops.zeros(batch_size, np.float64)
     strategy.setup(model)  # every rank starts from the root's weights and optimizer state
     params = [p for layer in model.layers for p in layer.params]
     grads = [g for layer in model.layers for g in layer.grads]
@@ -164,10 +170,12 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     batch_begin = [cb for cb in cb_list if _overrides(cb, "on_train_batch_begin", "on_batch_begin")]
     batch_end = [cb for cb in cb_list if _overrides(cb, "on_train_batch_end", "on_batch_end")]
     profile_rec = profiler.current(profile, model, t_start)
-    if strategy is SINGLE_PROCESS:
+    if strategy is not SINGLE_PROCESS:  # the gradients are reduced between backward and update
+        compiled, model.step_path = None, "layers: data parallel (gradients reduced between backward and update)"
+    elif sample_weight is not None:  # the compiled step has no row weights
+        compiled, model.step_path = None, "layers: sample weights"
+    else:
         compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps)
-    else:  # the gradients are reduced between backward and update: the step stays in pieces
-        compiled, model.step_path = None, "layer-by-layer (data parallel)"
     _log.debug("fit: %s step path", model.step_path)
     rec = ops.recorder(profile_rec, model.layers)
     model.recorder = rec
@@ -183,7 +191,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
         interrupt.__enter__()
         for cb in cb_list:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             t = rec.host_start()
             for cb in cb_list:
                 cb.on_epoch_begin(epoch)
@@ -208,8 +216,13 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                         t = rec.start()
                         xb = ops.gather_rows(xs, d_order, first, rows, None if sparse else xbuf[:rows])
                         yb = ops.gather_rows(ys, d_order, first, rows, ybuf[:rows])
-                        rec.stop(t, None, "batching", rows)
-                        model.train_step(xb, yb)
+                        if ws is None:
+                            rec.stop(t, None, "batching", rows)
+                            model.train_step(xb, yb)
+                        else:  # the batch's sample weights, gathered like its rows
+                            wb = ops.gather_rows(ws, d_order, first, rows, wbuf[:rows])
+                            rec.stop(t, None, "batching", rows)
+                            model.train_step(xb, yb, wb)
                     strategy.reduce_gradients(grads, rows, m, rec)
                 seen += m
                 if (step + 1) % sync == 0 or step + 1 == steps:

@@ -25,6 +25,11 @@ def as_features(x, dtype, what="x"):
     """x as a C-order array of ``dtype`` (one copy only if it is not one already), all finite: 2-D
     (samples, features), or (samples, *sample_shape) such as images (N, H, W, C); 1-D becomes one column.
 
+    Lists and pandas DataFrames/Series are converted. A C-contiguous array of ``dtype`` is returned as
+    a view, never copied: a ``np.load(path, mmap_mode="r")`` file stays on disk and training gathers
+    each batch from it; a file of another dtype (float64 for a float32 model) is converted once, into
+    memory of the model's dtype (docs/keras.md).
+
     A ``CSRMatrix`` stays sparse: its data converted to ``dtype`` (a copy only when it differs) and
     checked finite; its shape and indices were validated when it was built."""
     if isinstance(x, CSRMatrix):
@@ -58,8 +63,8 @@ def _as_numeric_array(a, what, form):
     if isinstance(a, CSRMatrix):
         raise TypeError(f"{what} must be a dense array {form}, received: a CSRMatrix")
     if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
+        try:  # a pandas DataFrame/Series (duck-typed: pandas is not imported) gives its values
+            a = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
         except (ValueError, TypeError, OverflowError) as e:  # ragged nested lists, objects numpy refuses
             raise TypeError(f"{what} must be array-like {form} (rows of equal length), received: "
                             f"{type(a).__name__} ({str(e)[:80]})") from None
@@ -118,14 +123,15 @@ def check_callbacks(callbacks, base):
 
 
 def check_validation_data(validation_data):
-    """(x, y) from ``validation_data`` (None: None)."""
+    """(x, y) or (x, y, sample_weight) from ``validation_data`` (None: None)."""
     if validation_data is None:
         return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         got = f"shape={validation_data.shape}" if isinstance(validation_data, np.ndarray) else \
             f"{type(validation_data).__name__}" + (f" of length {len(validation_data)}"
                                                    if isinstance(validation_data, (tuple, list)) else "")
-        raise TypeError(f"validation_data must be a tuple (x_val, y_val), received: {got}")
+        raise TypeError(f"validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight), "
+                        f"received: {got}")
     return tuple(validation_data)
 
 

@@ -208,6 +208,9 @@ class CPUOps(Ops):
     def loss_from_logits(self, kernel, z, y, probs, grad, row_loss):
         return launch(LOSS_KERNELS[kernel], z.size, z, y, probs, grad, row_loss)
 
+    def weight_rows(self, grad, row_loss, weights):
+        return launch(KL.weight_rows, grad.size, grad, row_loss, weights)
+
     def add_loss(self, sums, slot, mean, row_loss, n):
         sums[slot] += mean * n
 

@@ -132,6 +132,9 @@ class CUDAOps(Ops):
     def loss_from_logits(self, kernel, z, y, probs, grad, row_loss):
         K.launch(LOSS_KERNELS[kernel], z.shape[0], z, y, probs, grad, row_loss)
 
+    def weight_rows(self, grad, row_loss, weights):
+        K.launch(K.weight_rows, grad.shape[0], grad, row_loss, weights)
+
     def add_loss(self, sums, slot, mean, row_loss, n):
         K.launch_accumulate(row_loss, n, sums, slot)
 

@@ -180,6 +180,11 @@ class Ops:
         """The fused path: ``probs`` = activation(z), ``grad`` = dL/dz; returns as ``loss``."""
         raise NotImplementedError
 
+    def weight_rows(self, grad, row_loss, weights):
+        """Per-sample weights after a loss: grad[i] *= w[i] and row_loss[i] *= w[i] (Keras'
+        "sum_over_batch_size" reduction); returns Σ w_i l_i / N where the host computes it, else None."""
+        raise NotImplementedError
+
     def add_loss(self, sums, slot, mean, row_loss, n):
         """sums[slot] += the batch's summed loss (``mean * n`` when ``mean`` is known on the host)."""
         raise NotImplementedError

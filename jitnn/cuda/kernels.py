@@ -45,6 +45,7 @@ xent_probs_dense_row = device_function(KL.xent_probs_dense_row)
 sigmoid_bce_logits_row = device_function(KL.sigmoid_bce_logits_row)
 softmax_xent_int_row = device_function(KL.softmax_xent_int_row)
 softmax_xent_dense_row = device_function(KL.softmax_xent_dense_row)
+weight_row = device_function(KL.weight_row)
 argmax_row = device_function(KM.argmax_row)
 threshold_hits_row = device_function(KM.threshold_hits_row)
 
@@ -275,6 +276,14 @@ def softmax_xent_dense(z, y, probs, dz, row_loss):
     n = z.shape[0]
     if i < n:
         row_loss[i] = softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], 1.0 / n)
+
+
+@cuda.jit
+def weight_rows(grad, row_loss, weights):
+    """Sample weights after a loss: grad[i] *= w_i, row_loss[i] *= w_i (the CPU's row function)."""
+    i = cuda.grid(1)
+    if i < grad.shape[0]:
+        row_loss[i] = row_loss[i] * weight_row(grad[i], weights[i])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -247,3 +247,21 @@ def softmax_xent_dense(z, y, probs, dz, row_loss):
     for i in prange(n):
         row_loss[i] = softmax_xent_dense_row(z[i], y[i], probs[i], dz[i], inv_n)
     return mean_of(row_loss, n)
+
+
+@njit(**JIT, inline="always")
+def weight_row(gi, w):
+    """Scale one sample's gradient row by its weight; returns the factor its loss takes."""
+    for j in range(gi.shape[0]):
+        gi[j] = gi[j] * w
+    return w
+
+
+@njit(**PJIT)
+def weight_rows(grad, row_loss, weights):
+    """Sample weights after a loss (Keras' "sum_over_batch_size"): grad[i] *= w_i, row_loss[i] *= w_i;
+    returns Σ_i w_i l_i / N, the weighted batch loss (the gradient stays that of the returned value)."""
+    n = grad.shape[0]
+    for i in prange(n):
+        row_loss[i] = row_loss[i] * weight_row(grad[i], weights[i])
+    return mean_of(row_loss, n)

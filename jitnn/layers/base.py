@@ -140,6 +140,31 @@ class Layer:
     def get_config(self) -> dict:
         return {"name": self.name}
 
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the parameters as numpy arrays, in ``params`` order ([] for a layer without any)."""
+        return [np.array(self.ops.to_host(p)) for p in self.params]
+
+    def set_weights(self, weights) -> None:
+        """Write ``weights`` (as ``get_weights`` returns them) into the parameters; all are checked
+        (count, shapes, finite) before any is written."""
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            raise ValueError(f"layer {self.name or self.kind!r} has {len(self.params)} weight arrays, "
+                             f"received: {len(weights)}")
+        arrays = []
+        for i, (p, w) in enumerate(zip(self.params, weights)):
+            a = np.asarray(w)
+            if a.shape != tuple(p.shape):
+                raise ValueError(f"weight {i} of layer {self.name or self.kind!r} must have shape "
+                                 f"{tuple(p.shape)}, received: shape={a.shape}")
+            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
+                raise ValueError(f"weight {i} of layer {self.name or self.kind!r} must hold finite numbers")
+            arrays.append(np.ascontiguousarray(a, p.dtype))
+        for p, a in zip(self.params, arrays):
+            self.ops.to_device(a, out=p)
+        if getattr(self, "mask", None) is not None:
+            self.apply_mask()
+
     def param_count(self) -> int:
         return int(sum(p.size for p in self.params))
 
