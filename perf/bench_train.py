@@ -1,17 +1,25 @@
 """Training-speed benchmark: the tutorial's network 784-512-128-64-10 with Adam, float32, one run.
 
-    python perf/bench_train.py                      # batch 1000, 64, 32: samples/s and ratios
+    python perf/bench_train.py                      # batch 1000, 64, 32: epoch times and ratios
     python perf/bench_train.py --samples 16000      # fewer samples per timed epoch (faster run)
     python perf/bench_train.py --accuracy 15        # also train jitnn and PyTorch 15 epochs: test accuracy
+    python perf/bench_train.py --step-overhead      # per-step cost, compiled vs layer by layer, small MLP
     pytest perf/bench_train.py --benchmark-only     # one batch size through pytest-benchmark
 
 Peers, timed round-robin in one process so they share the machine's load (median of --repeats):
+  jitnn     fit with the compiled step (jitnn/compiled_step.py): one @njit call per batch
+  jitnn-layers  the same model and fit through the layer-by-layer loop (compiled_step.ENABLED = False):
+            the "before" of the compiled step, in the same run
   tutorial  the numpy tutorial, a faithful copy in perf/baselines/ (its weights are float64, so its
             products run in float64: that is the code users bring)
   torch     PyTorch CPU, nn.Sequential + torch.optim.Adam + CrossEntropyLoss, float32, with
             torch.set_num_threads equal to jitnn's thread count
   sklearn   scikit-learn MLPClassifier(solver="adam"), float32 input
 Each timed run is one epoch over the first --samples rows of Fashion-MNIST (digits if absent).
+
+"bound" is the GEMM-bound limit: the epoch's FLOPs (every Dense layer's forward and backward products,
+Dense.flops) at ``jitnn.peak`` (the micro-kernel's own rate on every thread); "x bound" = jitnn's epoch
+time over it (issue 11's goal: within 1.3).
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jitnn  # noqa: E402
-from baselines import tutorial_numpy  # noqa: E402
+from baselines import tutorial_numpy
+
+import jitnn
+from jitnn import compiled_step
+from jitnn.peak import peak_gflops
 
 HIDDEN = (512, 128, 64)
 
@@ -76,6 +87,17 @@ def make_peers(x, y, batch, k, threads, which):
     if "jitnn" in which:
         model = jitnn_model(d, k)
         peers["jitnn"] = lambda: model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=1)
+    if "jitnn-layers" in which:
+        layered = jitnn_model(d, k)
+
+        def layer_by_layer():
+            compiled_step.ENABLED = False
+            try:
+                layered.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=1)
+            finally:
+                compiled_step.ENABLED = True
+
+        peers["jitnn-layers"] = layer_by_layer
     if "tutorial" in which:
         np.random.seed(0)
         tl = tutorial_numpy
@@ -107,6 +129,18 @@ def make_peers(x, y, batch, k, threads, which):
 
         peers["sklearn"] = sk
     return peers
+
+
+def gemm_bound_seconds(n, d, k, batch, dtype="float32"):
+    """Seconds one epoch of n samples would take if its Dense FLOPs ran at jitnn.peak."""
+    model = jitnn_model(d, k)
+    flops = 0
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        for i, layer in enumerate(model.layers):
+            f = layer.flops(m, need_input_grad=i > 0)
+            flops += f["forward"] + f["backward"]
+    return flops / (peak_gflops(dtype) * 1e9)
 
 
 def time_round_robin(peers, repeats):
@@ -146,30 +180,65 @@ def accuracy_run(x, y, xt, yt, k, epochs, batch, threads):
     return out
 
 
+def step_overhead(blocks=8, steps=200, batch=32):
+    """µs per step of the compiled step and of the layer-by-layer loop on a small MLP (32-64-Dropout-32-10,
+    Adam, accuracy), where the kernels cost little and the cost between them shows; alternating blocks."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * steps, 32), dtype=np.float32)
+    y = rng.integers(0, 10, x.shape[0])
+
+    def make():
+        m = jitnn.Sequential([jitnn.Dense(64, "relu", input_dim=32), jitnn.Dropout(0.2), jitnn.Dense(32, "relu"),
+                              jitnn.Dense(10, "softmax")])
+        m.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        m.build(32, seed=0)
+        return m
+
+    models, times = {True: make(), False: make()}, {True: [], False: []}
+    for block in range(blocks + 1):
+        for enabled in (True, False):
+            compiled_step.ENABLED = enabled
+            t0 = time.perf_counter()
+            models[enabled].fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=1)
+            if block:  # the first block compiles
+                times[enabled].append((time.perf_counter() - t0) / steps * 1e6)
+    compiled_step.ENABLED = True
+    c, lay = float(np.median(times[True])), float(np.median(times[False]))
+    print(f"us per step, batch {batch}, {jitnn.get_num_threads()} threads: compiled {c:.0f}, layer by layer "
+          f"{lay:.0f}, x {lay / c:.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", default="1000,64,32")
     p.add_argument("--samples", type=int, default=60000, help="rows per timed epoch")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--peers", default="jitnn,tutorial,torch,sklearn")
+    p.add_argument("--peers", default="jitnn,jitnn-layers,tutorial,torch,sklearn")
     p.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS", help="also train to accuracy")
+    p.add_argument("--step-overhead", action="store_true", help="only the per-step cost of the two paths")
     args = p.parse_args(argv)
+    if args.step_overhead:
+        step_overhead()
+        return
     name, (x, y), (xt, yt) = jitnn.datasets.load_dataset("auto")
     x, y = x[:args.samples], y[:args.samples]
     k = int(y.max()) + 1
     threads = jitnn.get_num_threads()
     which = args.peers.split(",")
-    available = [w for w in which if w in ("jitnn", "tutorial") or _importable(w)]
+    available = [w for w in which if w in ("jitnn", "jitnn-layers", "tutorial") or _importable(w)]
     print(f"{name}: {x.shape[0]} samples per epoch, 784-512-128-64-{k}, Adam, float32, {threads} threads; "
           f"median of {args.repeats} epochs, peers timed round-robin")
-    print(f"{'batch':>6s} " + " ".join(f"{w + ' s':>12s}" for w in available)
-          + " " + " ".join(f"{'x ' + w:>12s}" for w in available if w != "jitnn"))
+    print(f"{'batch':>6s} " + " ".join(f"{w + ' s':>14s}" for w in available)
+          + " " + " ".join(f"{'x ' + w:>14s}" for w in available if w != "jitnn") + f" {'bound s':>9s} {'x bound':>8s}")
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         times = time_round_robin(make_peers(x, y, batch, k, threads, available), args.repeats)
         ratios = [times[w] / times["jitnn"] for w in available if w != "jitnn"]
-        print(f"{batch:6d} " + " ".join(f"{times[w]:12.3f}" for w in available)
-              + " " + " ".join(f"{r:12.2f}" for r in ratios), flush=True)
-    print("(x peer = peer time / jitnn time: how many times faster jitnn trains)")
+        bound = gemm_bound_seconds(x.shape[0], x.shape[1], k, batch)
+        print(f"{batch:6d} " + " ".join(f"{times[w]:14.3f}" for w in available)
+              + " " + " ".join(f"{r:14.2f}" for r in ratios)
+              + f" {bound:9.3f} {times['jitnn'] / bound if 'jitnn' in times else float('nan'):8.2f}", flush=True)
+    print("(x peer = peer time / jitnn time: how many times faster jitnn trains; x bound = jitnn time / the "
+          "GEMM-bound time at jitnn.peak)")
     if args.accuracy:
         _, (xf, yf), _ = jitnn.datasets.load_dataset(name)
         for peer, (sec, acc) in accuracy_run(xf, yf, xt, yt, k, args.accuracy, 128, threads).items():
