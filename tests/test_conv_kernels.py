@@ -184,6 +184,10 @@ def test_strided_input_and_contiguity_errors():
         conv2d(x, w, b, np.empty(dy.shape[::-1]).T, pads=pads)
     with pytest.raises(ValueError, match="w must be C-contiguous"):
         conv2d(x, np.asfortranarray(w), b, y, pads=pads)
+    with pytest.raises(ValueError, match=r"received: cols.shape=\(40, 27\)"):
+        conv2d(x, w, b, y, pads=pads, cols=np.empty((40, 27)), algorithm="gemm")  # one image needs 42 rows
+    with pytest.raises(ValueError, match=r"received: cols.shape=\(42, 26\)"):
+        backprop_conv2d(x, w, dy, None, np.empty(w.shape), pads=pads, cols=np.empty((42, 26)))
     with pytest.raises(ValueError, match="dw must be C-contiguous"):
         backprop_conv2d(x, w, dy, None, np.empty(w.shape[::-1]).T, pads=pads)
 

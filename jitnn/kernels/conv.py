@@ -11,7 +11,7 @@ Two forward algorithms, chosen per shape by ``conv2d`` (figures in docs/conv.md)
   packed GEMM with the bias + activation epilogue writes y. Images go through in chunks so the patch
   matrix stays in cache (``CHUNK_BYTES``) and the buffer stays small.
 - direct: for few input channels (the first layer, C=1: K = 9, a GEMM would spend its time packing)
-  each output pixel is accumulated in registers as F-wide vector FMAs over the KH*KW*C taps.
+  each tap adds F-wide vector FMAs into a whole output row held in L1; no patch matrix at all.
 
 Backward (``backprop_conv2d``) reuses one patch buffer per chunk: dW += colsᵀ·dY (GEMM, beta=1 after
 the first chunk, a fixed order: bitwise the same for any thread count), then the same buffer receives
@@ -31,7 +31,7 @@ from jitnn.linalg import gemm_into
 # Patch-matrix bytes per chunk of images: the GEMM reads the chunk right after im2col wrote it, so it
 # should still sit in L3 (32 MiB), but every chunk costs three more parallel regions (im2col, packing,
 # the GEMM), and on a loaded machine each region can wait a scheduler slice. Swept in
-# perf/bench_conv.py --sweep (docs/conv.md): 256 KiB chunks were 2.5x slower than 8 MiB ones.
+# perf/bench_conv.py --sweep (docs/conv.md): 256 KiB chunks were 2-2.5x slower than 8 MiB ones.
 CHUNK_BYTES = 1 << 23
 # Up to this many input channels the direct loop beats im2col + GEMM: 1.7-4x for C <= 8, 1.1-1.3x at
 # C = 16, a tie or a loss at C = 32 (one thread, docs/conv.md). 8, not 16: the GEMM is still being tuned,
@@ -189,6 +189,19 @@ def conv2d_workspace(x_shape, w_shape, out_hw, dtype, chunk_bytes=None):
     return np.empty((nb * rows, k), dtype)
 
 
+def patch_buffer(cols, x_shape, w_shape, out_hw, dtype):
+    """``cols``, checked to hold at least one image's patches (the kernels do not bounds-check), or a new one."""
+    if cols is None:
+        return conv2d_workspace(x_shape, w_shape, out_hw, dtype)
+    k = w_shape[0] * w_shape[1] * w_shape[2]
+    rows = out_hw[0] * out_hw[1]
+    if cols.ndim != 2 or cols.shape[0] < rows or cols.shape[1] != k or cols.dtype != dtype:
+        raise ValueError(f"cols must be a ({rows}*images, {k}) {np.dtype(dtype).name} buffer from conv2d_workspace, "
+                         f"received: cols.shape={cols.shape}, cols.dtype={cols.dtype}")
+    require_contiguous(cols=cols)
+    return cols
+
+
 def require_contiguous(**arrays):
     """The arrays conv2d reshapes to 2-D must be C-contiguous: a reshape of anything else is a copy, and
     results written into a copy would be lost. x and dx may have any strides."""
@@ -210,9 +223,9 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
            cols=None, algorithm="auto"):
     """y = act(conv2d(x, w) + bias), written into ``y`` (N, OH, OW, F); returns y.
 
-    No validation beyond contiguity (the layer validates once): x (N, H, W, C) of any strides, w
-    (KH, KW, C, F) and y C-contiguous, one float dtype; ``bias`` (F,) or None; ``pads`` from ``conv2d_geometry``; ``act`` a code from
-    ``kernels.elementwise``. ``cols``: the patch buffer from ``conv2d_workspace`` (allocated when None).
+    No validation beyond contiguity and the buffer's size (the layer validates once): x (N, H, W, C) of
+    any strides, w (KH, KW, C, F) and y C-contiguous, one float dtype; ``bias`` (F,) or None; ``pads``
+    from ``conv2d_geometry``; ``act`` a code from ``kernels.elementwise``. ``cols``: the patch buffer from ``conv2d_workspace`` (allocated when None).
     ``algorithm``: "auto" (direct for C <= DIRECT_MAX_CHANNELS, else im2col + GEMM), "direct" or "gemm".
     """
     require_contiguous(w=w, y=y)
@@ -229,9 +242,8 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
         return y
     k = kh * kw * c_in
     rows = oh * ow
-    if cols is None:
-        cols = conv2d_workspace(x.shape, w.shape, (oh, ow), y.dtype)
-    nb = max(1, cols.shape[0] // rows)
+    cols = patch_buffer(cols, x.shape, w.shape, (oh, ow), y.dtype)
+    nb = cols.shape[0] // rows
     wmat = w.reshape(k, f)
     y2 = y.reshape(n * rows, f)
     for n0 in range(0, n, nb):
@@ -259,9 +271,8 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
     pt, pl = pads[0], pads[2]
     k = kh * kw * c_in
     rows = oh * ow
-    if cols is None:
-        cols = conv2d_workspace(x.shape, w.shape, (oh, ow), dy.dtype)
-    nb = max(1, cols.shape[0] // rows)
+    cols = patch_buffer(cols, x.shape, w.shape, (oh, ow), dy.dtype)
+    nb = cols.shape[0] // rows
     wmat = w.reshape(k, f)
     dw2 = dw.reshape(k, f)
     dy2 = dy.reshape(n * rows, f)
