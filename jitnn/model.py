@@ -184,7 +184,7 @@ class Sequential(Sharing):
                     declared = self._declared_input_shape()
                     self.build(declared if declared is not None else x.shape[1:], seed=seed)
         if tuple(x.shape[1:]) != self.input_shape:
-            if x.ndim == 2 and len(self.input_shape) == 1:
+            if len(x.shape) == 2 and len(self.input_shape) == 1:  # a CSRMatrix has a shape, no ndim
                 raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
             raise ValueError(f"x has samples of shape {tuple(x.shape[1:])}, the model expects {self.input_shape}")
 

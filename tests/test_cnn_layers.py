@@ -420,3 +420,11 @@ def test_onnx_export_of_every_cnn_layer_matches_predict(tmp_path):
     m64 = Sequential([Conv2D(2, 3, input_shape=(5, 5, 1)), BatchNormalization(), Flatten()], dtype="float64")
     m64.build((5, 5, 1), seed=0)
     onnx.checker.check_model(jonnx.to_onnx(m64), full_check=True)
+
+
+def test_conv_kernels_draw_with_keras_receptive_field_fans():
+    w = jitnn.initializers.get("glorot_uniform")((3, 3, 4, 32), np.random.default_rng(0), np.float64)
+    limit = np.sqrt(6.0 / (3 * 3 * 4 + 3 * 3 * 32))  # fan_in = KH*KW*C, fan_out = KH*KW*F
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
+    h = jitnn.initializers.get("he_normal")((5, 5, 8, 400), np.random.default_rng(0), np.float64)
+    assert h.std() == pytest.approx(np.sqrt(2.0 / (5 * 5 * 8)), rel=0.05)
