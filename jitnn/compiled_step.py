@@ -48,11 +48,7 @@ from jitnn.kernels.gemm import workspace_sizes
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 
 LAYERS = (Dense, Dropout, Activation, LeakyReLU)
-ENABLED = config.COMPILED_STEP != "never"  # False: every fit runs the layer-by-layer loop
-# A new model structure costs a cold compile of its step (20-45 s on this 2-core machine, once: it is
-# cached on disk), against ~10-40 us saved per step: "auto" compiles a step only for a fit of at least
-# MIN_STEPS steps, or when this structure's step is on disk already; "always" sets MIN_STEPS to 0.
-MIN_STEPS = 0 if config.COMPILED_STEP == "always" else config.COMPILED_STEP_MIN_STEPS
+ENABLED = True  # False: every fit runs the layer-by-layer loop (the benchmark's "before", the tests' reference)
 STEP_OK, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2  # what a compiled step returns
 
 
@@ -472,18 +468,14 @@ def _dependencies():
     return "".join(f"{n}:{os.stat(n).st_size}:{os.stat(n).st_mtime_ns};" for n in names)
 
 
-def _step_path(source):
-    """(digest, file) of the step generated as ``source``: named by its hash and that of the kernels it calls."""
-    digest = hashlib.sha256((source + _dependencies()).encode()).hexdigest()[:20]
-    return digest, os.path.join(_steps_dir(), f"step_{digest}.py")
-
-
 def _load(source):
-    """The ``step`` function of ``source``, written once to its file (``_step_path``) and imported."""
-    digest, path = _step_path(source)
+    """The ``step`` function of ``source``, written once to a file named by its hash (and that of the
+    kernels it calls) and imported."""
+    digest = hashlib.sha256((source + _dependencies()).encode()).hexdigest()[:20]
     fn = _LOADED.get(digest)
     if fn is not None:
         return fn
+    path = os.path.join(_steps_dir(), f"step_{digest}.py")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
@@ -498,11 +490,10 @@ def _load(source):
     return fn
 
 
-def plan(model, x, y, batch, recorder, snapshots, steps=None):
+def plan(model, x, y, batch, recorder, snapshots):
     """(CompiledStep, "compiled") for training ``model`` on ``x, y`` in batches of ``batch`` rows, or
     (None, "layers: <reason>"). ``recorder``: the open profile's, or None; ``snapshots``: one flat array
-    per parameter array for the NaN guard's pre-step weights, or None (``nan_guard=False``); ``steps``:
-    how many steps the fit will run (None: as many as it takes), weighed against MIN_STEPS."""
+    per parameter array for the NaN guard's pre-step weights, or None (``nan_guard=False``)."""
     why = _why_not(model, x, recorder)
     if why is not None:
         return None, "layers: " + why
@@ -515,10 +506,6 @@ def plan(model, x, y, batch, recorder, snapshots, steps=None):
     if isinstance(generated, str):
         return None, "layers: " + generated
     source, names, src = generated
-    digest, path = _step_path(source)
-    if steps is not None and steps < MIN_STEPS and digest not in _LOADED and not os.path.exists(path):
-        return None, (f"layers: {steps} steps do not pay for compiling this structure's step (MIN_STEPS = "
-                      f"{MIN_STEPS}; JITNN_COMPILED_STEP=always compiles it anyway)")
     fn = _load(source)
     arrays = [src.arrays[n] for n in names]
     step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, params, snapshots, batch)

@@ -14,9 +14,6 @@ Environment variables, all read once, here, at import:
 - ``NUMBA_THREADING_LAYER``: when unset, jitnn asks numba for ``threadsafe`` (tbb if installed, else
   omp; never ``workqueue``, which aborts the process when two threads call kernels at once). Set to
   ``workqueue`` by the user, jitnn's parallel kernels take turns behind one lock (``kernel_turns``).
-- ``JITNN_COMPILED_STEP``: ``auto`` (default), ``always`` or ``never``: whether a CPU ``fit`` runs each
-  batch as one compiled call (jitnn/compiled_step.py); ``auto`` compiles a model structure's step only for
-  a fit of at least ``JITNN_COMPILED_STEP_MIN_STEPS`` steps (default 2000), or when it is cached already.
 - ``JITNN_FLUSH_DENORMALS``: ``0`` keeps denormal floats during ``fit``; by default the CPU backend
   flushes them to zero on its threads while ``fit`` runs (jitnn/kernels/fpenv.py says why).
 - ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
@@ -43,11 +40,6 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 # Denormals flushed to zero (MXCSR FTZ/DAZ) on the kernel threads while fit runs: each one costs a
 # microcode assist of ~100 cycles (jitnn/kernels/fpenv.py).
 FLUSH_DENORMALS = os.environ.get("JITNN_FLUSH_DENORMALS", "1") != "0"
-
-COMPILED_STEP = os.environ.get("JITNN_COMPILED_STEP", "auto").lower()
-if COMPILED_STEP not in ("auto", "always", "never"):
-    raise ValueError(f"JITNN_COMPILED_STEP must be auto, always or never, received: {COMPILED_STEP!r}")
-COMPILED_STEP_MIN_STEPS = int(os.environ.get("JITNN_COMPILED_STEP_MIN_STEPS", "2000"))
 
 DEFAULT_DTYPE = "float32"
 FLOAT_DTYPES = ("float32", "float64")

@@ -175,8 +175,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     elif sample_weight is not None:  # the compiled step has no row weights
         compiled, model.step_path = None, "layers: sample weights"
     else:
-        compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps,
-                                                       steps=steps * (epochs - initial_epoch))
+        compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps)
     _log.debug("fit: %s step path", model.step_path)
     rec = ops.recorder(profile_rec, model.layers)
     model.recorder = rec

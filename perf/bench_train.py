@@ -39,8 +39,6 @@ from baselines import tutorial_numpy
 
 import jitnn
 from jitnn import compiled_step
-
-compiled_step.MIN_STEPS = 0  # measure the compiled step whatever the fit's length (docs/architecture.md)
 from jitnn.peak import peak_gflops
 
 HIDDEN = (512, 128, 64)

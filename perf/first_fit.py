@@ -14,8 +14,6 @@ import numpy as np
 import jitnn
 from jitnn import compiled_step
 
-compiled_step.MIN_STEPS = 0  # measure the compiled step whatever the fit's length (docs/architecture.md)
-
 compiled_step.ENABLED = sys.argv[1] == "compiled"
 t_import = time.perf_counter() - t0
 rng = np.random.default_rng(0)

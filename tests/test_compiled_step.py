@@ -57,12 +57,6 @@ CASES = {
 DEFAULT = ["mlp_adam_f32", "regression_sgd_f64"]
 
 
-@pytest.fixture(autouse=True)
-def compile_short_fits(monkeypatch):
-    """These fits are a few steps long: compile their steps anyway (production waits for MIN_STEPS)."""
-    monkeypatch.setattr(compiled_step, "MIN_STEPS", 0)
-
-
 def _model(case, seed=3):
     layers, loss, opt, metrics, _, dtype, _, _ = CASES[case]
     model = jitnn.Sequential(layers(), dtype=dtype)
@@ -238,12 +232,3 @@ def test_update_kernels_fill_snapshot_and_flag_non_finite(n, dtype):
             assert kernel(*g, *scalars, np.empty(0, dtype)) != 0
         with pytest.raises(ValueError, match="same length"):
             kernel(*[a.copy() for a in arrays], *scalars, np.zeros(n + 1, dtype))
-
-
-def test_a_short_fit_of_a_new_structure_keeps_the_layer_loop(monkeypatch):
-    """A structure whose step is not compiled yet: a fit shorter than MIN_STEPS does not pay for it."""
-    monkeypatch.setattr(compiled_step, "MIN_STEPS", 10**9)
-    m = jitnn.Sequential([jitnn.Dense(3, activation="gelu", input_dim=5), jitnn.Dense(2, activation="sigmoid")])
-    m.compile(loss="binary_crossentropy", optimizer=jitnn.optimizers.Adagrad(0.1), metrics=["mae"])
-    m.fit(np.ones((8, 5), np.float32), np.ones((8, 2)), epochs=1, batch_size=4, verbose=0)
-    assert m.step_path.startswith("layers: 2 steps do not pay for compiling")
