@@ -325,9 +325,9 @@ def _why_not(model, x, recorder):
 class CompiledStep:
     """One model's compiled step; ``run`` trains one batch (see the module docstring)."""
 
-    def __init__(self, model, fn, arrays, floats, seeds, params, snapshots, cap):
+    def __init__(self, model, fn, arrays, floats, seeds, cap):
         self.model, self.fn, self.floats, self.seed_layers = model, fn, floats, seeds
-        self.arrays, self.params, self.snapshots, self.capacity = arrays, params, snapshots, cap
+        self.arrays, self.capacity = arrays, cap  # the step's arrays, for batches of up to ``cap`` rows
         dtype = model.dtype
         self.threads = threads = config.get_num_threads()
         self.head = (threads, config.PARALLEL_MIN_WORK, config.PARALLEL_MIN_FLOPS,
@@ -508,7 +508,7 @@ def plan(model, x, y, batch, recorder, snapshots):
     source, names, src = generated
     fn = _load(source)
     arrays = [src.arrays[n] for n in names]
-    step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, params, snapshots, batch)
+    step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, batch)
     return step, "compiled"
 
 
