@@ -130,6 +130,34 @@ def test_batch_callbacks_run_every_compiled_step():
     assert all(np.isfinite(s[2]) for s in seen if s[0] == "end")
 
 
+def test_compiled_steps_allocate_nothing_between_batches():
+    """After the first batch, one compiled step (and the loop around it) allocates at most small Python
+    objects: the peak of new memory between two batch ends stays far below one activation buffer."""
+    import tracemalloc
+
+    model = _model("mlp_adam_f32")
+    x, y = _data(64 * 8, 9, 5, "labels")
+    peaks = []
+
+    class Peak(jitnn.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            _, peak = tracemalloc.get_traced_memory()
+            peaks.append(peak - self.base)
+            tracemalloc.reset_peak()
+            self.base, _ = tracemalloc.get_traced_memory()
+
+    hook = Peak()
+    hook.base = 0
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)  # compiles
+    tracemalloc.start()
+    try:
+        model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[hook])
+    finally:
+        tracemalloc.stop()
+    assert model.step_path == "compiled"
+    assert max(peaks[2:]) < 4096, peaks
+
+
 # --- the NaN guard (issue 14, defect 3) ------------------------------------------------------------------
 
 
