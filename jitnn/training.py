@@ -77,7 +77,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
         if isinstance(cb, cbks.ProgbarLogger):
             cb.set_params(epochs, steps)
     profile_rec = profiler.current(profile, model, t_start)
-    compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps)
+    compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps,
+                                                      steps * epochs)
     _log.debug("fit: %s step path", model.step_path)
     rec = ops.recorder(profile_rec, model.layers)
     model.recorder = rec

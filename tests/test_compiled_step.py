@@ -20,6 +20,12 @@ from jitnn.kernels import optim as K
 from jitnn.sparse import CSRMatrix
 
 
+@pytest.fixture(autouse=True)
+def compile_short_fits(monkeypatch):
+    """These tests train a few steps: compile the step for them anyway."""
+    monkeypatch.setattr(compiled_step, "MIN_STEPS", 0)
+
+
 def _data(n, d, k, kind, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))
