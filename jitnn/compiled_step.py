@@ -49,6 +49,9 @@ from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 
 LAYERS = (Dense, Dropout, Activation, LeakyReLU)
 ENABLED = True  # False: every fit runs the layer-by-layer loop (the benchmark's "before", the tests' reference)
+# A step not yet compiled in this process is compiled only for a fit of at least this many steps: the
+# first compile of a step costs tens of seconds (docs/benchmarks.md), which a short fit never repays.
+MIN_STEPS = 100
 STEP_OK, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2  # what a compiled step returns
 
 
@@ -325,9 +328,9 @@ def _why_not(model, x, recorder):
 class CompiledStep:
     """One model's compiled step; ``run`` trains one batch (see the module docstring)."""
 
-    def __init__(self, model, fn, arrays, floats, seeds, params, snapshots, cap):
+    def __init__(self, model, fn, arrays, floats, seeds, cap):
         self.model, self.fn, self.floats, self.seed_layers = model, fn, floats, seeds
-        self.arrays, self.params, self.snapshots, self.capacity = arrays, params, snapshots, cap
+        self.arrays, self.capacity = arrays, cap  # the step's arrays, for batches of up to ``cap`` rows
         dtype = model.dtype
         self.threads = threads = config.get_num_threads()
         self.head = (threads, config.PARALLEL_MIN_WORK, config.PARALLEL_MIN_FLOPS,
@@ -468,10 +471,13 @@ def _dependencies():
     return "".join(f"{n}:{os.stat(n).st_size}:{os.stat(n).st_mtime_ns};" for n in names)
 
 
-def _load(source):
+def _digest(source):
+    return hashlib.sha256((source + _dependencies()).encode()).hexdigest()[:20]
+
+
+def _load(source, digest):
     """The ``step`` function of ``source``, written once to a file named by its hash (and that of the
     kernels it calls) and imported."""
-    digest = hashlib.sha256((source + _dependencies()).encode()).hexdigest()[:20]
     fn = _LOADED.get(digest)
     if fn is not None:
         return fn
@@ -490,10 +496,11 @@ def _load(source):
     return fn
 
 
-def plan(model, x, y, batch, recorder, snapshots):
+def plan(model, x, y, batch, recorder, snapshots, steps):
     """(CompiledStep, "compiled") for training ``model`` on ``x, y`` in batches of ``batch`` rows, or
     (None, "layers: <reason>"). ``recorder``: the open profile's, or None; ``snapshots``: one flat array
-    per parameter array for the NaN guard's pre-step weights, or None (``nan_guard=False``)."""
+    per parameter array for the NaN guard's pre-step weights, or None (``nan_guard=False``); ``steps``:
+    how many steps the fit runs at most (see MIN_STEPS)."""
     why = _why_not(model, x, recorder)
     if why is not None:
         return None, "layers: " + why
@@ -506,9 +513,12 @@ def plan(model, x, y, batch, recorder, snapshots):
     if isinstance(generated, str):
         return None, "layers: " + generated
     source, names, src = generated
-    fn = _load(source)
+    digest = _digest(source)
+    if digest not in _LOADED and steps < MIN_STEPS:
+        return None, f"layers: {steps} steps, fewer than compiled_step.MIN_STEPS={MIN_STEPS} to repay a compile"
+    fn = _load(source, digest)
     arrays = [src.arrays[n] for n in names]
-    step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, params, snapshots, batch)
+    step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, batch)
     return step, "compiled"
 
 
@@ -516,6 +526,7 @@ __all__ = [
     "ENABLED",
     "LAYERS",
     "LOSS_NOT_FINITE",
+    "MIN_STEPS",
     "STEP_OK",
     "WEIGHTS_NOT_FINITE",
     "CompiledStep",

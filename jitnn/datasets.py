@@ -154,7 +154,8 @@ def load_fashion_mnist(path=None, dtype="float32", flatten=True, normalize=True)
 def fashion_mnist_load_data(path=None):
     """Keras' ``fashion_mnist.load_data()``: ``((x_train, y_train), (x_test, y_test))`` as stored, uint8
     images of shape (N, 28, 28) and their labels, for scripts that scale and reshape them themselves."""
-    return load_fashion_mnist(path, dtype="uint8", flatten=False, normalize=False)
+    (x, y), (xt, yt) = load_fashion_mnist(path, dtype="uint8", flatten=False, normalize=False)
+    return (x[..., 0], y), (xt[..., 0], yt)  # Keras' (N, 28, 28): no channel axis
 
 
 fashion_mnist = types.SimpleNamespace(load_data=fashion_mnist_load_data)  # keras.datasets.fashion_mnist

@@ -54,6 +54,7 @@ import numpy as np
 
 from jitnn import callbacks as cbks
 from jitnn import compiled_step, profiler
+from jitnn.config import kernel_turns
 from jitnn.metrics import log_key
 from jitnn.sparse import CSRMatrix
 
@@ -175,7 +176,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     elif sample_weight is not None:  # the compiled step has no row weights
         compiled, model.step_path = None, "layers: sample weights"
     else:
-        compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps)
+        compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps,
+                                                       steps * (epochs - initial_epoch))
     _log.debug("fit: %s step path", model.step_path)
     rec = ops.recorder(profile_rec, model.layers)
     model.recorder = rec
@@ -208,7 +210,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                     cb.on_train_batch_begin(step)
                 interrupt.in_step = True  # from here to the update, a Ctrl-C waits for the step's end
                 if compiled is not None:  # the whole step; no update when the loss is not finite
-                    with model.writing_weights():  # a concurrent predict sees whole steps only
+                    # a concurrent predict sees whole steps only; under a user's workqueue layer, kernels
+                    # take turns (config.kernel_turns, a no-op otherwise)
+                    with model.writing_weights(), kernel_turns:
                         status = compiled.run(xs, ys, d_order, start, m)
                 else:
                     first, rows = strategy.shard(start, m)  # this process's rows of the batch

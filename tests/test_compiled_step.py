@@ -20,6 +20,12 @@ from jitnn.kernels import optim as K
 from jitnn.sparse import CSRMatrix
 
 
+@pytest.fixture(autouse=True)
+def compile_short_fits(monkeypatch):
+    """These tests train a few steps: compile the step for them anyway."""
+    monkeypatch.setattr(compiled_step, "MIN_STEPS", 0)
+
+
 def _data(n, d, k, kind, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))
@@ -128,6 +134,34 @@ def test_batch_callbacks_run_every_compiled_step():
     assert model.step_path == "compiled"
     assert [s[:2] for s in seen] == [(k, b) for b in range(4) for k in ("begin", "end")]
     assert all(np.isfinite(s[2]) for s in seen if s[0] == "end")
+
+
+def test_compiled_steps_allocate_nothing_between_batches():
+    """After the first batch, one compiled step (and the loop around it) allocates at most small Python
+    objects: the peak of new memory between two batch ends stays far below one activation buffer."""
+    import tracemalloc
+
+    model = _model("mlp_adam_f32")
+    x, y = _data(64 * 8, 9, 5, "labels")
+    peaks = []
+
+    class Peak(jitnn.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            _, peak = tracemalloc.get_traced_memory()
+            peaks.append(peak - self.base)
+            tracemalloc.reset_peak()
+            self.base, _ = tracemalloc.get_traced_memory()
+
+    hook = Peak()
+    hook.base = 0
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)  # compiles
+    tracemalloc.start()
+    try:
+        model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[hook])
+    finally:
+        tracemalloc.stop()
+    assert model.step_path == "compiled"
+    assert max(peaks[2:]) < 4096, peaks
 
 
 # --- the NaN guard (issue 14, defect 3) ------------------------------------------------------------------

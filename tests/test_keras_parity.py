@@ -324,7 +324,7 @@ def test_pandas_series_is_one_feature_and_mixed_frames_are_rejected():
     one.fit(s, s * 2, epochs=1, verbose=0, seed=0)
     assert one.predict(s).shape == (9, 1)
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
-    with pytest.raises(TypeError, match="must hold numbers"):
+    with pytest.raises(TypeError, match="must hold real numbers"):
         one.predict(frame)
 
 

@@ -253,11 +253,13 @@ class CPUOps(Ops):
             return
         caller = fpenv.get_mxcsr()
         seen = np.zeros(numba.config.NUMBA_NUM_THREADS, np.int32)
-        fpenv.set_mxcsr_bits(fpenv.FTZ_DAZ, True, numba.get_num_threads(), seen)
+        # through config.call: a serial build in a child forked after OpenMP use, one at a time under a
+        # user's workqueue layer
+        call(fpenv.set_mxcsr_bits, fpenv.FTZ_DAZ, True, numba.get_num_threads(), seen)
         try:
             yield
         finally:
-            fpenv.set_mxcsr_bits(fpenv.FTZ_DAZ, False, numba.get_num_threads(), seen)
+            call(fpenv.set_mxcsr_bits, fpenv.FTZ_DAZ, False, numba.get_num_threads(), seen)
             fpenv.set_mxcsr(caller)
 
     def recorder(self, profile_recorder, layers):
