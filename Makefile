@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(PY) perf/bench_gemm.py
 	$(PY) perf/bench_train.py
 	$(PY) perf/bench_sparse.py
+	$(PY) perf/bench_conv.py
+	$(PY) perf/bench_sklearn.py
+	$(PY) perf/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

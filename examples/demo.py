@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import fashion_mnist_mlp  # noqa: E402
+import fashion_mnist_mlp
 
 if __name__ == "__main__":
     fashion_mnist_mlp.main(["--profile", "--verbose", "2"] + sys.argv[1:])

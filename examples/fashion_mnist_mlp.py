@@ -9,8 +9,6 @@ Falls back to scikit-learn's digits when Fashion-MNIST is not installed
 import argparse
 import time
 
-import numpy as np
-
 import jitnn
 from jitnn import Dense, Dropout, Sequential
 

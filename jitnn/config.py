@@ -70,8 +70,8 @@ def _private_dir_problem(path: str) -> str | None:
 def _writable_dir(path: str) -> bool:
     try:
         os.makedirs(path, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".jitnn-probe-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".jitnn-probe-", delete=True):
+            pass
         return True
     except OSError:
         return False
@@ -195,7 +195,7 @@ def get_num_threads() -> int:
 numba.set_num_threads(_threads)
 
 # The njit options every kernel shares.
-JIT = dict(nogil=True, cache=CACHE, fastmath=FASTMATH, error_model="numpy")
+JIT = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
 PJIT = dict(JIT, parallel=True)
 
 # Below this much work (elements touched, or FLOPs for a GEMM) a kernel runs on the calling thread

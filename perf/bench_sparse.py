@@ -25,10 +25,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench_gemm import median_times  # noqa: E402
+from bench_gemm import median_times
 
-import jitnn  # noqa: E402
-from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t  # noqa: E402
+import jitnn
+from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t
 
 DENSITIES = [0.001, 0.01, 0.04, 0.10]
 HEADLINE = (8192, 8192, 256)  # A rows, A cols (= B rows), B cols
@@ -104,7 +104,7 @@ def pruned_inference_rows(repeats, batch=64, sparsities=(0.9, 0.95, 0.98)):
     rows = []
     for sp in sparsities:
         pruned = jitnn.prune(dense, sparsity=sp)
-        t_dense, t_pruned = median_times([lambda: dense.predict(x), lambda: pruned.predict(x)], repeats)
+        t_dense, t_pruned = median_times([lambda: dense.predict(x), lambda pruned=pruned: pruned.predict(x)], repeats)
         rows.append((sp, t_dense, t_pruned))
     return rows
 

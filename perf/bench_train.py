@@ -25,6 +25,7 @@ time over it (issue 11's goal: within 1.3).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -60,7 +61,7 @@ def torch_model(d, k, seed=0):
     torch.manual_seed(seed)
     sizes = (d,) + HIDDEN
     mods = []
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     net = torch.nn.Sequential(*mods, torch.nn.Linear(sizes[-1], k))
     return net, torch.optim.Adam(net.parameters(), lr=1e-3)

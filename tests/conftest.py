@@ -9,9 +9,9 @@ import os
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.path.exists("/dev/nvidiactl"):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
-import jitnn  # noqa: E402
+import jitnn
 
 
 @pytest.fixture

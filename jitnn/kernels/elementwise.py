@@ -60,7 +60,7 @@ def activate_block(x, r0, c0, m, n, code, param):
     if code == RELU:
         for i in range(r0, r0 + m):
             for j in range(c0, c0 + n):
-                if x[i, j] < 0:  # NaN compares false and passes through, as in numpy
+                if x[i, j] < 0:  # noqa: PLR1730 - NaN compares false and passes through (max() would not)
                     x[i, j] = 0
     elif code == LEAKY_RELU:
         for i in range(r0, r0 + m):
