@@ -169,7 +169,8 @@ def _line_profiler():
 
 
 def python_lines(model, x, y, batch, steps, seed):
-    """line_profiler over the Python-level training loop, on real (compiled) steps."""
+    """line_profiler over the Python-level training loop (the layer-by-layer path: a compiled step would
+    be one opaque line), on real (compiled) kernels."""
     from jitnn import training
     from jitnn.layers.dense import Dense
     from jitnn.model import Sequential
@@ -180,11 +181,15 @@ def python_lines(model, x, y, batch, steps, seed):
                Optimizer.step):
         lp.add_function(fn)
     rows, epochs, b = _plan(x.shape[0], batch, steps)
+    from jitnn import compiled_step
+
+    enabled, compiled_step.ENABLED = compiled_step.ENABLED, False  # the listing is of the Python loop's lines
     lp.enable_by_count()
     try:
         model.fit(x[:rows], y[:rows], epochs=epochs, batch_size=b, verbose=0, seed=seed)
     finally:
         lp.disable_by_count()
+        compiled_step.ENABLED = enabled
     out = io.StringIO()
     lp.print_stats(out, output_unit=1e-3, stripzeros=True)
     return (f"== Line-level: the Python training loop, {epochs * (rows // b)} steps at batch {b} "
