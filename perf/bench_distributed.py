@@ -89,7 +89,7 @@ def main():
               f"{measured[batch][1] / measured[batch][0]:.2f} | {100 * share:.1f} |")
 
     print("\n## 3. The cost model against the measured 2-rank step\n")
-    print("compute = forward, loss, backward, update: from the profiler's rows of the 2-rank run (all rows "
+    print("compute = the step without its allreduce: from the profiler rows of the 2-rank run (all rows "
           "but allreduce), and from a 1-process, 1-thread run at the per-rank batch (the other core idle).\n")
     print("| global batch | compute, 2-rank profile ms | compute, solo ms | allreduce model ms | predicted ms "
           "(profile / solo) | measured ms | error (profile / solo) |\n|---:|---:|---:|---:|---:|---:|---:|")
