@@ -13,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
 
 import jitnn
 from jitnn.training import NonFiniteLossError
+
+#: Seconds a failing rank waits after writing its message before MPI_Abort, so the launcher forwards it.
+ABORT_DRAIN_SECONDS = 1.0
 
 
 def _mpi():
@@ -211,6 +215,10 @@ class DataParallel:
         sys.stderr.write(f"jitnn.distributed: rank {self.rank} of {self.size} failed, aborting every rank:\n"
                          f"{msg}")
         sys.stderr.flush()
+        # MPI_Abort makes the launcher kill every rank at once, and hydra drops stdio it has not yet
+        # forwarded: on a loaded machine the message above was lost (seen in CI). A pause lets the
+        # launcher drain this rank's stderr first; an abort is rare, so the second costs nothing.
+        time.sleep(ABORT_DRAIN_SECONDS)
         self.comm.Abort(1)
         os._exit(1)  # MPI_Abort may return before the launcher's kill arrives: this rank goes no further
 
