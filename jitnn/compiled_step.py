@@ -44,7 +44,7 @@ from jitnn import losses as L
 from jitnn import metrics as M
 from jitnn import optimizers as O
 from jitnn.kernels.blocking import blocks_for
-from jitnn.kernels.gemm import workspace_sizes
+from jitnn.kernels.gemm import allocate_workspace, workspace_sizes
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 
 LAYERS = (Dense, Dropout, Activation, LeakyReLU)
@@ -374,7 +374,7 @@ def _workspace(model, cap, threads, dtype):
             sa, sb, sc = workspace_sizes(m, n, k, blocks, t)
             a, b, c = max(a, sa), max(b, sb), max(c, sc)
     slots = numba.config.NUMBA_NUM_THREADS  # the kernels index these by thread id
-    return np.empty((slots, a), dtype), np.empty(b, dtype), np.empty((slots, c), dtype)
+    return allocate_workspace(a, b, c, dtype, slots)
 
 
 def _generate(model, y, cap, snapshots):

@@ -91,7 +91,7 @@ class _Workspace(threading.local):
                 a_size = max(a_size, have[0].shape[1])
                 b_size = max(b_size, have[1].shape[0])
             slots = numba.config.NUMBA_NUM_THREADS  # thread ids range over the pool, not the active count
-            have = (np.empty((slots, a_size), dtype), np.empty(b_size, dtype), np.empty((slots, c_size), dtype))
+            have = _k.allocate_workspace(a_size, b_size, c_size, dtype, slots)
         have = have[:3] + ((n, min(k, blocks[3]), threads),)
         self.buffers[dtype] = have
         return blocks, have

@@ -28,6 +28,7 @@ from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
 from jitnn.kernels.gemm import scale_epilogue
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
 from jitnn.linalg import gemm_into
+from jitnn.memory import aligned_empty, aligned_zeros
 from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t
 
 _NO_BIAS = {np.dtype(d): np.empty(0, d) for d in FLOAT_DTYPES}  # "no bias" for the epilogue kernel
@@ -57,10 +58,10 @@ class CPUOps(Ops):
 
     # --- memory and transfer ----------------------------------------------------------------------
     def alloc(self, shape, dtype):
-        return np.empty(shape, dtype)
+        return aligned_empty(shape, dtype)  # weights and activations are GEMM operands read in place
 
     def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype)
+        return aligned_zeros(shape, dtype)
 
     def to_device(self, host, out=None):
         if out is None:

@@ -27,6 +27,7 @@ from numba import njit, prange
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.elementwise import LINEAR, activate_block, activate_scalar
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c
+from jitnn.memory import aligned_empty, padded_to_line
 
 
 @njit(**JIT, inline="always")
@@ -367,3 +368,10 @@ def workspace_sizes(m, n, k, blocks, threads):
     small = threads * kc * min(nc_max, per * nr)
     large = kc * min(nc_max, npanels * nr)
     return a_size, max(small, large), mr * nr
+
+
+def allocate_workspace(a_size, b_size, c_size, dtype, slots):
+    """(abuf, bbuf, cbuf) for ``slots`` threads, every row starting on a cache line (jitnn.memory):
+    packed panels are read with full-width vector loads, and a split load costs ~10% of the GEMM."""
+    return (aligned_empty((slots, padded_to_line(a_size, dtype)), dtype), aligned_empty(b_size, dtype),
+            aligned_empty((slots, padded_to_line(c_size, dtype)), dtype))
