@@ -8,6 +8,7 @@ checked on the CPU and, marked ``cuda``, on the GPU (numba's simulator where the
   central differences of that formula;
 - optimizers: three steps against the float64 reference updates of test_optimizers.
 Shapes are tiny (the simulator runs one Python thread per CUDA thread) but odd: 5 rows, 3 and 4 columns.
+A layer that takes images (or any per-sample shape but (D_IN,)) names its shape in ``INPUT_SHAPES``.
 """
 
 import numpy as np
@@ -20,7 +21,17 @@ from test_optimizers import random_problem, step_tolerance
 from jitnn import backend, losses
 from jitnn.backend.cpu import CPU
 from jitnn.cuda import runtime
-from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    GlobalAveragePooling2D,
+    LeakyReLU,
+    MaxPooling2D,
+)
 
 BACKENDS = [
     pytest.param("cpu", id="cpu"),
@@ -41,15 +52,34 @@ LAYERS = {
     "activation_softmax": lambda: Activation("softmax"),
     "dropout": lambda: Dropout(0.4, seed=3),
     "leaky_relu": lambda: LeakyReLU(0.2),
+    "conv2d_same_stride2": lambda: Conv2D(3, (3, 2), strides=2, padding="same", activation="tanh",
+                                          bias_initializer="glorot_uniform"),
+    "conv2d_dilated_gemm": lambda: Conv2D(2, 2, dilation_rate=2, padding="same", use_bias=False),
+    "conv2d_1x1_sigmoid": lambda: Conv2D(2, 1, activation="sigmoid"),
+    "maxpool_same_overlap": lambda: MaxPooling2D(3, strides=2, padding="same"),
+    "avgpool_stride1": lambda: AveragePooling2D((2, 3), strides=1),
+    "global_avgpool": lambda: GlobalAveragePooling2D(),
+    "batchnorm_images": lambda: BatchNormalization(momentum=0.9),
+    "batchnorm_features": lambda: BatchNormalization(epsilon=0.01),
+}
+# name -> per-sample input shape where it is not (D_IN,): images (H, W, C); 9 channels take the im2col path
+INPUT_SHAPES = {
+    "conv2d_same_stride2": (5, 4, 2), "conv2d_dilated_gemm": (3, 4, 9), "conv2d_1x1_sigmoid": (3, 2, 3),
+    "maxpool_same_overlap": (5, 4, 2), "avgpool_stride1": (3, 5, 2), "global_avgpool": (3, 2, 2),
+    "batchnorm_images": (2, 3, 4),
 }
 
 
+def input_shape(name):
+    return (N, *INPUT_SHAPES.get(name, (D_IN,)))
+
+
 def fresh(name, ops, dtype, params=None):
-    """LAYERS[name] on ``ops``, built for D_IN inputs from a fixed seed, buffers for N rows; ``params``
+    """LAYERS[name] on ``ops``, built for ``input_shape(name)`` from a fixed seed, buffers for N rows; ``params``
     (host arrays) replace its weights."""
     layer = LAYERS[name]()
     layer.to(ops)
-    layer.build(D_IN, dtype, np.random.default_rng(0))
+    layer.build(input_shape(name)[1:], dtype, np.random.default_rng(0))
     layer.allocate(N)
     for p, v in zip(layer.params, params or []):
         ops.to_device(np.asarray(v, p.dtype), out=p)
@@ -61,7 +91,8 @@ def fresh(name, ops, dtype, params=None):
 def test_layer_forward_and_gradients(device, name):
     ops = backend.get(device)
     rng = np.random.default_rng(1)
-    x = rng.uniform(0.1, 1.0, (N, D_IN)) * rng.choice([-1.0, 1.0], (N, D_IN))  # away from relu's kink
+    shape = input_shape(name)
+    x = rng.uniform(0.1, 1.0, shape) * rng.choice([-1.0, 1.0], shape)  # away from relu's kink
     params = [p.copy() for p in fresh(name, CPU, np.float64).params]
     layer = fresh(name, ops, np.float64, params)
     out = ops.to_host(layer.forward(ops.to_device(x), True))
@@ -84,7 +115,7 @@ def test_layer_forward_and_gradients(device, name):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_float32_forward_matches_float64(device, name):
     ops = backend.get(device)
-    x = np.random.default_rng(2).normal(size=(N, D_IN))
+    x = np.random.default_rng(2).normal(size=input_shape(name))
     params = [p.copy() for p in fresh(name, CPU, np.float64).params]
     out = fresh(name, ops, np.float32, params).forward(ops.to_device(x.astype(np.float32)), True)
     ref = fresh(name, CPU, np.float64, params).forward(x, True)

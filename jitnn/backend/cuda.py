@@ -20,7 +20,10 @@ import time
 import numpy as np
 
 from jitnn.backend.ops import Ops
+from jitnn.cuda import conv as CC
 from jitnn.cuda import kernels as K
+from jitnn.cuda import normalization as CN
+from jitnn.cuda import pooling as CP
 from jitnn.cuda.gemm import gemm_into
 from jitnn.cuda.runtime import cuda, simulated
 from jitnn.kernels.elementwise import LINEAR
@@ -108,6 +111,57 @@ class CUDAOps(Ops):
                      dz.dtype.type(activation.param), dz)
         return dz
 
+    # --- convolution, pooling, batch normalization (jitnn/cuda/conv.py, pooling.py, normalization.py:
+    #     the CPU's algorithms and summation orders, so both devices agree to rounding) -----------------
+    def conv2d_workspace(self, x_shape, w_shape, out_hw, dtype):
+        return CC.conv2d_workspace(x_shape, w_shape, out_hw, dtype)
+
+    def conv2d(self, x, w, bias, y, strides, dilation, pads, activation, cols):
+        code, param = (LINEAR, 0.0) if activation is None else (activation.code, activation.param)
+        return CC.conv2d(x, w, bias, y, strides, dilation, pads, code, param, cols)
+
+    def backprop_conv2d(self, x, w, dy, dx, dw, db, strides, dilation, pads, cols):
+        return CC.backprop_conv2d(x, w, dy, dx, dw, db, strides, dilation, pads, cols)
+
+    def maxpool2d(self, x, pool, strides, pads, y, argmax):
+        K.launch(CP.maxpool2d, y.size, x, *pool, *strides, *pads, y, argmax)
+        return y
+
+    def backprop_maxpool2d(self, dy, argmax, pool, strides, pads, dx):
+        K.launch(CP.backprop_maxpool2d, dx.size, dy, argmax, *pool, *strides, *pads, dx.dtype.type(0), dx)
+        return dx
+
+    def avgpool2d(self, x, pool, strides, pads, y):
+        K.launch(CP.avgpool2d, y.size, x, *pool, *strides, *pads, y.dtype.type(0), y)
+        return y
+
+    def backprop_avgpool2d(self, dy, pool, strides, pads, dx):
+        K.launch(CP.backprop_avgpool2d, dx.size, dy, *pool, *strides, *pads, dx.dtype.type(0), dx)
+        return dx
+
+    def global_avgpool2d(self, x, y):
+        K.launch(CP.global_avgpool2d, y.size, x, y.dtype.type(0), y)
+        return y
+
+    def backprop_global_avgpool2d(self, dy, dx):
+        K.launch(CP.backprop_global_avgpool2d, dx.size, dy, dx)
+        return dx
+
+    def batchnorm_workspace(self, channels):
+        return CN.batchnorm_workspace(channels)
+
+    def batchnorm_train(self, x, gamma, beta, eps, y, mean, var, scale, shift, partial):
+        return CN.batchnorm_train(x, gamma, beta, eps, y, mean, var, scale, shift, partial)
+
+    def batchnorm_inference(self, x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift):
+        return CN.batchnorm_inference(x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift)
+
+    def batchnorm_update_moving(self, moving_mean, moving_var, mean, var, momentum):
+        CN.batchnorm_update_moving(moving_mean, moving_var, mean, var, momentum)
+
+    def backprop_batchnorm(self, dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial):
+        return CN.backprop_batchnorm(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial)
+
     # --- dropout ------------------------------------------------------------------------------------
     def dropout(self, x, rate, seed, mask, out):
         K.launch(K.dropout_forward, out.size, x, rate, seed, mask, out)
@@ -121,8 +175,9 @@ class CUDAOps(Ops):
     def gather_rows(self, src, order, start, count, out):
         if out.ndim == 1:
             K.launch(K.gather_items, out.shape[0], src, order, start, out)
-        else:
-            K.launch(K.gather_rows, out.size, src, order, start, out)
+        else:  # images (N, H, W, C) gather as (N, H*W*C) rows of the same contiguous memory
+            K.launch(K.gather_rows, out.size, src.reshape(src.shape[0], -1), order, start,
+                     out.reshape(out.shape[0], -1))
         return out
 
     # --- losses, metrics ----------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def gemm_into(a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bia
         return c
     kern, threads, bm, bn = kernel_for(tile or pick_tile(m, n), trans_a, trans_b, c.dtype)
     if bias is None:
-        bias = _empty(c.dtype)
+        bias = empty_vector(c.dtype)
     dt = c.dtype.type
     grid = (-(-n // bn), -(-m // bm))
     kern[grid, threads, stream](a, b, c, bias, dt(alpha), dt(beta), act, dt(act_param))
@@ -184,8 +184,8 @@ def gemm_into(a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bia
 _EMPTY: dict = {}
 
 
-def _empty(dtype):
-    """A cached empty device vector standing in for "no bias"."""
+def empty_vector(dtype):
+    """A cached empty device vector standing in for "no bias" (in every kernel that takes an optional vector)."""
     dtype = np.dtype(dtype)
     e = _EMPTY.get(dtype)
     if e is None:

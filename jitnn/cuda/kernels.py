@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 
-from numba import float64
+from numba import float64, njit
 
+from jitnn.config import JIT
 from jitnn.cuda.runtime import cuda, device_function
 from jitnn.kernels import dropout as KD
 from jitnn.kernels import elementwise as KE
@@ -63,6 +64,24 @@ def blocks(n):
 def launch(kernel, n, *args, stream=0):
     """``kernel[blocks(n), THREADS, stream](*args)``: the 1-D launch every kernel here uses."""
     kernel[blocks(n), THREADS, stream](*args)
+
+
+def on_device(fn):
+    """``fn`` as an inlined ``@njit`` function made a device function (``device_function``): numba inlines
+    it into each kernel's IR, so it lowers without a device (``cuda.jit(device=True)`` asks the driver for
+    the GPU's compute capability, which ``jitnn.cuda.ptx`` has no driver to answer)."""
+    return device_function(njit(**JIT, inline="always")(fn))
+
+
+@on_device
+def unravel4(e, d1, d2, d3):
+    """(a, b, c, d) of flat index ``e`` into a C-order (_, d1, d2, d3) array: an image element (n, y, x, c)
+    of the grid-stride loops over (N, H, W, C) arrays (channels fastest, so consecutive threads coalesce)."""
+    d = e % d3
+    p = e // d3
+    c = p % d2
+    p //= d2
+    return p // d1, p % d1, c, d
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -50,11 +50,39 @@ def signatures(dtype_name="float32"):
         "adam_update": (A1, A1, A1, A1, A1, F, F, F, F, F, F, F, F, b, F, F, b),
     }
     out = {name: (getattr(K, name).py_func, sig) for name, sig in sigs.items()}
+    out.update(conv_signatures(F))
     for tile in G.TILES:
         for ta, tb, tag in ((False, False, "nn"), (True, False, "tn"), (False, True, "nt")):
             kern = G.kernel_for(tile, ta, tb, dtype_name)[0]
             out[f"gemm_{tile}_{tag}_{dtype_name}"] = (kern.py_func, (A2, A2, A2, A1, F, F, i64, F))
     return out
+
+
+def conv_signatures(F):
+    """{kernel name: (python function, argument types)} for the convolution, pooling and batch-norm kernels."""
+    from numba import types as t
+
+    from jitnn.cuda import conv as CC
+    from jitnn.cuda import normalization as CN
+    from jitnn.cuda import pooling as CP
+
+    A1, A2, A4 = t.Array(F, 1, "A"), t.Array(F, 2, "A"), t.Array(F, 4, "A")
+    D2, I4, i64, f64 = t.Array(t.float64, 2, "A"), t.Array(t.int32, 4, "A"), t.int64, t.float64
+    geo = (i64,) * 6  # window or kernel sizes, strides, (top, left) pads
+    conv = (i64,) * 11  # kh, kw, sh, sw, dh, dw, pt, pl, oh, ow (+ n1 or act)
+    sigs = {
+        (CC, "im2col"): (A4, i64, *conv, A2), (CC, "col2im"): (A2, i64, *conv, F, A4),
+        (CC, "conv2d_direct"): (A4, A2, A1, *conv[:10], i64, F, F, A2),
+        (CP, "maxpool2d"): (A4, *geo, A4, I4), (CP, "backprop_maxpool2d"): (A4, I4, *geo, F, A4),
+        (CP, "avgpool2d"): (A4, *geo, F, A4), (CP, "backprop_avgpool2d"): (A4, *geo, F, A4),
+        (CP, "global_avgpool2d"): (A4, F, A2), (CP, "backprop_global_avgpool2d"): (A2, A4),
+        (CN, "block_sums"): (A2, D2), (CN, "channel_means"): (D2, i64, A1), (CN, "block_squares"): (A2, A1, D2),
+        (CN, "variance_scale_shift"): (D2, i64, A1, A1, A1, f64, A1, A1, A1),
+        (CN, "scale_shift_params"): (A1, A1, A1, A1, f64, A1, A1), (CN, "scale_shift"): (A2, A1, A1, A2),
+        (CN, "update_moving"): (A1, A1, A1, A1, f64), (CN, "backprop_block_sums"): (A2, A2, A1, D2),
+        (CN, "backprop_coefficients"): (D2, i64, A1, A1, A1, f64, A1, A1), (CN, "backprop_input"): (A2, A2, D2, A2),
+    }
+    return {name: (getattr(mod, name).py_func, sig) for (mod, name), sig in sigs.items()}
 
 
 def compile_all(cc=(9, 0), dtype_name="float32", names=None):

@@ -193,13 +193,18 @@ def patch_buffer(cols, x_shape, w_shape, out_hw, dtype):
     """``cols``, checked to hold at least one image's patches (the kernels do not bounds-check), or a new one."""
     if cols is None:
         return conv2d_workspace(x_shape, w_shape, out_hw, dtype)
+    check_patch_buffer(cols, w_shape, out_hw, dtype)
+    require_contiguous(cols=cols)
+    return cols
+
+
+def check_patch_buffer(cols, w_shape, out_hw, dtype):
+    """ValueError unless ``cols`` (a host or device array) is 2-D, of ``dtype``, and holds one image's patches."""
     k = w_shape[0] * w_shape[1] * w_shape[2]
     rows = out_hw[0] * out_hw[1]
     if cols.ndim != 2 or cols.shape[0] < rows or cols.shape[1] != k or cols.dtype != dtype:
         raise ValueError(f"cols must be a ({rows}*images, {k}) {np.dtype(dtype).name} buffer from conv2d_workspace, "
                          f"received: cols.shape={cols.shape}, cols.dtype={cols.dtype}")
-    require_contiguous(cols=cols)
-    return cols
 
 
 def require_contiguous(**arrays):
@@ -211,7 +216,8 @@ def require_contiguous(**arrays):
                              f"{a.shape}")
 
 
-def _use_direct(c_in, algorithm):
+def use_direct(c_in, algorithm):
+    """True when ``algorithm`` ("auto", "direct" or "gemm") means the direct loop for C = ``c_in`` channels."""
     if algorithm == "auto":
         return c_in <= DIRECT_MAX_CHANNELS
     if algorithm not in ("direct", "gemm"):
@@ -235,7 +241,7 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
     sh, sw = strides
     dh, dw = dilation
     pt, pl = pads[0], pads[2]
-    if _use_direct(c_in, algorithm):
+    if use_direct(c_in, algorithm):
         b = np.empty(0, y.dtype) if bias is None else bias
         launch(conv2d_direct, y.size * kh * kw * c_in, x, w.reshape(kh * kw * c_in, f), b, kh, kw, sh, sw, dh, dw,
                pt, pl, oh, ow, act, float(act_param), y.reshape(n * oh * ow, f))
@@ -295,6 +301,7 @@ __all__ = [
     "CHUNK_BYTES",
     "DIRECT_MAX_CHANNELS",
     "backprop_conv2d",
+    "check_patch_buffer",
     "chunk_images",
     "col2im",
     "conv2d",
@@ -302,4 +309,5 @@ __all__ = [
     "conv2d_geometry",
     "conv2d_workspace",
     "im2col",
+    "use_direct",
 ]

@@ -67,13 +67,18 @@ def batchnorm_stats(x, mean, var, partial):
         var[c] = s / rows
 
 
+@njit(**JIT, inline="always")
+def channel_scale_shift(gamma, beta, mean, var, eps):
+    """(scale, shift) of one channel: gamma / sqrt(var + eps) and beta - mean * scale (also a CUDA device function)."""
+    s = gamma / math.sqrt(np.float64(var) + eps)
+    return s, beta - mean * s
+
+
 @njit(**JIT)
 def batchnorm_scale_shift(gamma, beta, mean, var, eps, scale, shift):
     """scale = gamma / sqrt(var + eps), shift = beta - mean * scale: BN as one affine map per channel."""
     for c in range(scale.shape[0]):
-        s = gamma[c] / math.sqrt(np.float64(var[c]) + eps)
-        scale[c] = s
-        shift[c] = beta[c] - mean[c] * s
+        scale[c], shift[c] = channel_scale_shift(gamma[c], beta[c], mean[c], var[c], eps)
 
 
 @njit(**PJIT)
@@ -93,8 +98,14 @@ def batchnorm_update_moving(moving_mean, moving_var, mean, var, momentum, rows=0
     """
     corr = rows / (rows - 1.0) if rows > 1 else 1.0
     for c in range(mean.shape[0]):
-        moving_mean[c] = momentum * moving_mean[c] + (1.0 - momentum) * mean[c]
-        moving_var[c] = momentum * moving_var[c] + (1.0 - momentum) * var[c] * corr
+        moving_mean[c] = moving_average(moving_mean[c], mean[c], momentum, 1.0)
+        moving_var[c] = moving_average(moving_var[c], var[c], momentum, corr)
+
+
+@njit(**JIT, inline="always")
+def moving_average(moving, batch, momentum, corr):
+    """momentum * moving + (1 - momentum) * batch * corr, one channel (also a CUDA device function)."""
+    return momentum * moving + (1.0 - momentum) * batch * corr
 
 
 @njit(**PJIT)
@@ -115,23 +126,32 @@ def backprop_batchnorm(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial)
                 partial[b, c] += g
                 partial[b, ch + c] += g * (x[i, c] - np.float64(mean[c]))
     for c in range(ch):
-        s = 0.0
-        t = 0.0
-        for b in range(STAT_BLOCKS):
-            s += partial[b, c]
-            t += partial[b, ch + c]
-        inv = 1.0 / math.sqrt(np.float64(var[c]) + eps)
-        dbeta[c] = s
-        dgamma[c] = t * inv
-        # Reuse the partial rows as per-channel coefficients: dx = a*dy + b*x + k.
-        a = gamma[c] * inv
-        bc = -a * inv * inv * t / rows  # -a * dgamma * inv / R
-        partial[0, c] = a
-        partial[0, ch + c] = bc
-        partial[1, c] = -a * s / rows - bc * mean[c]
+        channel_backprop(partial, c, rows, gamma, mean, var, eps, dgamma, dbeta)
     for i in prange(rows):
         for c in range(ch):
             dx[i, c] = partial[0, c] * dy[i, c] + partial[0, ch + c] * x[i, c] + partial[1, c]
+
+
+@njit(**JIT, inline="always")
+def channel_backprop(partial, c, rows, gamma, mean, var, eps, dgamma, dbeta):
+    """Channel c of backprop_batchnorm: its block sums (Σ dy in partial[:, c], Σ dy (x - mean) in
+    partial[:, C + c]) added in block order into dbeta[c] and dgamma[c], and dx's coefficients
+    (dx = a*dy + b*x + k) written over partial[0, c], partial[0, C + c] and partial[1, c]: only columns
+    c and C + c are touched, so channels may run in parallel (also a CUDA device function)."""
+    ch = partial.shape[1] // 2
+    s = 0.0
+    t = 0.0
+    for b in range(STAT_BLOCKS):
+        s += partial[b, c]
+        t += partial[b, ch + c]
+    inv = 1.0 / math.sqrt(np.float64(var[c]) + eps)
+    dbeta[c] = s
+    dgamma[c] = t * inv
+    a = gamma[c] * inv
+    bc = -a * inv * inv * t / rows  # -a * dgamma * inv / R
+    partial[0, c] = a
+    partial[0, ch + c] = bc
+    partial[1, c] = -a * s / rows - bc * mean[c]
 
 
 def fold_batchnorm(w, b, gamma, beta, mean, var, eps):
@@ -162,6 +182,19 @@ def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, eps, y, scale, 
     return y
 
 
-__all__ = ["STAT_BLOCKS", "backprop_batchnorm", "batchnorm_inference", "batchnorm_scale_shift",
-           "batchnorm_stats", "batchnorm_train", "batchnorm_update_moving", "batchnorm_workspace",
-           "block_rows", "fold_batchnorm", "scale_shift"]
+__all__ = [
+    "STAT_BLOCKS",
+    "backprop_batchnorm",
+    "batchnorm_inference",
+    "batchnorm_scale_shift",
+    "batchnorm_stats",
+    "batchnorm_train",
+    "batchnorm_update_moving",
+    "batchnorm_workspace",
+    "block_rows",
+    "channel_backprop",
+    "channel_scale_shift",
+    "fold_batchnorm",
+    "moving_average",
+    "scale_shift",
+]
