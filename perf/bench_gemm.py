@@ -54,7 +54,7 @@ def operands(m, k, n, ta, tb, dtype=np.float32, seed=0):
     return a, b, np.empty((m, n), dtype)
 
 
-def median_times(fns, blocks=7, block_seconds=0.04, clock=time.perf_counter):
+def median_times(fns, blocks=7, block_seconds=0.04, clock=time.perf_counter, settle=0.2):
     """Median seconds per call of each fn over ``blocks`` blocks of back-to-back calls, peers alternating.
 
     ``clock`` is wall time by default; with one thread, ``time.thread_time`` (the calling thread's CPU
@@ -71,6 +71,9 @@ def median_times(fns, blocks=7, block_seconds=0.04, clock=time.perf_counter):
     samples = [[] for _ in fns]
     for _ in range(blocks):
         for i, f in enumerate(fns):
+            # Let the other peer's threads park first: OpenBLAS workers spin for ~0.1 s after a call, and
+            # on 2 cores a spinning worker takes half a core from the next peer's second thread.
+            time.sleep(settle)
             t0 = clock()
             for _ in range(calls[i]):
                 f()
