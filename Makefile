@@ -23,8 +23,10 @@ data:
 demo: $(STAMP) data
 	$(PY) examples/demo.py
 
+# Two workers, one per core: most of a cold run is numba compiling, which uses one core; a file's
+# tests stay on one worker (loadfile), so the kernels they share compile once.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -13,8 +13,9 @@ Regularization is fused into the read of the gradient, Keras convention (penalty
 skips it, so the update is then exactly the unregularized one.
 
 The NaN guard rides in the same pass (issue 14): every driver takes ``snapshot`` (a flat array of w's
-length, or empty for none) that receives w's value from before the step, where a separate copy would
-read all the weights a second time (~8% of a batch-64 step), and returns how many new weights are NaN
+length, or empty for none) that receives w's value from before the step, copied chunk by chunk just
+before that chunk's update (``keep``: the chunk is then in L1), where a separate pass over all the weights
+would read them from memory a second time (~8% of a batch-64 step), and returns how many new weights are NaN
 or inf (a compare and an integer add per element, on values already in registers). The compare is
 ``|w| < inf``, false for NaN and inf: numba's ``math.isfinite(x)`` tests ``x - x``, which ``reassoc``
 lets LLVM fold to 0 when x is an expression such as ``w - lr*g`` (it then never fires). A count above 0
@@ -98,21 +99,28 @@ def adam_weight(wi, mi, vi, step, inv_sqrt_bc2, eps, decay):
 
 
 @njit(**JIT, inline="always")
-def keep(snapshot, snap, i, wi):
-    """snapshot[i] = wi when a snapshot is kept (the branch is the same for every i: LLVM unswitches it)."""
-    if snap:
-        snapshot[i] = wi
+def keep(snapshot, w):
+    """snapshot[:] = w when a snapshot is kept (``snapshot`` empty otherwise), in a pass of its own.
+
+    Not inside the update loop: there LLVM versions the vectorized loop on a runtime check that the
+    snapshot does not overlap w, and an *empty* snapshot whose pointer happened to fall within w's range
+    sent the chunk down the scalar version, whose rounding differs in a few elements (62 of 20603 in
+    float32 Adam): the same seed then gave different bits depending on the heap. The chunk is in L1
+    when the update loop reads it again, so the copy adds no memory traffic.
+    """
+    if snapshot.size > 0:
+        for i in range(w.size):
+            snapshot[i] = w[i]
 
 
 @njit(**JIT)
 def _sgd_block(w, g, velocity, snapshot, lr, mu, nesterov, l1, l2x2, reg):
     # three loops, so that each one's branches in sgd_element are decided before it starts
-    snap = snapshot.size > 0
+    keep(snapshot, w)
     bad = 0
     if mu == 0:
         for i in range(w.size):
             wi = w[i]
-            keep(snapshot, snap, i, wi)
             gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
             wn = sgd_element(wi, gi, gi, lr, mu, False)[0]
             w[i] = wn
@@ -120,7 +128,6 @@ def _sgd_block(w, g, velocity, snapshot, lr, mu, nesterov, l1, l2x2, reg):
     elif nesterov:
         for i in range(w.size):
             wi = w[i]
-            keep(snapshot, snap, i, wi)
             gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
             wn, velocity[i] = sgd_element(wi, gi, velocity[i], lr, mu, True)
             w[i] = wn
@@ -128,7 +135,6 @@ def _sgd_block(w, g, velocity, snapshot, lr, mu, nesterov, l1, l2x2, reg):
     else:
         for i in range(w.size):
             wi = w[i]
-            keep(snapshot, snap, i, wi)
             gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
             wn, velocity[i] = sgd_element(wi, gi, velocity[i], lr, mu, False)
             w[i] = wn
@@ -168,11 +174,10 @@ def sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot):
 
 @njit(**JIT)
 def _adagrad_block(w, g, accum, snapshot, lr, eps, l1, l2x2, reg):
-    snap = snapshot.size > 0
+    keep(snapshot, w)
     bad = 0
     for i in range(w.size):
         wi = w[i]
-        keep(snapshot, snap, i, wi)
         gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
         wn, accum[i] = adagrad_element(wi, gi, accum[i], lr, eps)
         w[i] = wn
@@ -208,11 +213,10 @@ def adagrad_update(w, g, accum, lr, eps, l1, l2, snapshot):
 
 @njit(**JIT)
 def _rmsprop_block(w, g, ms, snapshot, lr, rho, one_m_rho, eps, l1, l2x2, reg):
-    snap = snapshot.size > 0
+    keep(snapshot, w)
     bad = 0
     for i in range(w.size):
         wi = w[i]
-        keep(snapshot, snap, i, wi)
         gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
         wn, ms[i] = rmsprop_element(wi, gi, ms[i], lr, rho, one_m_rho, eps)
         w[i] = wn
@@ -252,12 +256,11 @@ def rmsprop_update(w, g, ms, lr, rho, eps, l1, l2, snapshot):
 def _adam_block(w, g, m, v, vmax, snapshot, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps, decay,
                 amsgrad, l1, l2x2, reg):
     # each of w, g, m, v (vmax) is read once and w, m, v (vmax, snapshot) written once per element
-    snap = snapshot.size > 0
+    keep(snapshot, w)
     bad = 0
     if amsgrad:
         for i in range(w.size):
             wi = w[i]
-            keep(snapshot, snap, i, wi)
             gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
             mi, vi = adam_moments(gi, m[i], v[i], b1, one_m_b1, b2, one_m_b2)
             m[i] = mi
@@ -273,7 +276,6 @@ def _adam_block(w, g, m, v, vmax, snapshot, step, inv_sqrt_bc2, b1, one_m_b1, b2
     else:
         for i in range(w.size):
             wi = w[i]
-            keep(snapshot, snap, i, wi)
             gi = regularized(g[i], wi, l1, l2x2) if reg else g[i]
             mi, vi = adam_moments(gi, m[i], v[i], b1, one_m_b1, b2, one_m_b2)
             m[i] = mi
