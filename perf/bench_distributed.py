@@ -7,8 +7,9 @@
    (perf/mpi_allreduce.py; MPICH's shared-memory path between two processes on this machine).
 2. Epoch time of 2 ranks x 1 thread against 1 process x 2 threads at the same global batch, the two
    alternating run by run (median of --rounds), and the allreduce's share of a step (profiler row).
-3. The cost model: the 2-rank step predicted from a 1-thread run at the per-rank batch plus the fitted
-   allreduce, against the measured 2-rank step.
+3. The cost model: the 2-rank step predicted from per-rank compute plus the fitted allreduce, against
+   the measured 2-rank step; compute measured three ways (see the table), the last with the wait for
+   the slower rank drawn from per-step times.
 4. Weak-scaling predictions at 8, 64 and 512 nodes on 25 and 100 Gb/s networks, each node this
    machine, for the reference MLP and a larger one.
 """
@@ -41,13 +42,34 @@ def run(cmd):
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def train(ranks, batch, threads, epochs, samples, hidden="512,128,64", profile=False):
+def train_args(batch, threads, epochs, samples, hidden="512,128,64", profile=False, step_times=False):
     args = [os.path.join(HERE, "mpi_train.py"), "--batch", batch, "--epochs", epochs, "--samples", samples,
-            "--threads", threads, "--hidden", hidden] + (["--profile"] if profile else [])
-    args = [str(a) for a in args]
+            "--threads", threads, "--hidden", hidden] + (["--profile"] if profile else []) + \
+        (["--step-times"] if step_times else [])
+    return [str(a) for a in args]
+
+
+def train(ranks, batch, threads, epochs, samples, hidden="512,128,64", profile=False, step_times=False):
+    args = train_args(batch, threads, epochs, samples, hidden, profile, step_times)
     if ranks == 0:
         return run([sys.executable, *args, "--plain"])[0]
     return run([MPIEXEC, "-n", str(ranks), sys.executable, *args])[0]
+
+
+def train_side_by_side(copies, batch, epochs, samples):
+    """``copies`` one-thread processes training at once, no MPI: each step computed as a rank computes it,
+    beside another rank's work (shared L3 and memory bandwidth). Their per-step times, pooled."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [sys.executable, *train_args(batch, 1, epochs, samples, step_times=True), "--plain"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    samples_s = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=1800)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+        samples_s += next(json.loads(line) for line in out.splitlines() if line.startswith("{"))["step_s"]
+    return samples_s
 
 
 def step_s(result):
@@ -89,27 +111,32 @@ def main():
               f"{measured[batch][1] / measured[batch][0]:.2f} | {100 * share:.1f} |")
 
     print("\n## 3. The cost model against the measured 2-rank step\n")
-    print("compute = the step without its allreduce: from the profiler rows of the 2-rank run (all rows "
-          "but allreduce), and from a 1-process, 1-thread run at the per-rank batch (the other core idle).\n")
-    print("| global batch | compute, 2-rank profile ms | compute, solo ms | allreduce model ms | predicted ms "
-          "(profile / solo) | measured ms | error (profile / solo) |\n|---:|---:|---:|---:|---:|---:|---:|")
+    print("compute: (a) the 2-rank run's own profiler rows, all but allreduce; (b) a 1-process, 1-thread run "
+          "at the per-rank batch, the other core idle; (c) two such runs side by side (each beside the "
+          "other's work, as ranks are), their per-step times giving both the mean and the wait for the "
+          "slower rank (E[max of 2 draws], jitnn.distributed.expected_max). Each adds the fitted allreduce.\n")
+    print("| global batch | compute (a) / (b) / (c) mean / (c) slower of 2, ms | allreduce model ms | predicted "
+          "(a) / (b) / (c) ms | measured ms | error (a) / (b) / (c) |\n|---:|---:|---:|---:|---:|---:|")
     for batch, (_, two, prof) in measured.items():
         ar = comm.time(prof["grad_bytes"], 2)
         steps = prof["steps"]
         in_run = (sum(prof["phases_s"].values()) - prof["phases_s"].get("allreduce", 0.0)) / steps
         solo = step_s(train(0, batch // 2, 1, args.epochs, args.samples))
+        beside = StepModel.from_samples(train_side_by_side(2, batch // 2, args.epochs, args.samples),
+                                        prof["grad_bytes"])
         actual = two / steps
-        pred = [StepModel(c, prof["grad_bytes"]).time(comm, 2) for c in (in_run, solo)]
-        print(f"| {batch} | {in_run * 1e3:.2f} | {solo * 1e3:.2f} | {ar * 1e3:.3f} | {pred[0] * 1e3:.2f} / "
-              f"{pred[1] * 1e3:.2f} | {actual * 1e3:.2f} | {100 * (pred[0] - actual) / actual:+.1f}% / "
-              f"{100 * (pred[1] - actual) / actual:+.1f}% |")
+        pred = [StepModel(c, prof["grad_bytes"]).time(comm, 2) for c in (in_run, solo)] + [beside.time(comm, 2)]
+        errors = " / ".join(f"{100 * (x - actual) / actual:+.1f}%" for x in pred)
+        print(f"| {batch} | {in_run * 1e3:.2f} / {solo * 1e3:.2f} / {beside.compute_s * 1e3:.2f} / "
+              f"{beside.slowest_compute(2) * 1e3:.2f} | {ar * 1e3:.3f} | "
+              f"{' / '.join(f'{x * 1e3:.2f}' for x in pred)} | {actual * 1e3:.2f} | {errors} |")
 
     print("\n## 4. Predicted weak scaling, one node = this machine (2 cores), 512 rows per node per step\n")
     models = {"reference MLP 784-512-128-64-10": "512,128,64", "larger MLP 784-4096-4096-4096-10": "4096,4096,4096"}
     print("| model | network | 8 nodes | 64 nodes | 512 nodes |\n|---|---|---:|---:|---:|")
     for name, hidden in models.items():
-        r = train(0, 512, 2, 3, min(args.samples, 16384), hidden=hidden)
-        step = StepModel(step_s(r), r["grad_bytes"])
+        r = train(0, 512, 2, 3, min(args.samples, 16384), hidden=hidden, step_times=True)
+        step = StepModel.from_samples(r["step_s"], r["grad_bytes"])  # each node's jitter: stragglers
         for net, (gbit, lat) in NETWORKS.items():
             effs = predict_scaling(step, AllreduceModel.network(gbit, lat))
             cells = " | ".join(f"{100 * e['efficiency']:.0f}% ({e['step_s'] * 1e3:.1f} ms)" for e in effs)

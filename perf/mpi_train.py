@@ -5,7 +5,8 @@
 
 The first epoch compiles (or loads the cache) and is reported apart; the rest are the steady state.
 With ``--profile`` the per-phase times of the last epoch (forward, backward, update, allreduce) come
-from jitnn's profiler.
+from jitnn's profiler; with ``--step-times`` each steady step's wall time (batch begin to batch end) is
+printed too, the samples the cost model's straggler term draws from.
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main():
     p.add_argument("--hidden", default="512,128,64")
     p.add_argument("--plain", action="store_true", help="no MPI: one process")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--step-times", action="store_true", help="also print every steady step's seconds")
     args = p.parse_args()
     strategy = None
     if not args.plain:
@@ -55,10 +57,18 @@ def main():
     model.fit(x, y, epochs=1, batch_size=args.batch, verbose=0, seed=0, **extra)
     first = time.perf_counter() - t0
     epochs = []
+    step_times = []
+    marks = {}
+    timer = jitnn.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: marks.__setitem__("t", time.perf_counter()),
+        on_train_batch_end=lambda batch, logs: step_times.append(time.perf_counter() - marks["t"]))
+    if args.step_times:
+        extra["callbacks"] = [timer]
     for _ in range(args.epochs - 1):
         t0 = time.perf_counter()
         model.fit(x, y, epochs=1, batch_size=args.batch, verbose=0, seed=0, **extra)
         epochs.append(time.perf_counter() - t0)
+    extra.pop("callbacks", None)
     phases = {}
     if args.profile:
         with jitnn.profile() as prof:
@@ -70,7 +80,7 @@ def main():
         grad_bytes = sum(pa.nbytes for layer in model.layers for pa in layer.params)
         print(json.dumps({"ranks": 1 if strategy is None else strategy.size, "threads": jitnn.get_num_threads(),
                           "batch": args.batch, "steps": steps, "first_epoch_s": first, "epoch_s": epochs,
-                          "grad_bytes": grad_bytes, "phases_s": phases}), flush=True)
+                          "grad_bytes": grad_bytes, "phases_s": phases, "step_s": step_times}), flush=True)
 
 
 if __name__ == "__main__":

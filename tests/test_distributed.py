@@ -112,3 +112,32 @@ def test_network_model_and_scaling_efficiency():
         assert row["allreduce_s"] == pytest.approx(t_ar)
         assert row["efficiency"] == pytest.approx(0.05 / (0.05 + t_ar))
     assert rows[0]["efficiency"] > rows[1]["efficiency"]
+
+
+def test_expected_max_is_exact_for_the_empirical_distribution():
+    from jitnn.distributed import expected_max
+
+    assert expected_max([3.0, 3.0, 3.0], 64) == pytest.approx(3.0)
+    assert expected_max([1.0, 2.0, 4.0], 1) == pytest.approx(7 / 3)  # one draw: the mean
+    assert expected_max([0.0, 1.0], 2) == pytest.approx(0.75)  # max of two fair coins
+    rng = np.random.default_rng(5)
+    x = rng.gamma(4.0, 1e-3, size=37)
+    draws = rng.choice(x, size=(200_000, 8)).max(axis=1)  # Monte Carlo reference
+    assert expected_max(x, 8) == pytest.approx(draws.mean(), rel=5e-3)
+    assert expected_max(x, 512) <= x.max() and expected_max(x, 512) > expected_max(x, 8)
+    with pytest.raises(ValueError, match="p >= 1"):
+        expected_max([], 2)
+
+
+def test_a_step_waits_for_the_slowest_rank():
+    net = AllreduceModel(alpha=2e-6, beta=1e-9)
+    samples = [0.010, 0.010, 0.010, 0.014]  # one step in four is slow
+    step = StepModel.from_samples(samples, grad_bytes=10**6)
+    assert step.compute_s == pytest.approx(0.011)
+    # 2 ranks: the pair is fast only when both are: 1 - (3/4)^2 of steps wait for 14 ms.
+    slow = 1 - 0.75**2
+    assert step.time(net, 2) == pytest.approx(0.010 + 0.004 * slow + net.time(1e6, 2))
+    assert step.efficiency(net, 2) == pytest.approx(0.011 / step.time(net, 2))
+    rows = predict_scaling(step, net, nodes=(2, 512))
+    assert rows[1]["compute_s"] == pytest.approx(0.014, rel=1e-6)  # at 512 ranks some rank is always slow
+    assert StepModel(0.011, 10**6).time(net, 2) == pytest.approx(0.011 + net.time(1e6, 2))  # no samples: no wait

@@ -15,7 +15,7 @@ reduced across ranks; the progress bar and callbacks' side effects run on rank 0
 made: ``pip install 'jitnn[distributed]'`` brings mpi4py and an MPI (the ``mpich`` wheel).
 """
 
-from jitnn.distributed.costmodel import AllreduceModel, StepModel, predict_scaling
+from jitnn.distributed.costmodel import AllreduceModel, StepModel, expected_max, predict_scaling
 from jitnn.distributed.strategy import DataParallel
 
-__all__ = ["AllreduceModel", "DataParallel", "StepModel", "predict_scaling"]
+__all__ = ["AllreduceModel", "DataParallel", "StepModel", "expected_max", "predict_scaling"]

@@ -14,6 +14,13 @@ parallelism with a fixed per-rank batch b (weak scaling) then takes
 
 and its scaling efficiency is T_compute(b) / T_step(p). ``overlap`` is the part of the allreduce hidden
 behind the backward pass; jitnn reduces once per step after the backward pass, so it is 0 here.
+
+Stragglers: the allreduce starts when the *last* rank arrives, so a step costs the slowest of p
+compute times, not their mean. Given per-step compute times measured as a rank would run them (beside
+other ranks' work), ``StepModel`` takes E[max of p independent draws] from their empirical distribution:
+with the m samples sorted, E[max] = sum_i x_(i) ((i/m)^p - ((i-1)/m)^p), exact for that distribution.
+It grows with p (slowly: toward the largest sample), which is how jitter on one node becomes lost time
+on 512.
 """
 
 from __future__ import annotations
@@ -54,24 +61,51 @@ class AllreduceModel:
         return cls(latency_us * 1e-6, 8.0 / (gbit_per_s * 1e9))
 
 
+def expected_max(samples, p: int) -> float:
+    """E[max of p independent draws] from the empirical distribution of ``samples`` (exact, no sampling)."""
+    x = np.sort(np.asarray(samples, np.float64).ravel())
+    if x.size == 0 or p < 1:
+        raise ValueError(f"expected_max needs samples and p >= 1, received: {x.size} samples, p={p}")
+    cdf = np.arange(x.size + 1, dtype=np.float64) / x.size
+    return float(np.dot(x, cdf[1:] ** p - cdf[:-1] ** p))
+
+
 @dataclass(frozen=True)
 class StepModel:
-    """One rank's step: ``compute_s`` seconds of forward, backward and update; ``grad_bytes`` to reduce."""
+    """One rank's step: ``compute_s`` seconds of forward, backward and update; ``grad_bytes`` to reduce.
+
+    ``compute_samples`` (optional): per-step compute times, measured under the conditions a rank runs in.
+    With them a step over p ranks waits for the slowest rank (``expected_max``) and ``compute_s`` is
+    their mean; without them every rank takes exactly ``compute_s``.
+    """
 
     compute_s: float
     grad_bytes: int
+    compute_samples: tuple = ()
+
+    @classmethod
+    def from_samples(cls, samples, grad_bytes: int) -> StepModel:
+        x = tuple(float(t) for t in np.asarray(samples, np.float64).ravel())
+        if not x:
+            raise ValueError("from_samples needs at least one step time")
+        return cls(float(np.mean(x)), grad_bytes, x)
+
+    def slowest_compute(self, p: int) -> float:
+        """The compute the allreduce waits for: the expected slowest of p ranks."""
+        return expected_max(self.compute_samples, p) if self.compute_samples else self.compute_s
 
     def time(self, comm: AllreduceModel, p: int, overlap_s: float = 0.0) -> float:
-        return self.compute_s + max(0.0, comm.time(self.grad_bytes, p) - overlap_s)
+        return self.slowest_compute(p) + max(0.0, comm.time(self.grad_bytes, p) - overlap_s)
 
     def efficiency(self, comm: AllreduceModel, p: int, overlap_s: float = 0.0) -> float:
         return self.compute_s / self.time(comm, p, overlap_s)
 
 
 def predict_scaling(step: StepModel, comm: AllreduceModel, nodes=(8, 64, 512)) -> list[dict]:
-    """Per node count: step time, allreduce time and weak-scaling efficiency."""
-    return [{"nodes": p, "step_s": step.time(comm, p), "allreduce_s": comm.time(step.grad_bytes, p),
-             "efficiency": step.efficiency(comm, p)} for p in nodes]
+    """Per node count: step time, the slowest rank's compute, allreduce time and weak-scaling efficiency."""
+    return [{"nodes": p, "step_s": step.time(comm, p), "compute_s": step.slowest_compute(p),
+             "allreduce_s": comm.time(step.grad_bytes, p), "efficiency": step.efficiency(comm, p)}
+            for p in nodes]
 
 
-__all__ = ["AllreduceModel", "StepModel", "predict_scaling"]
+__all__ = ["AllreduceModel", "StepModel", "expected_max", "predict_scaling"]
