@@ -207,9 +207,10 @@ def _micro_kernel_py(kc, ap, a0, bp, b0, bs, ct):
     ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
 
 
-def _micro_kernel_c_py(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta):
-    """Stand-in for micro_kernel_c: the same tile, written into flat C as alpha*tile + beta*C."""
+def _micro_kernel_c_py(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act, act_param):
+    """Stand-in for micro_kernel_c: the same tile, written into flat C as act(alpha*tile + beta*C + bias)."""
     from jitnn.kernels.blocking import BLOCKS
+    from jitnn.kernels.elementwise import LEAKY_RELU, RELU
 
     mr, nr = BLOCKS[ap.dtype.name][:2]
     tile = np.empty(mr * nr, ap.dtype)
@@ -217,6 +218,12 @@ def _micro_kernel_c_py(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta):
     for i in range(mr):
         row = c[c0 + i * c_rs:c0 + i * c_rs + nr]
         row[:] = alpha * tile[i * nr:(i + 1) * nr] + (beta * row if beta != 0 else 0)
+        if use_bias:
+            row += bias[col0:col0 + nr]
+        if act == RELU:
+            row[row < 0] = 0
+        elif act == LEAKY_RELU:
+            row[row < 0] *= act_param
 
 
 @contextlib.contextmanager

@@ -729,8 +729,11 @@ def test_micro_kernel_assembly_uses_packed_fma(dtype):
 
 
 @njit(cache=False)
-def micro_direct(kc, ap, bp, bs, c, c0, c_rs, alpha, beta):
-    micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta)
+def micro_direct(kc, ap, bp, bs, c, c0, c_rs, alpha, beta, bias=None, col0=0, act=0, act_param=0.0):
+    if bias is None:
+        micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, ap[:0], 0, False, 0, 0.0)
+    else:
+        micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, bias, col0, True, act, act_param)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
@@ -756,3 +759,31 @@ def test_micro_kernel_writes_c_directly(dtype, kc, beta):
     outside = np.ones(c.shape, bool)
     outside[1:1 + mr, 2:2 + nr] = False
     np.testing.assert_array_equal(c[outside], before[outside])
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "leaky_relu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_micro_kernel_applies_bias_and_relu_in_registers(dtype, act):
+    """The register epilogue: act(alpha*tile + beta*C + bias[col0:col0+NR]) with ReLU's NaN passing
+    through, bit for bit what a separate pass over the stored tile computes."""
+    mr, nr = BLOCKS[np.dtype(dtype).name][:2]
+    rng = np.random.default_rng(3)
+    kc = 19
+    ap = rng.uniform(-1, 1, kc * mr).astype(dtype)
+    bp = rng.uniform(-1, 1, kc * nr).astype(dtype)
+    bias = rng.uniform(-1, 1, nr + 7).astype(dtype)
+    ap[:mr] = np.nan if act == "relu" else ap[:mr]  # row 0 of the tile NaN: ReLU must keep it
+    c = rng.uniform(-1, 1, (mr, nr)).astype(dtype)
+    plain = c.copy()
+    micro_direct(kc, ap, bp, nr, plain.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5))
+    want = plain + bias[5:5 + nr]
+    if act == "relu":
+        want = np.where(want < 0, dtype(0), want)
+    elif act == "leaky_relu":
+        want = np.where(want < 0, want * dtype(0.1), want)
+    code = {"linear": 0, "relu": 1, "leaky_relu": 2}[act]
+    micro_direct(kc, ap, bp, nr, c.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5), bias, 5, code, 0.1)
+    np.testing.assert_array_equal(c, want)
+    if act == "relu":
+        assert np.isnan(c[0]).all()
+

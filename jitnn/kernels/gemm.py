@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from jitnn.config import JIT, PJIT
-from jitnn.kernels.elementwise import LINEAR, activate_block, activate_scalar
+from jitnn.kernels.elementwise import LEAKY_RELU, LINEAR, RELU, activate_block, activate_scalar
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 from jitnn.memory import aligned_empty, padded_to_line
 
@@ -165,7 +165,12 @@ def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct
     layouts go through the ``ct`` buffer. Which path a tile takes depends only on its place in C and C's
     layout, never on the thread count, so results stay bitwise independent of threads.
     """
-    epilogue = last and (bias.shape[0] > 0 or act != LINEAR)
+    # Full tiles take the bias and a ReLU-family activation in registers (micro_kernel_c); the other
+    # activations are a pass over the tile after its store (finish_tile).
+    in_registers = act == LINEAR or act == RELU or act == LEAKY_RELU
+    tile_bias = last and in_registers and bias.shape[0] > 0
+    tile_act = act if last and in_registers else LINEAR
+    after = last and not in_registers
     for jp in range(jp_lo, jp_hi):
         nn = min(nr, n - jp * nr)
         for ip in range((m + mr - 1) // mr):
@@ -174,8 +179,8 @@ def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct
                 r = r0 + ip * mr
                 col = c0 + jp * nr
                 micro_kernel_c(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
-                               alpha, beta)
-                if epilogue:
+                               alpha, beta, bias, col, tile_bias, tile_act, act_param)
+                if after:
                     finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
             else:
                 micro_kernel(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, ct)

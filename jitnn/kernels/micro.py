@@ -21,6 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
+from jitnn.kernels.elementwise import LEAKY_RELU, RELU
 
 
 def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
@@ -108,9 +109,13 @@ def _splat(builder, vec, x):
 
 
 def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
-    """C[c0 + i*c_rs + j] = alpha*acc + beta*C, from the registers (C is read only when beta != 0).
+    """C[c0 + i*c_rs + j] = act(alpha*acc + beta*C + bias[col0 + j]), from the registers.
 
-    A select, not a branch, keeps beta == 0 from reading NaN/inf out of C into the result.
+    C is read only when beta != 0: a select, not a branch, keeps beta == 0 from reading NaN/inf out of
+    C into the result. The epilogue (``use_bias``, ``act`` of LINEAR/RELU/LEAKY_RELU) is applied to the
+    registers before the one store: as a second pass over the tile in C, bias + ReLU cost 3.3 ms of an
+    8.9 ms 1000x784x512 float32 product on 2 threads. Each step is the separate IEEE operation the
+    pass did (no contraction), so the bits are the same. ReLU is ``x < 0 ? 0 : x`` (NaN passes through).
     """
     i64 = ir.IntType(64)
     c0 = context.cast(builder, args[7], sig.args[7], types.int64)
@@ -122,6 +127,31 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
     beta = _splat(builder, vec, beta_s)
     beta_zero = builder.fcmp_ordered("==", beta_s, ir.Constant(beta_s.type, 0.0))
     vl = vec.count
+    zero = ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vl)
+    use_bias = builder.icmp_signed("!=", context.cast(builder, args[13], sig.args[13], types.int64),
+                                   ir.Constant(i64, 0))
+    act = context.cast(builder, args[14], sig.args[14], types.int64)
+    relu = builder.icmp_signed("==", act, ir.Constant(i64, RELU))
+    leaky = builder.icmp_signed("==", act, ir.Constant(i64, LEAKY_RELU))
+    slope = _splat(builder, vec, context.cast(builder, args[15], sig.args[15], elt_t))
+    bias_ptr = context.make_array(sig.args[11])(context, builder, args[11]).data
+    col0 = context.cast(builder, args[12], sig.args[12], types.int64)
+    # The bias row is read only when used: its array may be empty.
+    before = builder.block
+    with builder.if_then(use_bias):
+        loaded = []
+        for v in range(len(acc[0])):
+            ptr = builder.gep(bias_ptr, [builder.add(col0, ir.Constant(i64, v * vl))], inbounds=True)
+            ld = builder.load(builder.bitcast(ptr, vec.as_pointer()))
+            ld.align = width
+            loaded.append(ld)
+        then_end = builder.block
+    bias = []
+    for ld in loaded:
+        phi = builder.phi(vec)
+        phi.add_incoming(ld, then_end)
+        phi.add_incoming(zero, before)
+        bias.append(phi)
     row = c0
     for acc_row in acc:
         for v, a in enumerate(acc_row):
@@ -131,7 +161,12 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
             old = builder.load(ptr)
             old.align = width
             mixed = builder.call(builder.module.get_global(f"llvm.fma.v{vl}f{8 * width}"), [beta, old, scaled])
-            st = builder.store(builder.select(beta_zero, scaled, mixed), ptr)
+            out = builder.select(beta_zero, scaled, mixed)
+            out = builder.select(use_bias, builder.fadd(out, bias[v]), out)
+            negative = builder.fcmp_ordered("<", out, zero)
+            out = builder.select(relu, builder.select(negative, zero, out), out)
+            out = builder.select(leaky, builder.select(negative, builder.fmul(out, slope), out), out)
+            st = builder.store(out, ptr)
             st.align = width
         row = builder.add(row, c_rs)
 
@@ -153,16 +188,19 @@ def micro_kernel(typingctx, kc, ap, a0, bp, b0, bs, ct):
 
 
 @intrinsic
-def micro_kernel_c(typingctx, kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta):
+def micro_kernel_c(typingctx, kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+                   act_param):
     """The register tile written straight into a full MR x NR tile of C: ``c[c0 + i*c_rs + j] =
-    alpha*tile[i, j] + beta*c[...]`` (``c`` flat, its rows ``c_rs`` apart; no tile buffer round trip)."""
+    act(alpha*tile[i, j] + beta*c[...] + bias[col0 + j])`` (``c`` flat, its rows ``c_rs`` apart; no tile
+    buffer round trip). ``use_bias`` false: no bias (``bias`` may be empty). ``act`` is LINEAR, RELU or
+    LEAKY_RELU (slope ``act_param``); callers apply other activations themselves."""
     if not isinstance(ap, types.Array) or ap.dtype not in (types.float32, types.float64):
         return None
     if bp.dtype != ap.dtype or c.dtype != ap.dtype or not isinstance(alpha, types.Float) \
-            or not isinstance(beta, types.Float):
+            or not isinstance(beta, types.Float) or not isinstance(bias, types.Array) or bias.dtype != ap.dtype:
         return None
     mr, nr = BLOCKS[str(ap.dtype)][:2]
-    sig = types.void(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta)
+    sig = types.void(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act, act_param)
 
     def codegen(context, builder, signature, args):
         return _emit(context, builder, signature, args, mr, nr, direct=True)
