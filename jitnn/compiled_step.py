@@ -46,6 +46,7 @@ from jitnn import optimizers as O
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.gemm import allocate_workspace, workspace_sizes
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.memory import aligned_zeros
 
 LAYERS = (Dense, Dropout, Activation, LeakyReLU)
 ENABLED = True  # False: every fit runs the layer-by-layer loop (the benchmark's "before", the tests' reference)
@@ -163,7 +164,7 @@ def _forward(src, i, layer, h, cap):
     """Source for layer i's training forward on input ``h``; returns the output's expression."""
     if isinstance(layer, Dense):
         act = layer.output_activation
-        out = src.arr(f"O{i}", np.zeros((cap, layer.units), layer.dtype)) + "[:m]"
+        out = src.arr(f"O{i}", aligned_zeros((cap, layer.units), layer.dtype)) + "[:m]"
         bias = src.arr(f"b{i}", layer.b) if layer.use_bias else "NOB"
         w = src.arr(f"W{i}", layer.W)
         src(f"o{i} = {out}")
@@ -173,7 +174,7 @@ def _forward(src, i, layer, h, cap):
             return f"o{i}"
         z = f"o{i}"
         if act.needs_preactivation:
-            src(f"z{i} = {src.arr(f'Z{i}', np.zeros((cap, layer.units), layer.dtype))}[:m]")
+            src(f"z{i} = {src.arr(f'Z{i}', aligned_zeros((cap, layer.units), layer.dtype))}[:m]")
             z = f"z{i}"
         src("use_threads(MINF, T, MINF)")
         src(f"gemm({h}, {w}, {z}, {bias}, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
@@ -182,7 +183,7 @@ def _forward(src, i, layer, h, cap):
     if isinstance(layer, Dropout):
         if layer.rate == 0:
             return h
-        src(f"o{i} = {src.arr(f'O{i}', np.zeros((cap, layer.input_dim), layer.dtype))}[:m]")
+        src(f"o{i} = {src.arr(f'O{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
         src(f"mask{i} = {src.arr(f'MASK{i}', np.zeros((cap, layer.input_dim), np.bool_))}[:m]")
         src.seeds.append(layer)
         _kernel_call(src, "KD.dropout_forward", f"{h}.size", h, src.scalar(layer.rate),
@@ -191,7 +192,7 @@ def _forward(src, i, layer, h, cap):
     act = layer.activation  # Activation, LeakyReLU
     if act.identity:
         return h
-    src(f"o{i} = {src.arr(f'O{i}', np.zeros((cap, layer.input_dim), layer.dtype))}[:m]")
+    src(f"o{i} = {src.arr(f'O{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
     _activate(src, act, h, f"o{i}")
     return f"o{i}"
 
@@ -219,7 +220,7 @@ def _backward(src, i, layer, g, h, cap):
     if isinstance(layer, Dense):
         act = layer.output_activation
         z = f"z{i}" if act.needs_preactivation else f"o{i}"
-        src(f"dz{i} = {src.arr(f'DZ{i}', np.zeros((cap, layer.units), layer.dtype))}[:m]")
+        src(f"dz{i} = {src.arr(f'DZ{i}', aligned_zeros((cap, layer.units), layer.dtype))}[:m]")
         dz = _backprop_activation(src, act, g, z, f"o{i}", f"dz{i}")
         src("use_threads(MINF, T, MINF)")
         src(f"gemm({h}.T, {dz}, {src.arr(f'dW{i}', layer.dW)}, NOB, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
@@ -227,20 +228,20 @@ def _backward(src, i, layer, g, h, cap):
             _kernel_call(src, "column_sums", f"{dz}.size", dz, src.arr(f"db{i}", layer.db))
         if i == 0:
             return None
-        src(f"dx{i} = {src.arr(f'DX{i}', np.zeros((cap, layer.input_dim), layer.dtype))}[:m]")
+        src(f"dx{i} = {src.arr(f'DX{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
         src("use_threads(MINF, T, MINF)")
         src(f"gemm({dz}, W{i}.T, dx{i}, NOB, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
         return f"dx{i}"
     if isinstance(layer, Dropout):
         if layer.rate == 0:
             return g
-        src(f"dx{i} = {src.arr(f'DX{i}', np.zeros((cap, layer.input_dim), layer.dtype))}[:m]")
+        src(f"dx{i} = {src.arr(f'DX{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
         _kernel_call(src, "KD.backprop_dropout", f"dx{i}.size", g, f"mask{i}", src.scalar(layer.rate), f"dx{i}")
         return f"dx{i}"
     act = layer.activation
     if act.identity:
         return g
-    src(f"dx{i} = {src.arr(f'DX{i}', np.zeros((cap, layer.input_dim), layer.dtype))}[:m]")
+    src(f"dx{i} = {src.arr(f'DX{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
     z = f"o{i}" if isinstance(layer, LeakyReLU) else h  # LeakyReLU reads the output's sign
     return _backprop_activation(src, act, g, z, f"o{i}", f"dx{i}")
 
@@ -280,7 +281,7 @@ def _metric_source(src, k, fn, y, d, cap, dtype):
         src(f"sums[{slot}] += KM.threshold_hits(pred, yb, 0.5) / yb.size * m")
     elif fn in (M.mse, M.mae) and y.ndim == 2 and y.shape[1] == d and y.dtype == dtype:
         if "MG" not in src.arrays:
-            src.arr("MG", np.zeros((cap, d), dtype))
+            src.arr("MG", aligned_zeros((cap, d), dtype))
             src.arr("MR", np.zeros(cap, np.float64))  # Loss.__call__'s row losses are float64
         src("use_threads(pred.size, T, MINW)")
         src(f"sums[{slot}] += KL.{fn.kernel}(pred, yb, MG[:m], MR[:m]) * m")
@@ -382,7 +383,7 @@ def _generate(model, y, cap, snapshots):
     src = _Source()
     src.scalar(0.0)  # fs[0]: the learning rate, written before each call
     dtype = model.dtype
-    src(f"xb = {src.arr('XB', np.zeros((cap, model.input_dim), dtype))}[:m]")
+    src(f"xb = {src.arr('XB', aligned_zeros((cap, model.input_dim), dtype))}[:m]")
     src("take_rows(xs, order, start, m, xb)")
     ybuf = np.zeros((cap,) + y.shape[1:], y.dtype)
     src(f"yb = {src.arr('YB', ybuf)}[:m]")
@@ -398,10 +399,10 @@ def _generate(model, y, cap, snapshots):
         h = _forward(src, i, layer, h, cap)
     d = model.output_dim
     kernel, eps = call
-    src(f"grad = {src.arr('GRAD', np.zeros((cap, d), dtype))}[:m]")
+    src(f"grad = {src.arr('GRAD', aligned_zeros((cap, d), dtype))}[:m]")
     src(f"rows = {src.arr('ROWS', np.zeros(cap, dtype))}[:m]")
     if fused:
-        src(f"pred = {src.arr('PROBS', np.zeros((cap, d), dtype))}[:m]")
+        src(f"pred = {src.arr('PROBS', aligned_zeros((cap, d), dtype))}[:m]")
         args = [h, "yb", "pred", "grad", "rows"]
     else:
         src(f"pred = {h}")
