@@ -318,8 +318,10 @@ def _why_not(model, x, recorder):
             return "a pruned layer (its mask is re-applied after each update)"
     if type(model.optimizer) not in _UPDATES:
         return f"optimizer {type(model.optimizer).__name__}"
-    for obj, names in ((model, ("train_step", "apply_gradients")), (model.optimizer, ("step",)),
-                       (model.loss, ("value_and_grad", "value_and_grad_from_logits"))):
+    hooks = [(model, ("train_step", "apply_gradients")), (model.optimizer, ("step",)),
+             (model.loss, ("value_and_grad", "value_and_grad_from_logits"))]
+    hooks += [(layer, ("forward", "backward")) for layer in model.layers]
+    for obj, names in hooks:
         replaced = [n for n in names if callable(vars(obj).get(n))]
         if replaced:  # a wrapper (a test's recorder, a user's hook) must see every call
             return f"{type(obj).__name__}.{replaced[0]} is replaced on the instance"

@@ -116,6 +116,13 @@ def test_layer_path_runs_when_the_compiled_step_cannot(monkeypatch):
     model.compile(loss="categorical_crossentropy", optimizer=model.optimizer)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert model.step_path == "layers: Adam.step is replaced on the instance"
+    monkeypatch.undo()
+    calls = []
+    forward = model.layers[0].forward
+    monkeypatch.setattr(model.layers[0], "forward", lambda a, training: calls.append(1) or forward(a, training))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # a wrapped layer (a test's hook) sees every batch
+    assert model.step_path == "layers: Dense.forward is replaced on the instance"
+    assert len(calls) == 3
 
 
 def test_batch_callbacks_run_every_compiled_step():
