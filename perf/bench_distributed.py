@@ -34,12 +34,22 @@ MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shuti
 NETWORKS = {"25 Gb/s (RoCE, 5 us)": (25, 5.0), "100 Gb/s (InfiniBand, 2 us)": (100, 2.0)}
 
 
+def start(cmd):
+    """``cmd`` running, this checkout first on its path, its output captured."""
+    return subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def results(cmd, proc):
+    """The JSON lines ``proc`` (started by ``start``) printed; SystemExit with its stderr if it failed."""
+    out, err = proc.communicate(timeout=1800)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 def run(cmd):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=1800)
-    if out.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return results(cmd, start(cmd))
 
 
 def train_args(batch, threads, epochs, samples, hidden="512,128,64", profile=False, step_times=False):
@@ -59,17 +69,9 @@ def train(ranks, batch, threads, epochs, samples, hidden="512,128,64", profile=F
 def train_side_by_side(copies, batch, epochs, samples):
     """``copies`` one-thread processes training at once, no MPI: each step computed as a rank computes it,
     beside another rank's work (shared L3 and memory bandwidth). Their per-step times, pooled."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, *train_args(batch, 1, epochs, samples, step_times=True), "--plain"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(copies)]
-    samples_s = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=1800)
-        if proc.returncode:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-        samples_s += next(json.loads(line) for line in out.splitlines() if line.startswith("{"))["step_s"]
-    return samples_s
+    procs = [start(cmd) for _ in range(copies)]  # all started before any is waited for
+    return [t for proc in procs for t in results(cmd, proc)[0]["step_s"]]
 
 
 def step_s(result):
