@@ -127,11 +127,10 @@ def gemm(opa, opb, c, bias, act, param, threads, min_flops, blocks, abuf, bbuf, 
             gemv_kernel(dt(1.0), opb.T, opa.T, dt(0.0), c.T, bias, act, param, True)
         return
     t = threads if 2 * m * n * k >= min_flops else 1
-    if opb.flags.c_contiguous:  # as linalg's flat view: B read in place along its rows
-        bflat, b_rs = opb.ravel(), n
-    else:
-        bflat, b_rs = NOB, -1
-    GEMM(dt(1.0), opa, opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
+    # as linalg's flat views: A and B read in place along their rows where the kernel chooses to
+    aflat, a_rs = (opa.ravel(), k) if opa.flags.c_contiguous else (NOB, -1)
+    bflat, b_rs = (opb.ravel(), n) if opb.flags.c_contiguous else (NOB, -1)
+    GEMM(dt(1.0), opa, aflat, a_rs, opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
 
 '''
 

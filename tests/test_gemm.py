@@ -25,6 +25,7 @@ from scipy.special import expit
 
 import jitnn
 from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
+from jitnn.kernels.gemm import IN_PLACE_MAX_PANELS
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 
 DTYPES = [np.float32, np.float64]
@@ -201,6 +202,9 @@ def test_shape_table_reaches_every_path():
         for m, n, k in PATH_SHAPES:
             assert k > kc and k % kc
         assert PATH_SHAPES[0][0] <= mc < PATH_SHAPES[1][0] and PATH_SHAPES[0][1] > nr
+        # large-M blocks whose A is read in place (few NR panels) and packed (many)
+        assert any(m > mc and 0 < -(-n // nr) <= IN_PLACE_MAX_PANELS for m, n, k in live)
+        assert any(m > mc and IN_PLACE_MAX_PANELS < -(-n // nr) <= nc // nr for m, n, k in live)
 
 
 # --- shapes, transposes, layouts -----------------------------------------------------------------------
@@ -606,6 +610,37 @@ def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_t
         assert np.array_equal(fused, results[1][1]), f"{threads} threads differ from 1 on fused gemm"
 
 
+IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_MULTI), (521, 17, 5), (7, 40, 3)]
+
+
+@pytest.mark.parametrize("row_step", [2, -1], ids=["rows_apart", "negative_rows"])
+@pytest.mark.parametrize("shape", IN_PLACE_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reading_a_in_place_changes_no_bit(dtype, shape, row_step, restore_num_threads):
+    """Full MR panels of an A with unit-stride columns are read in place (small M, or few NR panels of
+    B: ``rows_in_place``) and the ragged rows packed; any other A is packed whole. The micro-kernel runs
+    the same FMAs in the same order either way, so C-order, F-order and strided copies of one A give the
+    same bits on every thread count: a few panels, many panels (packed), small M, ragged rows."""
+    m, n, k = shape
+    rng = np.random.default_rng(21)
+    a = make_operand(rng, (m, k), dtype, "C")
+    b = make_operand(rng, (k, n), dtype, "C")
+    bias = rng.uniform(-1, 1, n).astype(dtype)
+    strided = make_strided(rng, (m, k), dtype, "C", row_step, 1)  # unit-stride columns, then a's values
+    strided[...] = a
+    copies = {"C": a, "F": np.asfortranarray(a), "strided": strided}
+    assert strided.strides[1] == a.itemsize and not strided.flags.c_contiguous
+    results = {}
+    for threads in sorted({1, MAX_THREADS}):
+        jitnn.set_num_threads(threads)
+        for name, x in copies.items():
+            results[threads, name] = jitnn.gemm(x, b, bias=bias, activation="relu")
+    first = results[1, "C"]
+    assert_gemm_close(first, a, b, None, bias=bias, act="relu")
+    for key, out in results.items():
+        assert np.array_equal(out, first), f"{key} differs from one thread reading a C-order A"
+
+
 def test_thread_counts_below_the_pool_size():
     """With NUMBA_NUM_THREADS=4 (more than the active count) every count 1..4 gives the same bits."""
     script = textwrap.dedent("""
@@ -680,24 +715,30 @@ def test_long_dot_product_is_accurate(dtype):
 # --- the micro-kernel alone ----------------------------------------------------------------------------
 
 @njit(cache=False)
-def micro_tile(kc, ap, a0, bp, b0, bs, ct):
-    micro_kernel(kc, ap, a0, bp, b0, bs, ct)
+def micro_tile(kc, ap, a0, bp, b0, bs, ct, a_rs=0):
+    micro_kernel(kc, ap, a0, a_rs, bp, b0, bs, ct)
 
 
+@pytest.mark.parametrize("a_rows", [False, True], ids=["A_packed", "A_in_place"])
 @pytest.mark.parametrize("extra", [0, 5], ids=["bs=NR", "bs>NR"])
 @pytest.mark.parametrize("kc", sorted({0, 1, 7, 256} | set(_KCS)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_micro_kernel(dtype, kc, extra):
-    """ct[i*NR + j] = sum_p ap[a0 + p*MR + i] * bp[b0 + p*bs + j], every ct element overwritten."""
+def test_micro_kernel(dtype, kc, extra, a_rows):
+    """ct[i*NR + j] = sum_p A(i, p) * bp[b0 + p*bs + j], every ct element overwritten; A(i, p) is
+    ap[a0 + p*MR + i] from a packed panel (a_rs = 0) or ap[a0 + i*a_rs + p] from rows read in place."""
     mr, nr = BLOCKS[np.dtype(dtype).name][:2]
     bs = nr + extra
     a0, b0 = 3, 11
     rng = np.random.default_rng(kc)
-    ap = rng.uniform(-1, 1, a0 + kc * mr + 2).astype(dtype)
+    a_rs = kc + 5 if a_rows else 0
+    ap = rng.uniform(-1, 1, a0 + max(kc * mr, mr * a_rs) + 2).astype(dtype)
     bp = rng.uniform(-1, 1, b0 + kc * bs + 2).astype(dtype)
     ct = np.full(mr * nr + 1, np.nan, dtype)
-    micro_tile(kc, ap, a0, bp, b0, bs, ct)
-    apanel = ap[a0:a0 + kc * mr].reshape(kc, mr).astype(np.float64)
+    micro_tile(kc, ap, a0, bp, b0, bs, ct, a_rs)
+    if a_rows:
+        apanel = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None]].astype(np.float64)
+    else:
+        apanel = ap[a0:a0 + kc * mr].reshape(kc, mr).astype(np.float64)
     bpanel = bp[b0 + np.arange(kc)[:, None] * bs + np.arange(nr)].astype(np.float64)
     expected = apanel.T @ bpanel
     rtol = rtol_for(dtype, kc)
@@ -731,9 +772,9 @@ def test_micro_kernel_assembly_uses_packed_fma(dtype):
 @njit(cache=False)
 def micro_direct(kc, ap, bp, bs, c, c0, c_rs, alpha, beta, bias=None, col0=0, act=0, act_param=0.0):
     if bias is None:
-        micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, ap[:0], 0, False, 0, 0.0)
+        micro_kernel_c(kc, ap, 0, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, ap[:0], 0, False, 0, 0.0)
     else:
-        micro_kernel_c(kc, ap, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, bias, col0, True, act, act_param)
+        micro_kernel_c(kc, ap, 0, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, bias, col0, True, act, act_param)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])

@@ -7,8 +7,13 @@ them element by element into contiguous panels, so every layout reaches the same
       for pc in 0..K step KC:           (shared dimension; never parallel: every step writes all of C)
         pack B[pc:pc+KC, jc:jc+NC] into NR-wide panels
         for ic in 0..M step MC:         prange: each thread its own rows of C
-          pack A[ic:ic+MC, pc:pc+KC] into MR-tall panels (per-thread buffer, L2)
+          pack A[ic:ic+MC, pc:pc+KC] into MR-tall panels (per-thread buffer, L2), or read it in place
           macro-kernel: for each NR panel, for each MR panel: micro-kernel, then write the tile
+
+A packed panel pays for its copy (about a nanosecond an element) by being reused for every NR panel
+of B. Where there are few (conv2's 64 output channels: two panels) or each thread would pack all of A
+(the small-M path), the micro-kernel reads full MR panels of an A with unit-stride columns in place,
+as BLIS's "sup" kernels do, and only the ragged rows are packed (``rows_in_place``).
 
 When M fits in one MC block (a minibatch forward pass: M = 32..128), splitting rows leaves a thread
 idle, so the N dimension is split instead, and each thread packs its own B columns: one parallel region
@@ -28,6 +33,11 @@ from jitnn.config import JIT, PJIT
 from jitnn.kernels.elementwise import LEAKY_RELU, LINEAR, RELU, activate_block, activate_scalar
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 from jitnn.memory import aligned_empty, padded_to_line
+
+# A row block is read in place instead of packed when B has at most this many NR panels (rows_in_place).
+# Paired A/B on 2 threads, float32: 7744x288x64 1.43x, 1000x512x128 1.17x, 1000x256x256 (8 panels) 1.11x;
+# reading in place at 16 panels and more (1000x784x512, 1024^3) measured 0.96-0.98x.
+IN_PLACE_MAX_PANELS = 8
 
 
 @njit(**JIT, inline="always")
@@ -155,15 +165,18 @@ def finish_tile(c, cflat, c_rs, r0, c0, mm, nn, bias, act, act_param):
 
 
 @njit(**JIT)
-def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
+def macro_kernel(aflat, aoff, a_rs, m_in_place, apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
                  c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
-    """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x all MR panels of packed A (m x k).
+    """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x the MR panels of A's m rows (k deep).
 
+    The first ``m_in_place`` rows (a multiple of MR) are read in place, panel ip from
+    ``aflat[aoff + ip*MR*a_rs]`` on, rows ``a_rs`` apart; the rest from packed panels in ``apack``.
     Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``: a packed panel has
     bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride. Full tiles of a C
     with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and other
-    layouts go through the ``ct`` buffer. Which path a tile takes depends only on its place in C and C's
-    layout, never on the thread count, so results stay bitwise independent of threads.
+    layouts go through the ``ct`` buffer. Which path a tile takes never changes its arithmetic (the
+    micro-kernel runs the same FMAs in the same order from packed or in-place A), so results stay
+    bitwise independent of threads and of what was packed.
     """
     # Full tiles take the bias and a ReLU-family activation in registers (micro_kernel_c); the other
     # activations are a pass over the tile after its store (finish_tile).
@@ -171,21 +184,40 @@ def macro_kernel(apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct
     tile_bias = last and in_registers and bias.shape[0] > 0
     tile_act = act if last and in_registers else LINEAR
     after = last and not in_registers
+    panels_in_place = m_in_place // mr
     for jp in range(jp_lo, jp_hi):
         nn = min(nr, n - jp * nr)
         for ip in range((m + mr - 1) // mr):
             mm = min(mr, m - ip * mr)
+            if ip < panels_in_place:
+                asrc, a0, ars = aflat, aoff + ip * mr * a_rs, a_rs
+            else:
+                asrc, a0, ars = apack, (ip - panels_in_place) * k * mr, 0
             if c_rs >= 0 and mm == mr and nn == nr:
                 r = r0 + ip * mr
                 col = c0 + jp * nr
-                micro_kernel_c(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
+                micro_kernel_c(k, asrc, a0, ars, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
                                alpha, beta, bias, col, tile_bias, tile_act, act_param)
                 if after:
                     finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
             else:
-                micro_kernel(k, apack, ip * k * mr, bsrc, boff + jp * bstep, bs, ct)
+                micro_kernel(k, asrc, a0, ars, bsrc, boff + jp * bstep, bs, ct)
                 write_tile(ct, nr, c, cflat, c_rs, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias,
                            act, act_param, last)
+
+
+@njit(**JIT, inline="always")
+def rows_in_place(m, mr, a_rs, panels, small_m):
+    """How many of a row block's m rows the micro-kernel reads straight from A (the rest are packed).
+
+    All full MR panels when A's columns are unit-stride (``a_rs >= 0``) and a packed panel would serve
+    few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B. Packing A costs about
+    a nanosecond an element, and 64 columns of B (conv2's forward) use each element for only 128 FLOP,
+    also about a nanosecond; with many panels the packed copy is reused and its contiguity wins.
+    """
+    if a_rs < 0 or not (small_m or panels <= IN_PLACE_MAX_PANELS):
+        return 0
+    return m // mr * mr
 
 
 @njit(**JIT)
@@ -215,14 +247,16 @@ def kc_for(m, n, blocks):
 
 
 @njit(**JIT)
-def gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf):
+def gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf,
+                bbuf, cbuf):
     """The BLIS loops on the calling thread: small products, where starting a parallel region (even
     a one-thread one) costs more than the work, and the reference the parallel paths are tested
     against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal).
 
     When M fits in one MC block, each B panel serves only M/MR tiles, so, as the parallel small-M path
     does, full panels of a B with unit-stride columns are read in place and only the ragged last one
-    is packed (64x784x512: packing B cost about as much as using it).
+    is packed (64x784x512: packing B cost about as much as using it). Full MR panels of A are read in
+    place where ``rows_in_place`` says packing them would not pay.
     """
     m, k = a.shape
     n = b.shape[1]
@@ -242,21 +276,25 @@ def gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
                 pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
             for i0 in range(0, m, mc):
                 mcur = min(mc, m - i0)
-                pack_a(a, i0, mcur, pc, kcur, mr, abuf[0])
+                mi = rows_in_place(mcur, mr, a_rs, npan, m <= mc)
+                pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[0])
+                aoff = i0 * a_rs + pc
                 if full > 0:
-                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr, b_rs, 0, full, ncur,
-                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
+                    macro_kernel(aflat, aoff, a_rs, mi, abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
+                                 b_rs, 0, full, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
+                                 act_param, last)
                 if full < npan:
-                    macro_kernel(abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr, full, npan, ncur,
-                                 cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param, last)
+                    macro_kernel(aflat, aoff, a_rs, mi, abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
+                                 full, npan, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
+                                 act_param, last)
 
 
 @njit(**PJIT)
-def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, threads,
-                abuf, bbuf, cbuf):
+def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                threads, abuf, bbuf, cbuf):
     """C = act(alpha * a @ b + beta * C + bias) into ``c``; buffers sized by ``workspace_sizes``.
 
-    ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of b and c when their columns are unit-stride
+    ``aflat``/``a_rs``, ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of a, b and c when their columns are unit-stride
     (``*_rs`` = row stride in elements), else ``*_rs = -1``. ``threads`` is numba.get_num_threads(),
     read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
@@ -274,14 +312,15 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
             scale_epilogue(c, beta, bias, act, act_param)
         return
     if threads == 1:
-        gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf,
-                    cbuf)
+        gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                    abuf, bbuf, cbuf)
         return
     npanels = (n + nr - 1) // nr
     if m <= mc and threads > 1 and npanels > 1:
         # Small M (a minibatch): split the N panels across threads. Each B panel serves only m/MR
         # tiles, so packing it would cost as much as using it: read full panels of B in place when
-        # its columns are unit-stride, and pack only the ragged last one.
+        # its columns are unit-stride, and pack only the ragged last one. Each thread would pack all of A,
+        # so A's full panels are read in place too (rows_in_place).
         kc_max = kc_for(m, n, blocks)
         tasks = min(threads, npanels)
         per = (npanels + tasks - 1) // tasks
@@ -297,18 +336,19 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
                     kcur = min(kc_max, k - pc)
                     last = pc + kcur == k
                     beta_k = beta if pc == 0 else 1.0
-                    pack_a(a, 0, m, pc, kcur, mr, abuf[tid])
+                    mi = rows_in_place(m, mr, a_rs, npanels, True)
+                    pack_a(a, mi, m - mi, pc, kcur, mr, abuf[tid])
                     if full > 0:
-                        macro_kernel(abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr, b_rs, 0, full,
-                                     ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k, bias, act,
-                                     act_param, last)
+                        macro_kernel(aflat, pc, a_rs, mi, abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
+                                     b_rs, 0, full, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k, bias,
+                                     act, act_param, last)
                     npan = (ncur + nr - 1) // nr
                     if full < npan:
                         off = tid * bstride
                         pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off - full * kcur * nr, full, npan)
-                        macro_kernel(abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr, kcur * nr, nr,
-                                     full, npan, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k,
-                                     bias, act, act_param, last)
+                        macro_kernel(aflat, pc, a_rs, mi, abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr,
+                                     kcur * nr, nr, full, npan, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha,
+                                     beta_k, bias, act, act_param, last)
         return
     # Large M: split rows in blocks of at most MC, a multiple of the thread count so none idles.
     rounds = (m + mc * threads - 1) // (mc * threads)
@@ -319,8 +359,8 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
         # One row block and one column panel (a conv's dW = cols^T dY: 9 x 43264 x 32): nothing to split,
         # and two parallel regions per KC step would only wait for an idle thread (169 steps measured
         # 1.9 s on 2 threads under load against 3-40 ms serially). Same tiles, same order: same bits.
-        gemm_serial(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf,
-                    cbuf)
+        gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                    abuf, bbuf, cbuf)
         return
     for jc in range(0, n, nc_max):
         ncur = min(nc_max, n - jc)
@@ -334,10 +374,11 @@ def gemm_kernel(alpha, a, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_p
                 tid = numba.get_thread_id()
                 i0 = ib * mc_eff
                 mcur = min(mc_eff, m - i0)
-                pack_a(a, i0, mcur, pc, kcur, mr, abuf[tid])
-                macro_kernel(abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr, 0, npan, ncur,
-                             cbuf[tid], c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0, bias,
-                             act, act_param, pc + kcur == k)
+                mi = rows_in_place(mcur, mr, a_rs, npan, False)
+                pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[tid])
+                macro_kernel(aflat, i0 * a_rs + pc, a_rs, mi, abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr,
+                             0, npan, ncur, cbuf[tid], c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0,
+                             bias, act, act_param, pc + kcur == k)
 
 
 @njit(**JIT)

@@ -1,11 +1,14 @@
 """The GEMM micro-kernel: an MR x NR tile of C held in vector registers across the whole k loop.
 
-``micro_kernel(kc, ap, a0, bp, b0, bs, ct)`` computes, for i < MR and j < NR,
+``micro_kernel(kc, ap, a0, a_rs, bp, b0, bs, ct)`` computes, for i < MR and j < NR,
 
-    ct[i*NR + j] = sum_{p < kc} ap[a0 + p*MR + i] * bp[b0 + p*bs + j]
+    ct[i*NR + j] = sum_{p < kc} A(i, p) * bp[b0 + p*bs + j]
 
-A comes from a packed MR-wide panel; B from any array whose NR columns are contiguous at row
-stride ``bs`` (a packed NR-wide panel has ``bs == NR``). MR and NR come from ``blocking.BLOCKS``.
+with A(i, p) = ap[a0 + p*MR + i] from a packed MR-wide panel (``a_rs == 0``), or ap[a0 + i*a_rs + p]
+from MR rows of A read in place, ``a_rs`` elements apart (``a_rs > 0``: rows of unit-stride columns,
+the BLIS "sup" case where a packed panel would serve too few tiles to repay its copy). B comes from any
+array whose NR columns are contiguous at row stride ``bs`` (a packed NR-wide panel has ``bs == NR``).
+MR and NR come from ``blocking.BLOCKS``.
 
 Why an intrinsic: numba builds with LLVM's SLP vectorizer switched off (``NUMBA_SLP_VECTORIZE=0``),
 so a tile written as MR*NR scalar locals stays scalar (measured: 10 GFLOP/s on one Zen 3 core, 13% of
@@ -24,35 +27,23 @@ from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
 from jitnn.kernels.elementwise import LEAKY_RELU, RELU
 
 
-def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
-    """The k loop; then the tile goes to ``ct`` (``direct`` False) or straight into C (True)."""
-    kc, ap, a0, bp, b0, bs, ct = args[:7]
-    arr_t = sig.args[1]
-    elt = context.get_data_type(arr_t.dtype)
-    vl = VECTOR_BYTES // (4 if arr_t.dtype == types.float32 else 8)
-    nv = nr // vl
-    vec = ir.VectorType(elt, vl)
+def _k_loop(builder, name, kc, ap_ptr, a0, a_step, a_rows, bp_ptr, b0, bs, mr, nv, vec, width, fma):
+    """One k loop over the tile; returns its final accumulators (the builder is left after the loop).
+
+    Row i of A's current column is ``ap_ptr[pa + a_rows[i]]``, and ``pa`` advances by ``a_step`` per k
+    step: a packed panel has ``a_rows[i] = i`` and ``a_step = MR``; A read in place has
+    ``a_rows[i] = i * a_rs`` (hoisted out of the loop) and ``a_step = 1``.
+    """
     i64 = ir.IntType(64)
-    width = elt.get_abi_size(context.target_data)
-
-    ap_ptr = context.make_array(sig.args[1])(context, builder, ap).data
-    bp_ptr = context.make_array(sig.args[3])(context, builder, bp).data
-    ct_ptr = context.make_array(sig.args[6])(context, builder, ct).data
-    kc = context.cast(builder, kc, sig.args[0], types.int64)
-    a0 = context.cast(builder, a0, sig.args[2], types.int64)
-    b0 = context.cast(builder, b0, sig.args[4], types.int64)
-    bs = context.cast(builder, bs, sig.args[5], types.int64)
-
-    suffix = f"v{vl}f{8 * width}"
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
-    zero_vec = ir.Constant(vec, [ir.Constant(elt, 0.0)] * vl)
+    vl = vec.count
+    zero_vec = ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vl)
     undef_vec = ir.Constant(vec, ir.Undefined)
     splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl)
 
     entry = builder.block
-    header = builder.append_basic_block("micro.header")
-    body = builder.append_basic_block("micro.body")
-    done = builder.append_basic_block("micro.done")
+    header = builder.append_basic_block(f"{name}.header")
+    body = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
     builder.branch(header)
 
     builder.position_at_end(header)
@@ -77,20 +68,71 @@ def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
         bvals.append(ld)
     new_acc = []
     for i in range(mr):
-        a = builder.load(builder.gep(ap_ptr, [builder.add(pa, ir.Constant(i64, i))], inbounds=True))
+        a = builder.load(builder.gep(ap_ptr, [builder.add(pa, a_rows[i])], inbounds=True))
         splat = builder.shuffle_vector(builder.insert_element(undef_vec, a, ir.Constant(i64, 0)),
                                        undef_vec, splat_mask)
         new_acc.append([builder.call(fma, [splat, bvals[v], acc[i][v]]) for v in range(nv)])
     latch = builder.block
     p.add_incoming(builder.add(p, ir.Constant(i64, 1)), latch)
-    pa.add_incoming(builder.add(pa, ir.Constant(i64, mr)), latch)
+    pa.add_incoming(builder.add(pa, a_step), latch)
     pb.add_incoming(builder.add(pb, bs), latch)
     for i in range(mr):
         for v in range(nv):
             acc[i][v].add_incoming(new_acc[i][v], latch)
     builder.branch(header)
-
     builder.position_at_end(done)
+    return acc
+
+
+def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
+    """The k loop; then the tile goes to ``ct`` (``direct`` False) or straight into C (True).
+
+    Two copies of the loop, chosen once per tile by ``a_rs``: 0 reads a packed MR-wide panel of A, more
+    reads MR rows of A in place, ``a_rs`` elements apart. Both run the same FMAs in the same order, so
+    a tile's bits do not depend on whether its A was packed.
+    """
+    kc, ap, a0, a_rs, bp, b0, bs, ct = args[:8]
+    arr_t = sig.args[1]
+    elt = context.get_data_type(arr_t.dtype)
+    vl = VECTOR_BYTES // (4 if arr_t.dtype == types.float32 else 8)
+    nv = nr // vl
+    vec = ir.VectorType(elt, vl)
+    i64 = ir.IntType(64)
+    width = elt.get_abi_size(context.target_data)
+
+    ap_ptr = context.make_array(sig.args[1])(context, builder, ap).data
+    bp_ptr = context.make_array(sig.args[4])(context, builder, bp).data
+    ct_ptr = context.make_array(sig.args[7])(context, builder, ct).data
+    kc = context.cast(builder, kc, sig.args[0], types.int64)
+    a0 = context.cast(builder, a0, sig.args[2], types.int64)
+    a_rs = context.cast(builder, a_rs, sig.args[3], types.int64)
+    b0 = context.cast(builder, b0, sig.args[5], types.int64)
+    bs = context.cast(builder, bs, sig.args[6], types.int64)
+
+    suffix = f"v{vl}f{8 * width}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
+    loop = (kc, ap_ptr, a0)
+    tail = (bp_ptr, b0, bs, mr, nv, vec, width, fma)
+    packed = builder.icmp_signed("==", a_rs, ir.Constant(i64, 0))
+    with builder.if_else(packed) as (then, otherwise):
+        with then:
+            acc_packed = _k_loop(builder, "micro.packed", *loop, ir.Constant(i64, mr),
+                                 [ir.Constant(i64, i) for i in range(mr)], *tail)
+            from_packed = builder.block
+        with otherwise:
+            acc_rows = _k_loop(builder, "micro.rows", *loop, ir.Constant(i64, 1),
+                               [builder.mul(a_rs, ir.Constant(i64, i)) for i in range(mr)], *tail)
+            from_rows = builder.block
+    acc = []
+    for row_p, row_r in zip(acc_packed, acc_rows):
+        merged = []
+        for a, b in zip(row_p, row_r):
+            phi = builder.phi(vec)
+            phi.add_incoming(a, from_packed)
+            phi.add_incoming(b, from_rows)
+            merged.append(phi)
+        acc.append(merged)
+
     if direct:
         _store_to_c(context, builder, sig, args, acc, ct_ptr, vec, width)
         return context.get_dummy_value()
@@ -118,24 +160,24 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
     pass did (no contraction), so the bits are the same. ReLU is ``x < 0 ? 0 : x`` (NaN passes through).
     """
     i64 = ir.IntType(64)
-    c0 = context.cast(builder, args[7], sig.args[7], types.int64)
-    c_rs = context.cast(builder, args[8], sig.args[8], types.int64)
+    c0 = context.cast(builder, args[8], sig.args[8], types.int64)
+    c_rs = context.cast(builder, args[9], sig.args[9], types.int64)
     elt_t = sig.args[1].dtype
-    alpha_s = context.cast(builder, args[9], sig.args[9], elt_t)
-    beta_s = context.cast(builder, args[10], sig.args[10], elt_t)
+    alpha_s = context.cast(builder, args[10], sig.args[10], elt_t)
+    beta_s = context.cast(builder, args[11], sig.args[11], elt_t)
     alpha = _splat(builder, vec, alpha_s)
     beta = _splat(builder, vec, beta_s)
     beta_zero = builder.fcmp_ordered("==", beta_s, ir.Constant(beta_s.type, 0.0))
     vl = vec.count
     zero = ir.Constant(vec, [ir.Constant(vec.element, 0.0)] * vl)
-    use_bias = builder.icmp_signed("!=", context.cast(builder, args[13], sig.args[13], types.int64),
+    use_bias = builder.icmp_signed("!=", context.cast(builder, args[14], sig.args[14], types.int64),
                                    ir.Constant(i64, 0))
-    act = context.cast(builder, args[14], sig.args[14], types.int64)
+    act = context.cast(builder, args[15], sig.args[15], types.int64)
     relu = builder.icmp_signed("==", act, ir.Constant(i64, RELU))
     leaky = builder.icmp_signed("==", act, ir.Constant(i64, LEAKY_RELU))
-    slope = _splat(builder, vec, context.cast(builder, args[15], sig.args[15], elt_t))
-    bias_ptr = context.make_array(sig.args[11])(context, builder, args[11]).data
-    col0 = context.cast(builder, args[12], sig.args[12], types.int64)
+    slope = _splat(builder, vec, context.cast(builder, args[16], sig.args[16], elt_t))
+    bias_ptr = context.make_array(sig.args[12])(context, builder, args[12]).data
+    col0 = context.cast(builder, args[13], sig.args[13], types.int64)
     # The bias row is read only when used: its array may be empty.
     before = builder.block
     with builder.if_then(use_bias):
@@ -172,14 +214,15 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
 
 
 @intrinsic
-def micro_kernel(typingctx, kc, ap, a0, bp, b0, bs, ct):
-    """The MR x NR register tile for ap's dtype (MR, NR from blocking.BLOCKS)."""
+def micro_kernel(typingctx, kc, ap, a0, a_rs, bp, b0, bs, ct):
+    """The MR x NR register tile for ap's dtype (MR, NR from blocking.BLOCKS); ``a_rs`` as in the module
+    docstring (0: packed panel)."""
     if not isinstance(ap, types.Array) or ap.dtype not in (types.float32, types.float64):
         return None
     if bp.dtype != ap.dtype or ct.dtype != ap.dtype:
         return None
     mr, nr = BLOCKS[str(ap.dtype)][:2]
-    sig = types.void(kc, ap, a0, bp, b0, bs, ct)
+    sig = types.void(kc, ap, a0, a_rs, bp, b0, bs, ct)
 
     def codegen(context, builder, signature, args):
         return _emit(context, builder, signature, args, mr, nr)
@@ -188,9 +231,9 @@ def micro_kernel(typingctx, kc, ap, a0, bp, b0, bs, ct):
 
 
 @intrinsic
-def micro_kernel_c(typingctx, kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+def micro_kernel_c(typingctx, kc, ap, a0, a_rs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
                    act_param):
-    """The register tile written straight into a full MR x NR tile of C: ``c[c0 + i*c_rs + j] =
+    """The register tile (A as in ``micro_kernel``) written straight into a full MR x NR tile of C: ``c[c0 + i*c_rs + j] =
     act(alpha*tile[i, j] + beta*c[...] + bias[col0 + j])`` (``c`` flat, its rows ``c_rs`` apart; no tile
     buffer round trip). ``use_bias`` false: no bias (``bias`` may be empty). ``act`` is LINEAR, RELU or
     LEAKY_RELU (slope ``act_param``); callers apply other activations themselves."""
@@ -200,7 +243,7 @@ def micro_kernel_c(typingctx, kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, 
             or not isinstance(beta, types.Float) or not isinstance(bias, types.Array) or bias.dtype != ap.dtype:
         return None
     mr, nr = BLOCKS[str(ap.dtype)][:2]
-    sig = types.void(kc, ap, a0, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act, act_param)
+    sig = types.void(kc, ap, a0, a_rs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act, act_param)
 
     def codegen(context, builder, signature, args):
         return _emit(context, builder, signature, args, mr, nr, direct=True)
