@@ -128,9 +128,14 @@ def gemm(opa, opb, c, bias, act, param, threads, min_flops, blocks, abuf, bbuf, 
         return
     t = threads if 2 * m * n * k >= min_flops else 1
     # as linalg's flat views: A and B read in place along their rows where the kernel chooses to
-    aflat, a_rs = (opa.ravel(), k) if opa.flags.c_contiguous else (NOB, -1)
+    if opa.flags.c_contiguous:
+        aflat, a_rs, a_cs = opa.ravel(), k, 1
+    elif opa.flags.f_contiguous:  # a transposed activation, Xᵀ of Xᵀ·dZ
+        aflat, a_rs, a_cs = opa.T.ravel(), 1, m
+    else:
+        aflat, a_rs, a_cs = NOB, -1, -1
     bflat, b_rs = (opb.ravel(), n) if opb.flags.c_contiguous else (NOB, -1)
-    GEMM(dt(1.0), opa, aflat, a_rs, opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
+    GEMM(dt(1.0), opa, aflat, a_rs, a_cs, opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
 
 '''
 

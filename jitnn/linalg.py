@@ -27,7 +27,7 @@ def _gemm_signature(dtype):
     t = numba.from_dtype(np.dtype(dtype))
     ro2 = types.Array(t, 2, "A", readonly=True)  # inputs: read-only arrays are accepted too
     ro1 = types.Array(t, 1, "C", readonly=True)
-    return types.void(t, ro2, ro1, types.int64, ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
+    return types.void(t, ro2, ro1, types.int64, types.int64, ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
                       types.int64, types.Array(t, 1, "A", readonly=True), types.int64, types.float64,
                       types.UniTuple(types.int64, 6), types.int64, types.Array(t, 2, "C"),
                       types.Array(t, 1, "C"), types.Array(t, 2, "C"))
@@ -46,6 +46,22 @@ def _flat_rows(x):
         return _NO_FLAT[x.dtype], -1
     span = (x.shape[0] - 1) * (rs // item) + x.shape[1]
     return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), rs // item
+
+
+def _flat_a(a):
+    """(1-D view of a's memory, row stride, column stride) in elements when a's rows or columns are
+    unit-stride (row- or column-major: the micro-kernel may read it in place), else (empty, -1, -1)."""
+    if a.flags.c_contiguous and a.size:
+        return a.reshape(-1), a.shape[1], 1
+    if a.flags.f_contiguous and a.size:
+        return a.T.reshape(-1), 1, a.shape[0]
+    flat, rs = _flat_rows(a)
+    if rs >= 0:
+        return flat, rs, 1
+    flat, cs = _flat_rows(a.T)
+    if cs >= 0:
+        return flat, 1, cs
+    return flat, -1, -1
 
 
 _compiled: dict = {}
@@ -201,11 +217,11 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
         return c
     threads = threads_for(2 * m * n * k, PARALLEL_MIN_FLOPS)
     blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
-    aflat, a_rs = _flat_rows(opa)
+    aflat, a_rs, a_cs = _flat_a(opa)
     bflat, b_rs = _flat_rows(opb)
     cflat, c_rs = _flat_rows(c)
     with kernel_turns:  # a no-op unless the user chose numba's workqueue layer
-        _kernel_for(dtype)(dtype.type(alpha), opa, aflat, a_rs, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+        _kernel_for(dtype)(dtype.type(alpha), opa, aflat, a_rs, a_cs, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
                            float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 

@@ -197,20 +197,17 @@ def python_lines(model, x, y, batch, steps, seed):
             + out.getvalue())
 
 
-def _micro_kernel_py(kc, ap, a0, a_rs, bp, b0, bs, ct):
+def _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
     """Stand-in for the LLVM intrinsic, which only exists inside compiled code (same arithmetic)."""
     from jitnn.kernels.blocking import BLOCKS
 
     mr, nr = BLOCKS[ap.dtype.name][:2]
-    if a_rs == 0:  # a packed panel
-        a = ap[a0:a0 + kc * mr].reshape(kc, mr)
-    else:  # MR rows read in place
-        a = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None]]
+    a = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None] * a_cs]  # (kc, mr)
     rows = b0 + np.arange(kc)[:, None] * bs + np.arange(nr)
     ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
 
 
-def _micro_kernel_c_py(kc, ap, a0, a_rs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+def _micro_kernel_c_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
                        act_param):
     """Stand-in for micro_kernel_c: the same tile, written into flat C as act(alpha*tile + beta*C + bias)."""
     from jitnn.kernels.blocking import BLOCKS
@@ -218,7 +215,7 @@ def _micro_kernel_c_py(kc, ap, a0, a_rs, bp, b0, bs, c, c0, c_rs, alpha, beta, b
 
     mr, nr = BLOCKS[ap.dtype.name][:2]
     tile = np.empty(mr * nr, ap.dtype)
-    _micro_kernel_py(kc, ap, a0, a_rs, bp, b0, bs, tile)
+    _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, tile)
     for i in range(mr):
         row = c[c0 + i * c_rs:c0 + i * c_rs + nr]
         row[:] = alpha * tile[i * nr:(i + 1) * nr] + (beta * row if beta != 0 else 0)

@@ -617,10 +617,11 @@ IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_M
 @pytest.mark.parametrize("shape", IN_PLACE_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_reading_a_in_place_changes_no_bit(dtype, shape, row_step, restore_num_threads):
-    """Full MR panels of an A with unit-stride columns are read in place (small M, or few NR panels of
-    B: ``rows_in_place``) and the ragged rows packed; any other A is packed whole. The micro-kernel runs
-    the same FMAs in the same order either way, so C-order, F-order and strided copies of one A give the
-    same bits on every thread count: a few panels, many panels (packed), small M, ragged rows."""
+    """Full MR panels of an A with unit-stride rows or columns are read in place (small M, or few NR
+    panels of B: ``rows_in_place``) and the ragged rows packed; any other A is packed whole. The
+    micro-kernel runs the same FMAs in the same order either way, so C-order, F-order, strided and
+    doubly strided (packed) copies of one A give the same bits on every thread count: a few panels, many
+    panels (packed), small M, ragged rows."""
     m, n, k = shape
     rng = np.random.default_rng(21)
     a = make_operand(rng, (m, k), dtype, "C")
@@ -628,7 +629,12 @@ def test_reading_a_in_place_changes_no_bit(dtype, shape, row_step, restore_num_t
     bias = rng.uniform(-1, 1, n).astype(dtype)
     strided = make_strided(rng, (m, k), dtype, "C", row_step, 1)  # unit-stride columns, then a's values
     strided[...] = a
-    copies = {"C": a, "F": np.asfortranarray(a), "strided": strided}
+    strided_f = make_strided(rng, (k, m), dtype, "C", row_step, 1).T  # unit-stride rows
+    strided_f[...] = a
+    packed_only = make_strided(rng, (m, k), dtype, "C", 2, 3)  # neither: always packed
+    packed_only[...] = a
+    copies = {"C": a, "F": np.asfortranarray(a), "strided": strided, "strided_f": strided_f,
+              "packed": packed_only}
     assert strided.strides[1] == a.itemsize and not strided.flags.c_contiguous
     results = {}
     for threads in sorted({1, MAX_THREADS}):
@@ -715,30 +721,28 @@ def test_long_dot_product_is_accurate(dtype):
 # --- the micro-kernel alone ----------------------------------------------------------------------------
 
 @njit(cache=False)
-def micro_tile(kc, ap, a0, bp, b0, bs, ct, a_rs=0):
-    micro_kernel(kc, ap, a0, a_rs, bp, b0, bs, ct)
+def micro_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
+    micro_kernel(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
 
 
-@pytest.mark.parametrize("a_rows", [False, True], ids=["A_packed", "A_in_place"])
+@pytest.mark.parametrize("a_layout", ["packed", "rows", "columns"])
 @pytest.mark.parametrize("extra", [0, 5], ids=["bs=NR", "bs>NR"])
 @pytest.mark.parametrize("kc", sorted({0, 1, 7, 256} | set(_KCS)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_micro_kernel(dtype, kc, extra, a_rows):
-    """ct[i*NR + j] = sum_p A(i, p) * bp[b0 + p*bs + j], every ct element overwritten; A(i, p) is
-    ap[a0 + p*MR + i] from a packed panel (a_rs = 0) or ap[a0 + i*a_rs + p] from rows read in place."""
+def test_micro_kernel(dtype, kc, extra, a_layout):
+    """ct[i*NR + j] = sum_p ap[a0 + i*a_rs + p*a_cs] * bp[b0 + p*bs + j], every ct element overwritten,
+    for a packed panel (a_rs = 1, a_cs = MR) and A read in place, row-major (a_cs = 1) or column-major
+    (a_rs = 1)."""
     mr, nr = BLOCKS[np.dtype(dtype).name][:2]
     bs = nr + extra
     a0, b0 = 3, 11
     rng = np.random.default_rng(kc)
-    a_rs = kc + 5 if a_rows else 0
-    ap = rng.uniform(-1, 1, a0 + max(kc * mr, mr * a_rs) + 2).astype(dtype)
+    a_rs, a_cs = {"packed": (1, mr), "rows": (kc + 5, 1), "columns": (1, mr + 3)}[a_layout]
+    ap = rng.uniform(-1, 1, a0 + (mr - 1) * a_rs + max(kc - 1, 0) * a_cs + 3).astype(dtype)
     bp = rng.uniform(-1, 1, b0 + kc * bs + 2).astype(dtype)
     ct = np.full(mr * nr + 1, np.nan, dtype)
-    micro_tile(kc, ap, a0, bp, b0, bs, ct, a_rs)
-    if a_rows:
-        apanel = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None]].astype(np.float64)
-    else:
-        apanel = ap[a0:a0 + kc * mr].reshape(kc, mr).astype(np.float64)
+    micro_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
+    apanel = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None] * a_cs].astype(np.float64)
     bpanel = bp[b0 + np.arange(kc)[:, None] * bs + np.arange(nr)].astype(np.float64)
     expected = apanel.T @ bpanel
     rtol = rtol_for(dtype, kc)
@@ -760,7 +764,7 @@ def test_micro_kernel_assembly_uses_packed_fma(dtype):
     lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
     reg = "zmm" if VECTOR_BYTES == 64 else "ymm"
     z = np.zeros(mr * nr * 2, dtype)
-    micro_tile(1, z, 0, z, 0, nr, z)
+    micro_tile(1, z, 0, 1, mr, z, 0, nr, z)
     nbt = numba.from_dtype(dtype)
     sig = next(s for s in micro_tile.signatures if s[1].dtype == nbt)
     asm = micro_tile.inspect_asm(sig)
@@ -770,11 +774,11 @@ def test_micro_kernel_assembly_uses_packed_fma(dtype):
 
 
 @njit(cache=False)
-def micro_direct(kc, ap, bp, bs, c, c0, c_rs, alpha, beta, bias=None, col0=0, act=0, act_param=0.0):
+def micro_direct(kc, ap, mr, bp, bs, c, c0, c_rs, alpha, beta, bias=None, col0=0, act=0, act_param=0.0):
     if bias is None:
-        micro_kernel_c(kc, ap, 0, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, ap[:0], 0, False, 0, 0.0)
+        micro_kernel_c(kc, ap, 0, 1, mr, bp, 0, bs, c, c0, c_rs, alpha, beta, ap[:0], 0, False, 0, 0.0)
     else:
-        micro_kernel_c(kc, ap, 0, 0, bp, 0, bs, c, c0, c_rs, alpha, beta, bias, col0, True, act, act_param)
+        micro_kernel_c(kc, ap, 0, 1, mr, bp, 0, bs, c, c0, c_rs, alpha, beta, bias, col0, True, act, act_param)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
@@ -791,7 +795,7 @@ def test_micro_kernel_writes_c_directly(dtype, kc, beta):
     if beta == 0:
         c[1:1 + mr, 2:2 + nr] = np.nan
     before = c.copy()
-    micro_direct(kc, ap, bp, nr, c.reshape(-1), c.shape[1] + 2, c.shape[1], dtype(1.5), dtype(beta))
+    micro_direct(kc, ap, mr, bp, nr, c.reshape(-1), c.shape[1] + 2, c.shape[1], dtype(1.5), dtype(beta))
     tile = ap[:kc * mr].reshape(kc, mr).T.astype(np.float64) @ bp[:kc * nr].reshape(kc, nr).astype(np.float64)
     old = before[1:1 + mr, 2:2 + nr].astype(np.float64)
     want = 1.5 * tile + (beta * old if beta != 0 else 0.0)
@@ -816,14 +820,14 @@ def test_micro_kernel_applies_bias_and_relu_in_registers(dtype, act):
     ap[:mr] = np.nan if act == "relu" else ap[:mr]  # row 0 of the tile NaN: ReLU must keep it
     c = rng.uniform(-1, 1, (mr, nr)).astype(dtype)
     plain = c.copy()
-    micro_direct(kc, ap, bp, nr, plain.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5))
+    micro_direct(kc, ap, mr, bp, nr, plain.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5))
     want = plain + bias[5:5 + nr]
     if act == "relu":
         want = np.where(want < 0, dtype(0), want)
     elif act == "leaky_relu":
         want = np.where(want < 0, want * dtype(0.1), want)
     code = {"linear": 0, "relu": 1, "leaky_relu": 2}[act]
-    micro_direct(kc, ap, bp, nr, c.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5), bias, 5, code, 0.1)
+    micro_direct(kc, ap, mr, bp, nr, c.reshape(-1), 0, nr, dtype(1.5), dtype(-0.5), bias, 5, code, 0.1)
     np.testing.assert_array_equal(c, want)
     if act == "relu":
         assert np.isnan(c[0]).all()

@@ -165,12 +165,12 @@ def finish_tile(c, cflat, c_rs, r0, c0, mm, nn, bias, act, act_param):
 
 
 @njit(**JIT)
-def macro_kernel(aflat, aoff, a_rs, m_in_place, apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
+def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
                  c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
     """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x the MR panels of A's m rows (k deep).
 
-    The first ``m_in_place`` rows (a multiple of MR) are read in place, panel ip from
-    ``aflat[aoff + ip*MR*a_rs]`` on, rows ``a_rs`` apart; the rest from packed panels in ``apack``.
+    The first ``m_in_place`` rows (a multiple of MR) are read in place, A(i, p) of the block at
+    ``aflat[aoff + i*a_rs + p*a_cs]`` (row- or column-major); the rest from packed panels in ``apack``.
     Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``: a packed panel has
     bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride. Full tiles of a C
     with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and other
@@ -190,18 +190,18 @@ def macro_kernel(aflat, aoff, a_rs, m_in_place, apack, m, k, mr, nr, bsrc, boff,
         for ip in range((m + mr - 1) // mr):
             mm = min(mr, m - ip * mr)
             if ip < panels_in_place:
-                asrc, a0, ars = aflat, aoff + ip * mr * a_rs, a_rs
+                asrc, a0, ars, acs = aflat, aoff + ip * mr * a_rs, a_rs, a_cs
             else:
-                asrc, a0, ars = apack, (ip - panels_in_place) * k * mr, 0
+                asrc, a0, ars, acs = apack, (ip - panels_in_place) * k * mr, 1, mr
             if c_rs >= 0 and mm == mr and nn == nr:
                 r = r0 + ip * mr
                 col = c0 + jp * nr
-                micro_kernel_c(k, asrc, a0, ars, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
+                micro_kernel_c(k, asrc, a0, ars, acs, bsrc, boff + jp * bstep, bs, cflat, r * c_rs + col, c_rs,
                                alpha, beta, bias, col, tile_bias, tile_act, act_param)
                 if after:
                     finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
             else:
-                micro_kernel(k, asrc, a0, ars, bsrc, boff + jp * bstep, bs, ct)
+                micro_kernel(k, asrc, a0, ars, acs, bsrc, boff + jp * bstep, bs, ct)
                 write_tile(ct, nr, c, cflat, c_rs, r0 + ip * mr, c0 + jp * nr, mm, nn, alpha, beta, bias,
                            act, act_param, last)
 
@@ -210,7 +210,8 @@ def macro_kernel(aflat, aoff, a_rs, m_in_place, apack, m, k, mr, nr, bsrc, boff,
 def rows_in_place(m, mr, a_rs, panels, small_m):
     """How many of a row block's m rows the micro-kernel reads straight from A (the rest are packed).
 
-    All full MR panels when A's columns are unit-stride (``a_rs >= 0``) and a packed panel would serve
+    All full MR panels when A has a flat view (``a_rs >= 0``: unit-stride rows or columns) and a packed
+    panel would serve
     few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B. Packing A costs about
     a nanosecond an element, and 64 columns of B (conv2's forward) use each element for only 128 FLOP,
     also about a nanosecond; with many panels the packed copy is reused and its contiguity wins.
@@ -247,7 +248,7 @@ def kc_for(m, n, blocks):
 
 
 @njit(**JIT)
-def gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf,
+def gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf,
                 bbuf, cbuf):
     """The BLIS loops on the calling thread: small products, where starting a parallel region (even
     a one-thread one) costs more than the work, and the reference the parallel paths are tested
@@ -278,24 +279,25 @@ def gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bia
                 mcur = min(mc, m - i0)
                 mi = rows_in_place(mcur, mr, a_rs, npan, m <= mc)
                 pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[0])
-                aoff = i0 * a_rs + pc
+                aoff = i0 * a_rs + pc * a_cs
                 if full > 0:
-                    macro_kernel(aflat, aoff, a_rs, mi, abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
                                  b_rs, 0, full, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
                                  act_param, last)
                 if full < npan:
-                    macro_kernel(aflat, aoff, a_rs, mi, abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
                                  full, npan, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
                                  act_param, last)
 
 
 @njit(**PJIT)
-def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+def gemm_kernel(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                 threads, abuf, bbuf, cbuf):
     """C = act(alpha * a @ b + beta * C + bias) into ``c``; buffers sized by ``workspace_sizes``.
 
-    ``aflat``/``a_rs``, ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of a, b and c when their columns are unit-stride
-    (``*_rs`` = row stride in elements), else ``*_rs = -1``. ``threads`` is numba.get_num_threads(),
+    ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of b and c when their columns are unit-stride
+    (``*_rs`` = row stride in elements), else ``*_rs = -1``; ``aflat``/``a_rs``/``a_cs`` the same for a
+    when its rows or its columns are unit-stride (a[i, p] = aflat[i*a_rs + p*a_cs]). ``threads`` is numba.get_num_threads(),
     read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
     """
@@ -312,7 +314,7 @@ def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bia
             scale_epilogue(c, beta, bias, act, act_param)
         return
     if threads == 1:
-        gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+        gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                     abuf, bbuf, cbuf)
         return
     npanels = (n + nr - 1) // nr
@@ -339,14 +341,14 @@ def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bia
                     mi = rows_in_place(m, mr, a_rs, npanels, True)
                     pack_a(a, mi, m - mi, pc, kcur, mr, abuf[tid])
                     if full > 0:
-                        macro_kernel(aflat, pc, a_rs, mi, abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
+                        macro_kernel(aflat, pc * a_cs, a_rs, a_cs, mi, abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
                                      b_rs, 0, full, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k, bias,
                                      act, act_param, last)
                     npan = (ncur + nr - 1) // nr
                     if full < npan:
                         off = tid * bstride
                         pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off - full * kcur * nr, full, npan)
-                        macro_kernel(aflat, pc, a_rs, mi, abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr,
+                        macro_kernel(aflat, pc * a_cs, a_rs, a_cs, mi, abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr,
                                      kcur * nr, nr, full, npan, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha,
                                      beta_k, bias, act, act_param, last)
         return
@@ -359,7 +361,7 @@ def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bia
         # One row block and one column panel (a conv's dW = cols^T dY: 9 x 43264 x 32): nothing to split,
         # and two parallel regions per KC step would only wait for an idle thread (169 steps measured
         # 1.9 s on 2 threads under load against 3-40 ms serially). Same tiles, same order: same bits.
-        gemm_serial(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+        gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                     abuf, bbuf, cbuf)
         return
     for jc in range(0, n, nc_max):
@@ -376,7 +378,7 @@ def gemm_kernel(alpha, a, aflat, a_rs, b, bflat, b_rs, beta, c, cflat, c_rs, bia
                 mcur = min(mc_eff, m - i0)
                 mi = rows_in_place(mcur, mr, a_rs, npan, False)
                 pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[tid])
-                macro_kernel(aflat, i0 * a_rs + pc, a_rs, mi, abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr,
+                macro_kernel(aflat, i0 * a_rs + pc * a_cs, a_rs, a_cs, mi, abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr,
                              0, npan, ncur, cbuf[tid], c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0,
                              bias, act, act_param, pc + kcur == k)
 
