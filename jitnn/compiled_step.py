@@ -135,7 +135,7 @@ def gemm(opa, opb, c, bias, act, param, threads, min_flops, blocks, abuf, bbuf, 
     else:
         aflat, a_rs, a_cs = NOB, -1, -1
     bflat, b_rs = (opb.ravel(), n) if opb.flags.c_contiguous else (NOB, -1)
-    GEMM(dt(1.0), opa, aflat, a_rs, a_cs, opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
+    GEMM(dt(1.0), opa, aflat, (a_rs, a_cs), opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
 
 '''
 

@@ -27,7 +27,7 @@ def _gemm_signature(dtype):
     t = numba.from_dtype(np.dtype(dtype))
     ro2 = types.Array(t, 2, "A", readonly=True)  # inputs: read-only arrays are accepted too
     ro1 = types.Array(t, 1, "C", readonly=True)
-    return types.void(t, ro2, ro1, types.int64, types.int64, ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
+    return types.void(t, ro2, ro1, types.UniTuple(types.int64, 2), ro2, ro1, types.int64, t, types.Array(t, 2, "A"), types.Array(t, 1, "C"),
                       types.int64, types.Array(t, 1, "A", readonly=True), types.int64, types.float64,
                       types.UniTuple(types.int64, 6), types.int64, types.Array(t, 2, "C"),
                       types.Array(t, 1, "C"), types.Array(t, 2, "C"))
@@ -221,7 +221,7 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     bflat, b_rs = _flat_rows(opb)
     cflat, c_rs = _flat_rows(c)
     with kernel_turns:  # a no-op unless the user chose numba's workqueue layer
-        _kernel_for(dtype)(dtype.type(alpha), opa, aflat, a_rs, a_cs, opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
+        _kernel_for(dtype)(dtype.type(alpha), opa, aflat, (a_rs, a_cs), opb, bflat, b_rs, dtype.type(beta), c, cflat, c_rs, bias, act,
                            float(act_param), blocks, threads, abuf, bbuf, cbuf)
     return c
 

@@ -25,7 +25,7 @@ from scipy.special import expit
 
 import jitnn
 from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
-from jitnn.kernels.gemm import IN_PLACE_MAX_PANELS
+from jitnn.kernels.gemm import IN_PLACE_MAX_PANELS, ROWS_OWNED_MAX_PANELS
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c
 
 DTYPES = [np.float32, np.float64]
@@ -205,6 +205,8 @@ def test_shape_table_reaches_every_path():
         # large-M blocks whose A is read in place (few NR panels) and packed (many)
         assert any(m > mc and 0 < -(-n // nr) <= IN_PLACE_MAX_PANELS for m, n, k in live)
         assert any(m > mc and IN_PLACE_MAX_PANELS < -(-n // nr) <= nc // nr for m, n, k in live)
+        m, n, k = ROWS_OWNED  # the path where each thread owns its rows for the whole call
+        assert m > mc and m % mr and 0 < -(-n // nr) <= ROWS_OWNED_MAX_PANELS and n % nr and k > 2 * kc
 
 
 # --- shapes, transposes, layouts -----------------------------------------------------------------------
@@ -580,7 +582,10 @@ def test_set_num_threads_round_trip_and_errors(restore_num_threads):
 
 # --- threads -------------------------------------------------------------------------------------------
 
-THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5)]
+# (_M_PAST, 29, ...): large M, one or two NR panels, more than two KC steps: each thread owns its rows
+ROWS_OWNED = (_M_PAST, 29, 2 * max(_KCS) + 9)
+THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5),
+                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9)]
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
@@ -610,7 +615,8 @@ def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_t
         assert np.array_equal(fused, results[1][1]), f"{threads} threads differ from 1 on fused gemm"
 
 
-IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_MULTI), (521, 17, 5), (7, 40, 3)]
+IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_MULTI), (521, 17, 5), (7, 40, 3),
+                   ROWS_OWNED]
 
 
 @pytest.mark.parametrize("row_step", [2, -1], ids=["rows_apart", "negative_rows"])

@@ -38,6 +38,13 @@ from jitnn.memory import aligned_empty, padded_to_line
 # Paired A/B on 2 threads, float32: 7744x288x64 1.43x, 1000x512x128 1.17x, 1000x256x256 (8 panels) 1.11x;
 # reading in place at 16 panels and more (1000x784x512, 1024^3) measured 0.96-0.98x.
 IN_PLACE_MAX_PANELS = 8
+# Large M, more than two KC steps and at most this many NR panels of a B with unit-stride columns: each
+# thread owns its rows for the whole call, B read in place (gemm_kernel). Paired A/B on 2 threads,
+# float32: conv2's dW 288x7744x64T (31 KC steps) 1.17-1.25x, at batch 256 (121 steps) 1.19x; 64x784x10
+# 1.67-1.71x. Not kept where it measured no gain: 4 panels (1000x512x128 and its dW, 0.97x), reading the
+# wider B in place costs more than the regions saved; two KC steps or fewer (conv2's forward
+# 7744x288x64, 0.91-1.10x; 1000x128x64 0.96x), too few regions saved.
+ROWS_OWNED_MAX_PANELS = 2
 
 
 @njit(**JIT, inline="always")
@@ -290,20 +297,64 @@ def gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
                                  act_param, last)
 
 
+@njit(**JIT)
+def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                i_lo, i_hi, j_lo, j_hi, apack, bbuf, boff, ct):
+    """C[i_lo:i_hi, j_lo:j_hi] on the calling thread, every KC slab: the body of the parallel paths that
+    give each thread its own tiles for the whole call (one parallel region per call).
+
+    Rows go in MC blocks, columns in NC blocks. Full panels of a B with unit-stride columns are read in
+    place, the others packed into this thread's part of ``bbuf`` (from ``boff``); A's full MR panels are
+    read in place where ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs are those
+    of ``kc_for``, in order, so each tile has the bits the serial driver gives it.
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    mr, nr, mc, _, nc_max, _ = blocks
+    kc_max = kc_for(m, n, blocks)
+    npanels = (n + nr - 1) // nr
+    for i0 in range(i_lo, i_hi, mc):
+        mcur = min(mc, i_hi - i0)
+        mi = rows_in_place(mcur, mr, a_rs, npanels, m <= mc)
+        for jc in range(j_lo, j_hi, nc_max):
+            ncur = min(nc_max, j_hi - jc)
+            npan = (ncur + nr - 1) // nr
+            full = ncur // nr if b_rs >= 0 else 0
+            for pc in range(0, k, kc_max):
+                kcur = min(kc_max, k - pc)
+                last = pc + kcur == k
+                beta_k = beta if pc == 0 else 1.0
+                pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, apack)
+                aoff = i0 * a_rs + pc * a_cs
+                if full > 0:
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
+                                 b_rs, 0, full, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
+                                 act_param, last)
+                if full < npan:
+                    off = boff - full * kcur * nr  # packed panels full..npan start at bbuf[boff]
+                    pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
+                                 full, npan, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param,
+                                 last)
+
+
 @njit(**PJIT)
-def gemm_kernel(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                 threads, abuf, bbuf, cbuf):
     """C = act(alpha * a @ b + beta * C + bias) into ``c``; buffers sized by ``workspace_sizes``.
 
     ``bflat``/``b_rs`` and ``cflat``/``c_rs``: flat views of b and c when their columns are unit-stride
-    (``*_rs`` = row stride in elements), else ``*_rs = -1``; ``aflat``/``a_rs``/``a_cs`` the same for a
-    when its rows or its columns are unit-stride (a[i, p] = aflat[i*a_rs + p*a_cs]). ``threads`` is numba.get_num_threads(),
+    (``*_rs`` = row stride in elements), else ``*_rs = -1``; ``aflat`` the same for a when its rows or
+    its columns are unit-stride, ``a_steps = (a_rs, a_cs)`` with a[i, p] = aflat[i*a_rs + p*a_cs], else
+    (-1, -1). (A pair, not two arguments: numba 0.68's dispatcher keeps two 200-byte objects per call of
+    a function of exactly 20 arguments, which the allocation tests of tests/test_model.py caught.) ``threads`` is numba.get_num_threads(),
     read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
     """
     m, k = a.shape
     n = b.shape[1]
     mr, nr, mc, kc_max, nc_max, _ = blocks
+    a_rs, a_cs = a_steps
     if m == 0 or n == 0:
         return
     if k == 0 or alpha == 0:
@@ -318,39 +369,30 @@ def gemm_kernel(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
                     abuf, bbuf, cbuf)
         return
     npanels = (n + nr - 1) // nr
-    if m <= mc and threads > 1 and npanels > 1:
+    if m <= mc and npanels > 1:
         # Small M (a minibatch): split the N panels across threads. Each B panel serves only m/MR
-        # tiles, so packing it would cost as much as using it: read full panels of B in place when
-        # its columns are unit-stride, and pack only the ragged last one. Each thread would pack all of A,
-        # so A's full panels are read in place too (rows_in_place).
-        kc_max = kc_for(m, n, blocks)
+        # tiles, so packing it would cost as much as using it: B's full panels are read in place when
+        # its columns are unit-stride, and so are A's (each thread would pack all of A).
         tasks = min(threads, npanels)
         per = (npanels + tasks - 1) // tasks
-        bstride = min(kc_max, k) * min(nc_max, per * nr)
+        bstride = min(kc_for(m, n, blocks), k) * min(nc_max, per * nr)
         for t in prange(tasks):
             tid = numba.get_thread_id()
-            j_lo = t * per * nr
-            j_hi = min(n, (t + 1) * per * nr)
-            for jc in range(j_lo, j_hi, nc_max):
-                ncur = min(nc_max, j_hi - jc)
-                full = ncur // nr if b_rs >= 0 else 0
-                for pc in range(0, k, kc_max):
-                    kcur = min(kc_max, k - pc)
-                    last = pc + kcur == k
-                    beta_k = beta if pc == 0 else 1.0
-                    mi = rows_in_place(m, mr, a_rs, npanels, True)
-                    pack_a(a, mi, m - mi, pc, kcur, mr, abuf[tid])
-                    if full > 0:
-                        macro_kernel(aflat, pc * a_cs, a_rs, a_cs, mi, abuf[tid], m, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
-                                     b_rs, 0, full, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha, beta_k, bias,
-                                     act, act_param, last)
-                    npan = (ncur + nr - 1) // nr
-                    if full < npan:
-                        off = tid * bstride
-                        pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off - full * kcur * nr, full, npan)
-                        macro_kernel(aflat, pc * a_cs, a_rs, a_cs, mi, abuf[tid], m, kcur, mr, nr, bbuf, off - full * kcur * nr,
-                                     kcur * nr, nr, full, npan, ncur, cbuf[tid], c, cflat, c_rs, 0, jc, alpha,
-                                     beta_k, bias, act, act_param, last)
+            owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param,
+                        blocks, 0, m, t * per * nr, min(n, (t + 1) * per * nr), abuf[tid], bbuf, tid * bstride,
+                        cbuf[tid])
+        return
+    if b_rs >= 0 and npanels <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max:
+        # Large M, many KC steps, few panels of a B with unit-stride columns (conv2's dW = colsᵀ·dY with
+        # K = 7744): each thread owns an equal share of the MR panels of rows for the whole call, reading
+        # A and B in place. One parallel region instead of two per KC step, each of which did ~50 us of
+        # work.
+        panels = (m + mr - 1) // mr
+        for t in prange(threads):
+            tid = numba.get_thread_id()
+            owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param,
+                        blocks, t * panels // threads * mr, min(m, (t + 1) * panels // threads * mr), 0, n,
+                        abuf[tid], bbuf, tid * min(kc_max, k) * nr, cbuf[tid])
         return
     # Large M: split rows in blocks of at most MC, a multiple of the thread count so none idles.
     rounds = (m + mc * threads - 1) // (mc * threads)
