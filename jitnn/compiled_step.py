@@ -35,7 +35,7 @@ import tempfile
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -57,11 +57,18 @@ STEP_OK, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2  # what a compiled step r
 
 
 # --- helpers the generated steps call -----------------------------------------------------------------
-@njit(**config.JIT)
+@njit(**config.PJIT)
 def take_rows(src, order, start, m, out):
-    """out[i] = src[order[start + i]] for 2-D rows (np.take's result, without its temporary)."""
-    for i in range(m):
-        out[i] = src[order[start + i]]
+    """out[i] = src[order[start + i]] for 2-D rows (np.take's result, without its temporary).
+
+    An element loop over each row, rows in parallel: ``out[i] = src[r]`` went through numba's generic
+    slice assignment at 3.5 GB/s, half np.take's speed (885 us a batch of 1000 rows of 784 floats).
+    """
+    n = src.shape[1]
+    for i in prange(m):
+        r = order[start + i]
+        for j in range(n):
+            out[i, j] = src[r, j]
 
 
 @njit(**config.JIT)
@@ -390,9 +397,12 @@ def _generate(model, y, cap, snapshots):
     src.scalar(0.0)  # fs[0]: the learning rate, written before each call
     dtype = model.dtype
     src(f"xb = {src.arr('XB', aligned_zeros((cap, model.input_dim), dtype))}[:m]")
+    src("use_threads(m * xs.shape[1], T, MINW)")
     src("take_rows(xs, order, start, m, xb)")
     ybuf = np.zeros((cap,) + y.shape[1:], y.dtype)
     src(f"yb = {src.arr('YB', ybuf)}[:m]")
+    if y.ndim > 1:
+        src("use_threads(m * ys.shape[1], T, MINW)")
     src(f"take_{'items' if y.ndim == 1 else 'rows'}(ys, order, start, m, yb)")
     last = model.layers[-1]
     fused = isinstance(last, Dense) and last.emit_logits

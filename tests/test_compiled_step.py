@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import numba
 import numpy as np
 import pytest
 from helpers import assert_weights_equal
@@ -273,3 +274,21 @@ def test_update_kernels_fill_snapshot_and_flag_non_finite(n, dtype):
             assert kernel(*g, *scalars, np.empty(0, dtype)) != 0
         with pytest.raises(ValueError, match="same length"):
             kernel(*[a.copy() for a in arrays], *scalars, np.zeros(n + 1, dtype))
+
+
+@pytest.mark.parametrize("m", [0, 1, 7, 331])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_take_rows_gathers_as_np_take_on_every_thread_count(m, dtype, restore_num_threads):
+    """The step's batch gather (rows in parallel) equals np.take for any start, count and thread count;
+    rows past m are left alone."""
+    rng = np.random.default_rng(m)
+    src = rng.uniform(-1, 1, (1009, 13)).astype(dtype)
+    order = rng.permutation(1009)
+    start = 5
+    want = np.take(src, order[start:start + m], axis=0)
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        jitnn.set_num_threads(threads)
+        out = np.full((m + 2, 13), 7, dtype)
+        compiled_step.take_rows(src, order, start, m, out)
+        np.testing.assert_array_equal(out[:m], want)
+        assert (out[m:] == 7).all()
