@@ -24,9 +24,9 @@ from numba import njit
 from scipy.special import expit
 
 import jitnn
-from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
+from jitnn.kernels.blocking import BLOCKS, SHORT_ROWS, VECTOR_BYTES
 from jitnn.kernels.gemm import IN_PLACE_MAX_PANELS, ROWS_OWNED_MAX_PANELS
-from jitnn.kernels.micro import micro_kernel, micro_kernel_c
+from jitnn.kernels.micro import micro_kernel, micro_kernel_c, short_kernel
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -57,6 +57,7 @@ SHAPES += [(97, 97, kc) for kc in _KCS]                      # K == KC
 SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1
 SHAPES += [(263, 97, 2 * kc) for kc in _KCS]                 # K a multiple of KC
 SHAPES += [(mc + d, 33, 5) for mc in _MCS for d in (-1, 0, 1)]  # M just under, on, past MC
+SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI), (_M_PAST + 3, 64, 17)]  # ragged rows: one short tile
 # One shape per driver path, both with several slabs and K off a multiple of KC.
 PATH_SHAPES = [(17, 97, K_MULTI), (max(_MCS) + 5, 37, K_MULTI)]
 PATH_IDS = ["small_m", "large_m"]
@@ -205,6 +206,9 @@ def test_shape_table_reaches_every_path():
         # large-M blocks whose A is read in place (few NR panels) and packed (many)
         assert any(m > mc and 0 < -(-n // nr) <= IN_PLACE_MAX_PANELS for m, n, k in live)
         assert any(m > mc and IN_PLACE_MAX_PANELS < -(-n // nr) <= nc // nr for m, n, k in live)
+        # ragged last rows that take one short tile, written from its registers (N a multiple of NR)
+        assert any(m % mr == SHORT_ROWS and n % nr == 0 and m <= mc for m, n, k in live)
+        assert any(m % mr == SHORT_ROWS and n % nr == 0 and m > mc for m, n, k in live)
         m, n, k = ROWS_OWNED  # the path where each thread owns its rows for the whole call
         assert m > mc and m % mr and 0 < -(-n // nr) <= ROWS_OWNED_MAX_PANELS and n % nr and k > 2 * kc
 
@@ -585,7 +589,7 @@ def test_set_num_threads_round_trip_and_errors(restore_num_threads):
 # (_M_PAST, 29, ...): large M, one or two NR panels, more than two KC steps: each thread owns its rows
 ROWS_OWNED = (_M_PAST, 29, 2 * max(_KCS) + 9)
 THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5),
-                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9)]
+                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI)]
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
@@ -731,14 +735,20 @@ def micro_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
     micro_kernel(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
 
 
+@njit(cache=False)
+def short_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
+    short_kernel(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
+
+
+@pytest.mark.parametrize("short", [False, True], ids=["MR_rows", "short"])
 @pytest.mark.parametrize("a_layout", ["packed", "rows", "columns"])
 @pytest.mark.parametrize("extra", [0, 5], ids=["bs=NR", "bs>NR"])
 @pytest.mark.parametrize("kc", sorted({0, 1, 7, 256} | set(_KCS)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_micro_kernel(dtype, kc, extra, a_layout):
+def test_micro_kernel(dtype, kc, extra, a_layout, short):
     """ct[i*NR + j] = sum_p ap[a0 + i*a_rs + p*a_cs] * bp[b0 + p*bs + j], every ct element overwritten,
     for a packed panel (a_rs = 1, a_cs = MR) and A read in place, row-major (a_cs = 1) or column-major
-    (a_rs = 1)."""
+    (a_rs = 1); the short tile computes the first SHORT_ROWS rows, bit for bit as the full one does."""
     mr, nr = BLOCKS[np.dtype(dtype).name][:2]
     bs = nr + extra
     a0, b0 = 3, 11
@@ -748,12 +758,19 @@ def test_micro_kernel(dtype, kc, extra, a_layout):
     bp = rng.uniform(-1, 1, b0 + kc * bs + 2).astype(dtype)
     ct = np.full(mr * nr + 1, np.nan, dtype)
     micro_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
-    apanel = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None] * a_cs].astype(np.float64)
+    rows = mr
+    if short:
+        full = ct.copy()
+        rows = SHORT_ROWS
+        ct = np.full(rows * nr + 1, np.nan, dtype)
+        short_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
+        np.testing.assert_array_equal(ct[:rows * nr], full[:rows * nr])
+    apanel = ap[a0 + np.arange(rows)[None, :] * a_rs + np.arange(kc)[:, None] * a_cs].astype(np.float64)
     bpanel = bp[b0 + np.arange(kc)[:, None] * bs + np.arange(nr)].astype(np.float64)
     expected = apanel.T @ bpanel
     rtol = rtol_for(dtype, kc)
-    np.testing.assert_allclose(ct[:mr * nr].reshape(mr, nr), expected, rtol=rtol, atol=rtol * max(kc, 1))
-    assert np.isnan(ct[mr * nr]), "wrote past the MR x NR tile"
+    np.testing.assert_allclose(ct[:rows * nr].reshape(rows, nr), expected, rtol=rtol, atol=rtol * max(kc, 1))
+    assert np.isnan(ct[rows * nr]), "wrote past the tile"
 
 
 def _host_has_avx2_fma():

@@ -58,6 +58,9 @@ def host_isa() -> str:
 
 ISA = host_isa()
 VECTOR_BYTES, BLOCKS = TABLES[ISA]
+# Rows of the short register tile that computes the ragged last rows of C (fewer than MR) in groups:
+# a third of MR, so M = 64 (5 x 12 + 4) takes one short tile and M = 32 (2 x 12 + 8) two.
+SHORT_ROWS = BLOCKS["float32"][0] // 3
 
 
 def blocks_for(dtype) -> tuple[int, int, int, int, int, int]:

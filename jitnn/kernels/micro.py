@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from jitnn.kernels.blocking import BLOCKS, VECTOR_BYTES
+from jitnn.kernels.blocking import BLOCKS, SHORT_ROWS, VECTOR_BYTES
 from jitnn.kernels.elementwise import LEAKY_RELU, RELU
 
 
@@ -84,7 +84,7 @@ def _k_loop(builder, name, kc, ap_ptr, a0, a_step, a_rows, bp_ptr, b0, bs, mr, n
     return acc
 
 
-def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
+def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False, panel: int = 0):
     """The k loop; then the tile goes to ``ct`` (``direct`` False) or straight into C (True).
 
     Two copies of the loop, chosen once per tile: a packed panel (``a_rs = 1, a_cs = MR``) with its
@@ -116,11 +116,12 @@ def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False):
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
     loop = (kc, ap_ptr, a0)
     tail = (bp_ptr, b0, bs, mr, nv, vec, width, fma)
+    panel = panel or mr  # rows of a packed panel: the short tile reads the first rows of an MR panel
     packed = builder.and_(builder.icmp_signed("==", a_rs, ir.Constant(i64, 1)),
-                          builder.icmp_signed("==", a_cs, ir.Constant(i64, mr)))
+                          builder.icmp_signed("==", a_cs, ir.Constant(i64, panel)))
     with builder.if_else(packed) as (then, otherwise):
         with then:
-            acc_packed = _k_loop(builder, "micro.packed", *loop, ir.Constant(i64, mr),
+            acc_packed = _k_loop(builder, "micro.packed", *loop, ir.Constant(i64, panel),
                                  [ir.Constant(i64, i) for i in range(mr)], *tail)
             from_packed = builder.block
         with otherwise:
@@ -217,41 +218,51 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
         row = builder.add(row, c_rs)
 
 
-@intrinsic
-def micro_kernel(typingctx, kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
-    """The MR x NR register tile for ap's dtype (MR, NR from blocking.BLOCKS); A's strides as in the
-    module docstring."""
-    if not isinstance(ap, types.Array) or ap.dtype not in (types.float32, types.float64):
-        return None
-    if bp.dtype != ap.dtype or ct.dtype != ap.dtype:
-        return None
-    mr, nr = BLOCKS[str(ap.dtype)][:2]
-    sig = types.void(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
+def _tile_kernels(rows_for, name):
+    """The pair (tile into ``ct``, tile into C) of intrinsics whose register tile has ``rows_for(MR)``
+    rows of NR columns, reading packed panels of MR rows (or A in place)."""
 
-    def codegen(context, builder, signature, args):
-        return _emit(context, builder, signature, args, mr, nr)
+    def typed(ap, bp, out):
+        return isinstance(ap, types.Array) and ap.dtype in (types.float32, types.float64) \
+            and bp.dtype == ap.dtype and out.dtype == ap.dtype
 
-    return sig, codegen
+    def tile(typingctx, kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
+        if not typed(ap, bp, ct):
+            return None
+        mr, nr = BLOCKS[str(ap.dtype)][:2]
+        sig = types.void(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
+
+        def codegen(context, builder, signature, args):
+            return _emit(context, builder, signature, args, rows_for(mr), nr, panel=mr)
+
+        return sig, codegen
+
+    def tile_c(typingctx, kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+               act_param):
+        if not typed(ap, bp, c) or not isinstance(alpha, types.Float) or not isinstance(beta, types.Float) \
+                or not isinstance(bias, types.Array) or bias.dtype != ap.dtype:
+            return None
+        mr, nr = BLOCKS[str(ap.dtype)][:2]
+        sig = types.void(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+                         act_param)
+
+        def codegen(context, builder, signature, args):
+            return _emit(context, builder, signature, args, rows_for(mr), nr, direct=True, panel=mr)
+
+        return sig, codegen
+
+    tile.__name__, tile_c.__name__ = name, name + "_c"
+    return intrinsic(tile), intrinsic(tile_c)
 
 
-@intrinsic
-def micro_kernel_c(typingctx, kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
-                   act_param):
-    """The register tile (A as in ``micro_kernel``) written straight into a full MR x NR tile of C: ``c[c0 + i*c_rs + j] =
-    act(alpha*tile[i, j] + beta*c[...] + bias[col0 + j])`` (``c`` flat, its rows ``c_rs`` apart; no tile
-    buffer round trip). ``use_bias`` false: no bias (``bias`` may be empty). ``act`` is LINEAR, RELU or
-    LEAKY_RELU (slope ``act_param``); callers apply other activations themselves."""
-    if not isinstance(ap, types.Array) or ap.dtype not in (types.float32, types.float64):
-        return None
-    if bp.dtype != ap.dtype or c.dtype != ap.dtype or not isinstance(alpha, types.Float) \
-            or not isinstance(beta, types.Float) or not isinstance(bias, types.Array) or bias.dtype != ap.dtype:
-        return None
-    mr, nr = BLOCKS[str(ap.dtype)][:2]
-    sig = types.void(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act, act_param)
-
-    def codegen(context, builder, signature, args):
-        return _emit(context, builder, signature, args, mr, nr, direct=True)
-
-    return sig, codegen
-
-
+# ``micro_kernel(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)``: the MR x NR register tile for ap's dtype into
+# ``ct`` (A's strides as in the module docstring). ``micro_kernel_c(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0,
+# c_rs, alpha, beta, bias, col0, use_bias, act, act_param)``: the same tile written straight into a full
+# MR x NR tile of C, ``c[c0 + i*c_rs + j] = act(alpha*tile[i, j] + beta*c[...] + bias[col0 + j])`` (``c``
+# flat, its rows ``c_rs`` apart; no tile buffer round trip). ``use_bias`` false: no bias (``bias`` may be
+# empty). ``act`` is LINEAR, RELU or LEAKY_RELU (slope ``act_param``); callers apply other activations.
+micro_kernel, micro_kernel_c = _tile_kernels(lambda mr: mr, "micro_kernel")
+# The same for SHORT_ROWS rows (``short_kernel``, ``short_kernel_c``): the ragged last rows of C (M = 64 is
+# five panels of 12 and 4 rows), which a full tile over a zero-padded panel computed 3 times over and wrote
+# through the tile buffer. Each element's sum runs the same FMAs in the same order in either kernel.
+short_kernel, short_kernel_c = _tile_kernels(lambda mr: SHORT_ROWS, "short_kernel")
