@@ -230,10 +230,10 @@ def rows_in_place(m, mr, a_rs, panels, small_m):
     """How many of a row block's m rows the micro-kernel reads straight from A (the rest are packed).
 
     All full MR panels when A has a flat view (``a_rs >= 0``: unit-stride rows or columns) and a packed
-    panel would serve
-    few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B. Packing A costs about
-    a nanosecond an element, and 64 columns of B (conv2's forward) use each element for only 128 FLOP,
-    also about a nanosecond; with many panels the packed copy is reused and its contiguity wins.
+    panel would serve few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B.
+    Packing A costs about a nanosecond an element, and 64 columns of B (conv2's forward) use each element
+    for only 128 FLOP, also about a nanosecond; with many panels the packed copy is reused and its
+    contiguity wins.
     """
     if a_rs < 0 or not (small_m or panels <= IN_PLACE_MAX_PANELS):
         return 0
@@ -359,7 +359,8 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     (``*_rs`` = row stride in elements), else ``*_rs = -1``; ``aflat`` the same for a when its rows or
     its columns are unit-stride, ``a_steps = (a_rs, a_cs)`` with a[i, p] = aflat[i*a_rs + p*a_cs], else
     (-1, -1). (A pair, not two arguments: numba 0.68's dispatcher keeps two 200-byte objects per call of
-    a function of exactly 20 arguments, which the allocation tests of tests/test_model.py caught.) ``threads`` is numba.get_num_threads(),
+    a function of exactly 20 arguments, which the allocation tests of tests/test_model.py caught.)
+    ``threads`` is numba.get_num_threads(),
     read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
     """
