@@ -50,11 +50,8 @@ def _flat_rows(x):
 
 def _flat_a(a):
     """(1-D view of a's memory, row stride, column stride) in elements when a's rows or columns are
-    unit-stride (row- or column-major: the micro-kernel may read it in place), else (empty, -1, -1)."""
-    if a.flags.c_contiguous and a.size:
-        return a.reshape(-1), a.shape[1], 1
-    if a.flags.f_contiguous and a.size:
-        return a.T.reshape(-1), 1, a.shape[0]
+    unit-stride (row- or column-major: the micro-kernel may read it in place), else (empty, -1, -1).
+    Column-major A is a's transpose with unit-stride columns, so ``_flat_rows`` answers both."""
     flat, rs = _flat_rows(a)
     if rs >= 0:
         return flat, rs, 1
