@@ -119,30 +119,8 @@ from jitnn.linalg import compiled_gemm
 
 GEMM = compiled_gemm(np.{dtype})
 NOB = np.empty(0, np.{dtype})
+ONE, ZERO = np.{dtype}(1.0), np.{dtype}(0.0)
 
-
-@njit(**JIT)
-def gemm(opa, opb, c, bias, act, param, threads, min_flops, blocks, abuf, bbuf, cbuf):
-    """linalg.gemm_into (alpha 1, beta 0) with its dispatch: matrix-vector products go to gemv_kernel."""
-    m, k = opa.shape
-    n = opb.shape[1]
-    dt = c.dtype.type
-    if n == 1 or (m == 1 and opb.strides[0] <= opb.strides[1]):
-        if n == 1:
-            gemv_kernel(dt(1.0), opa, opb, dt(0.0), c, bias, act, param, False)
-        else:
-            gemv_kernel(dt(1.0), opb.T, opa.T, dt(0.0), c.T, bias, act, param, True)
-        return
-    t = threads if 2 * m * n * k >= min_flops else 1
-    # as linalg's flat views: A and B read in place along their rows where the kernel chooses to
-    if opa.flags.c_contiguous:
-        aflat, a_rs, a_cs = opa.ravel(), k, 1
-    elif opa.flags.f_contiguous:  # a transposed activation, Xᵀ of Xᵀ·dZ
-        aflat, a_rs, a_cs = opa.T.ravel(), 1, m
-    else:
-        aflat, a_rs, a_cs = NOB, -1, -1
-    bflat, b_rs = (opb.ravel(), n) if opb.flags.c_contiguous else (NOB, -1)
-    GEMM(dt(1.0), opa, aflat, (a_rs, a_cs), opb, bflat, b_rs, dt(0.0), c, c.ravel(), n, bias, act, param, blocks, t, abuf, bbuf, cbuf)
 
 '''
 
@@ -171,6 +149,37 @@ def _kernel_call(src, kernel, work, *args):
     src(f"{kernel}({', '.join(args)})")
 
 
+def _gemm(src, a, b, c, mkn, bias="NOB", act=0, param="0.0"):
+    """Source for ``c = act(op(a) @ op(b) + bias)`` as ``linalg.gemm_into`` computes it.
+
+    ``a`` and ``b`` are (name, transposed) of C-contiguous arrays (batch buffers, weights, gradients);
+    ``mkn`` is the product's shape, "m" standing for the batch's rows. The layouts are known here, so
+    the flat views gemm_into derives from the strides at run time are written out and the step calls
+    the one compiled GEMM directly: a helper taking the operands was compiled once per layout
+    combination, each copy re-optimizing the whole GEMM it links (11 s of a cold first fit). So is
+    gemm_into's matrix-vector dispatch: N == 1 here, and a one-row batch times a transposed B at run
+    time. Codes are ``np.int64`` so that no kernel is specialised on a literal value.
+    """
+    (an, at), (bn, bt) = a, b
+    m, k, n = mkn
+    opa, opb = f"{an}.T" if at else an, f"{bn}.T" if bt else bn
+    tail = f"{bias}, np.int64({act}), {param}"
+    if n == 1:
+        src(f"gemv_kernel(ONE, {opa}, {opb}, ZERO, {c}, {tail}, np.bool_(False))")
+        return
+    a_steps = f"(np.int64(1), np.int64({m}))" if at else f"(np.int64({k}), np.int64(1))"
+    bflat, b_rs = ("NOB", -1) if bt else (f"{bn}.ravel()", n)
+    call = (f"GEMM(ONE, {opa}, {an}.ravel(), {a_steps}, {opb}, {bflat}, {b_rs}, ZERO, {c}, {c}.ravel(), {n}, "
+            f"{tail}, blocks, T if 2 * {m} * {k} * {n} >= MINF else 1, abuf, bbuf, cbuf)")
+    if bt and m == "m":  # gemm_into's 1 x N times a B with unit-stride rows: C^T = B^T A^T, by row
+        src("if m == 1:")
+        src(f"    gemv_kernel(ONE, {bn}, {opa}.T, ZERO, {c}.T, {tail}, np.bool_(True))")
+        src("else:")
+        src("    " + call)
+    else:
+        src(call)
+
+
 def _forward(src, i, layer, h, cap):
     """Source for layer i's training forward on input ``h``; returns the output's expression."""
     if isinstance(layer, Dense):
@@ -181,14 +190,15 @@ def _forward(src, i, layer, h, cap):
         src(f"o{i} = {out}")
         if act.in_epilogue:
             src("use_threads(MINF, T, MINF)")
-            src(f"gemm({h}, {w}, o{i}, {bias}, {act.code}, {src.scalar(act.param)}, T, MINF, blocks, abuf, bbuf, cbuf)")
+            _gemm(src, (h, False), (w, False), f"o{i}", ("m", layer.input_dim, layer.units), bias, act.code,
+                  src.scalar(act.param))
             return f"o{i}"
         z = f"o{i}"
         if act.needs_preactivation:
             src(f"z{i} = {src.arr(f'Z{i}', aligned_zeros((cap, layer.units), layer.dtype))}[:m]")
             z = f"z{i}"
         src("use_threads(MINF, T, MINF)")
-        src(f"gemm({h}, {w}, {z}, {bias}, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
+        _gemm(src, (h, False), (w, False), z, ("m", layer.input_dim, layer.units), bias)
         _activate(src, act, z, f"o{i}")
         return f"o{i}"
     if isinstance(layer, Dropout):
@@ -212,7 +222,7 @@ def _activate(src, act, x, out):
     if act.rowwise:
         _kernel_call(src, "softmax_rows", f"{x}.size", x, out)
     else:
-        _kernel_call(src, "activate", f"{x}.size", x, out, str(act.code), src.scalar(act.param))
+        _kernel_call(src, "activate", f"{x}.size", x, out, f"np.int64({act.code})", src.scalar(act.param))
 
 
 def _backprop_activation(src, act, g, z, a, out):
@@ -222,7 +232,7 @@ def _backprop_activation(src, act, g, z, a, out):
     if act.rowwise:
         _kernel_call(src, "backprop_softmax_rows", f"{out}.size", a, g, out)
     else:
-        _kernel_call(src, "backprop_activation", f"{out}.size", g, z, a, str(act.code), src.scalar(act.param), out)
+        _kernel_call(src, "backprop_activation", f"{out}.size", g, z, a, f"np.int64({act.code})", src.scalar(act.param), out)
     return out
 
 
@@ -234,14 +244,14 @@ def _backward(src, i, layer, g, h, cap):
         src(f"dz{i} = {src.arr(f'DZ{i}', aligned_zeros((cap, layer.units), layer.dtype))}[:m]")
         dz = _backprop_activation(src, act, g, z, f"o{i}", f"dz{i}")
         src("use_threads(MINF, T, MINF)")
-        src(f"gemm({h}.T, {dz}, {src.arr(f'dW{i}', layer.dW)}, NOB, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
+        _gemm(src, (h, True), (dz, False), src.arr(f"dW{i}", layer.dW), (layer.input_dim, "m", layer.units))
         if layer.use_bias:
             _kernel_call(src, "column_sums", f"{dz}.size", dz, src.arr(f"db{i}", layer.db))
         if i == 0:
             return None
         src(f"dx{i} = {src.arr(f'DX{i}', aligned_zeros((cap, layer.input_dim), layer.dtype))}[:m]")
         src("use_threads(MINF, T, MINF)")
-        src(f"gemm({dz}, W{i}.T, dx{i}, NOB, 0, 0.0, T, MINF, blocks, abuf, bbuf, cbuf)")
+        _gemm(src, (dz, False), (f"W{i}", True), f"dx{i}", ("m", layer.units, layer.input_dim))
         return f"dx{i}"
     if isinstance(layer, Dropout):
         if layer.rate == 0:
