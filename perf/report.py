@@ -248,12 +248,10 @@ def interpreted():
                 if isinstance(value, CPUDispatcher):
                     saved.append((module, attr, value))
                     setattr(module, attr, value.py_func)
-    saved += [(gemm, "micro_kernel", gemm.micro_kernel), (gemm, "micro_kernel_c", gemm.micro_kernel_c),
-              (gemm, "short_kernel", gemm.short_kernel), (gemm, "short_kernel_c", gemm.short_kernel_c), (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
+    saved += [(gemm, "micro_kernel_c", gemm.micro_kernel_c), (gemm, "short_kernel_c", gemm.short_kernel_c),
+              (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
               (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
-    gemm.micro_kernel = _micro_kernel_py
     gemm.micro_kernel_c = _micro_kernel_c_py
-    gemm.short_kernel = functools.partial(_micro_kernel_py, rows=SHORT_ROWS)
     gemm.short_kernel_c = functools.partial(_micro_kernel_c_py, rows=SHORT_ROWS)
     linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
     config.PARALLEL_MIN_WORK = 0

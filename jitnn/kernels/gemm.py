@@ -32,7 +32,7 @@ from numba import njit, prange
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.blocking import SHORT_ROWS
 from jitnn.kernels.elementwise import LEAKY_RELU, LINEAR, RELU, activate_block, activate_scalar
-from jitnn.kernels.micro import micro_kernel, micro_kernel_c, short_kernel, short_kernel_c
+from jitnn.kernels.micro import micro_kernel_c, short_kernel_c
 from jitnn.memory import aligned_empty, padded_to_line
 
 # A row block is read in place instead of packed when B has at most this many NR panels (rows_in_place).
@@ -173,14 +173,16 @@ def finish_tile(c, cflat, c_rs, r0, c0, mm, nn, bias, act, act_param):
 
 
 @njit(**JIT)
-def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bsrc, boff, bstep, bs, jp_lo, jp_hi, n, ct,
-                 c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
+def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bflat, bbuf, b_packed, boff, bstep, bs, jp_lo,
+                 jp_hi, n, ct, c, cflat, c_rs, r0, c0, alpha, beta, bias, act, act_param, last):
     """C tiles for NR panels jp_lo..jp_hi (of a block n wide) x the MR panels of A's m rows (k deep).
 
     The first ``m_in_place`` rows (a multiple of MR) are read in place, A(i, p) of the block at
     ``aflat[aoff + i*a_rs + p*a_cs]`` (row- or column-major); the rest from packed panels in ``apack``.
-    Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``: a packed panel has
-    bstep = k*NR and bs = NR; B read in place has bstep = NR and bs = its row stride. Full tiles of a C
+    Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``, ``bsrc`` being ``bbuf`` where
+    ``b_packed`` (bstep = k*NR and bs = NR) and B read in place, ``bflat``, otherwise (bstep = NR and
+    bs = its row stride). (Both arrays are passed, not the one used: a read-only B and the packing
+    buffer have different numba types, and each would compile its own copy of this function.) Full tiles of a C
     with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and other
     layouts go through the ``ct`` buffer. Which path a tile takes never changes its arithmetic (the
     micro-kernel runs the same FMAs in the same order from packed or in-place A), so results stay
@@ -193,6 +195,8 @@ def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bsrc,
     tile_act = act if last and in_registers else LINEAR
     after = last and not in_registers
     panels_in_place = m_in_place // mr
+    one = ct.dtype.type(1.0)
+    bsrc = bbuf if b_packed else bflat
     for jp in range(jp_lo, jp_hi):
         nn = min(nr, n - jp * nr)
         for ip in range((m + mr - 1) // mr):
@@ -208,21 +212,22 @@ def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bsrc,
             # full one would compute MR rows (M = 64: 4 rows, 1.05-1.10x). More ragged rows take the full
             # tile: two short tiles measured no faster (M = 32, 8 rows: 0.98x).
             short = mm <= SHORT_ROWS
-            if c_rs >= 0 and nn == nr and mm == (SHORT_ROWS if short else mr):
-                if short:
-                    short_kernel_c(k, asrc, a0, ars, acs, bsrc, b0, bs, cflat, r * c_rs + col, c_rs, alpha, beta,
-                                   bias, col, tile_bias, tile_act, act_param)
-                else:
-                    micro_kernel_c(k, asrc, a0, ars, acs, bsrc, b0, bs, cflat, r * c_rs + col, c_rs, alpha, beta,
-                                   bias, col, tile_bias, tile_act, act_param)
-                if after:
-                    finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
+            direct = c_rs >= 0 and nn == nr and mm == (SHORT_ROWS if short else mr)
+            # One call site per tile kernel (each inlines a k loop per A layout): a tile that cannot go
+            # straight into C is written to ``ct`` by the same kernel with alpha 1 and beta 0 (exact), and
+            # write_tile applies alpha, beta and the epilogue from there.
+            if direct:
+                dst, d0, drs, al, be, tb, ta = cflat, r * c_rs + col, c_rs, alpha, beta, tile_bias, tile_act
             else:
-                if short:
-                    short_kernel(k, asrc, a0, ars, acs, bsrc, b0, bs, ct)
-                else:
-                    micro_kernel(k, asrc, a0, ars, acs, bsrc, b0, bs, ct)
+                dst, d0, drs, al, be, tb, ta = ct, 0, nr, one, 0.0, False, LINEAR
+            if short:
+                short_kernel_c(k, asrc, a0, ars, acs, bsrc, b0, bs, dst, d0, drs, al, be, bias, col, tb, ta, act_param)
+            else:
+                micro_kernel_c(k, asrc, a0, ars, acs, bsrc, b0, bs, dst, d0, drs, al, be, bias, col, tb, ta, act_param)
+            if not direct:
                 write_tile(ct, nr, c, cflat, c_rs, r, col, mm, nn, alpha, beta, bias, act, act_param, last)
+            elif after:
+                finish_tile(c, cflat, c_rs, r, col, mm, nn, bias, act, act_param)
 
 
 @njit(**JIT, inline="always")
@@ -266,88 +271,95 @@ def kc_for(m, n, blocks):
     return kc_small if (m <= mc and n > nr) else kc
 
 
-@njit(**JIT)
-def gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks, abuf,
-                bbuf, cbuf):
-    """The BLIS loops on the calling thread: small products, where starting a parallel region (even
-    a one-thread one) costs more than the work, and the reference the parallel paths are tested
-    against (each C tile sums its KC slabs in the same order either way, so results are bitwise equal).
-
-    When M fits in one MC block, each B panel serves only M/MR tiles, so, as the parallel small-M path
-    does, full panels of a B with unit-stride columns are read in place and only the ragged last one
-    is packed (64x784x512: packing B cost about as much as using it). Full MR panels of A are read in
-    place where ``rows_in_place`` says packing them would not pay.
-    """
-    m, k = a.shape
-    n = b.shape[1]
-    mr, nr, mc, _, nc_max, _ = blocks
-    kc_max = kc_for(m, n, blocks)
-    in_place = m <= mc and b_rs >= 0
-    for jc in range(0, n, nc_max):
-        ncur = min(nc_max, n - jc)
-        npan = (ncur + nr - 1) // nr
-        full = ncur // nr if in_place else 0
-        for pc in range(0, k, kc_max):
-            kcur = min(kc_max, k - pc)
-            beta_k = beta if pc == 0 else 1.0
-            last = pc + kcur == k
-            off = -full * kcur * nr  # packed panels full..npan start at bbuf[0]
-            if full < npan:
-                pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
-            for i0 in range(0, m, mc):
-                mcur = min(mc, m - i0)
-                mi = rows_in_place(mcur, mr, a_rs, npan, m <= mc)
-                pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[0])
-                aoff = i0 * a_rs + pc * a_cs
-                if full > 0:
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, abuf[0], mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
-                                 b_rs, 0, full, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
-                                 act_param, last)
-                if full < npan:
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, abuf[0], mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
-                                 full, npan, ncur, cbuf[0], c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
-                                 act_param, last)
-
-
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                 i_lo, i_hi, j_lo, j_hi, apack, bbuf, boff, ct):
-    """C[i_lo:i_hi, j_lo:j_hi] on the calling thread, every KC slab: the body of the parallel paths that
+    """C[i_lo:i_hi, j_lo:j_hi] on the calling thread, every KC slab, in the BLIS loop order (NC block,
+    KC slab, MC block): the serial driver (the whole of C), and the body of the parallel paths that
     give each thread its own tiles for the whole call (one parallel region per call).
 
-    Rows go in MC blocks, columns in NC blocks. Full panels of a B with unit-stride columns are read in
-    place, the others packed into this thread's part of ``bbuf`` (from ``boff``); A's full MR panels are
-    read in place where ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs are those
-    of ``kc_for``, in order, so each tile has the bits the serial driver gives it.
+    Full panels of a B with unit-stride columns are read in place where a packed panel would serve few
+    tiles: M within one MC block (64x784x512: packing B cost about as much as using it), or at most
+    ROWS_OWNED_MAX_PANELS panels over more than two KC slabs (the rows-owned path's rule; over two
+    slabs, conv2's forward 7744x288x64, one thread, measured 0.93x in place). The other panels are packed into this thread's part of ``bbuf`` (from
+    ``boff``), once per KC slab for all its row blocks. A's full MR panels are read in place where
+    ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs are those of ``kc_for``, in
+    order, so each tile has the same bits whichever thread computes it.
     """
     m, k = a.shape
     n = b.shape[1]
     mr, nr, mc, _, nc_max, _ = blocks
     kc_max = kc_for(m, n, blocks)
-    npanels = (n + nr - 1) // nr
-    for i0 in range(i_lo, i_hi, mc):
-        mcur = min(mc, i_hi - i0)
-        mi = rows_in_place(mcur, mr, a_rs, npanels, m <= mc)
-        for jc in range(j_lo, j_hi, nc_max):
-            ncur = min(nc_max, j_hi - jc)
-            npan = (ncur + nr - 1) // nr
-            full = ncur // nr if b_rs >= 0 else 0
-            for pc in range(0, k, kc_max):
-                kcur = min(kc_max, k - pc)
-                last = pc + kcur == k
-                beta_k = beta if pc == 0 else 1.0
+    zero = np.int64(0)  # np.int64(0), np.bool_(x): a literal argument would compile its callee once more
+    b_in_place = b_rs >= 0 and (m <= mc or ((n + nr - 1) // nr <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max))
+    for jc in range(j_lo, j_hi, nc_max):
+        ncur = min(nc_max, j_hi - jc)
+        npan = (ncur + nr - 1) // nr
+        full = ncur // nr if b_in_place else 0
+        for pc in range(0, k, kc_max):
+            kcur = min(kc_max, k - pc)
+            last = pc + kcur == k
+            beta_k = beta if pc == 0 else 1.0
+            off = boff - full * kcur * nr  # packed panels full..npan start at bbuf[boff]
+            if full < npan:
+                pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
+            for i0 in range(i_lo, i_hi, mc):
+                mcur = min(mc, i_hi - i0)
+                mi = rows_in_place(mcur, mr, a_rs, npan, m <= mc)
                 pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, apack)
                 aoff = i0 * a_rs + pc * a_cs
                 if full > 0:
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, pc * b_rs + jc, nr,
-                                 b_rs, 0, full, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf, np.bool_(False),
+                                 pc * b_rs + jc, nr, b_rs, zero, full, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
                                  act_param, last)
                 if full < npan:
-                    off = boff - full * kcur * nr  # packed panels full..npan start at bbuf[boff]
-                    pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bbuf, off, kcur * nr, nr,
-                                 full, npan, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param,
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf, np.bool_(True), off,
+                                 kcur * nr, nr, full, npan, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param,
                                  last)
+
+
+# What a task of gemm_kernel's parallel region does (run_task).
+OWNED_COLUMNS, OWNED_ROWS, PACK_B, ROW_BLOCKS = 0, 1, 2, 3
+
+
+@njit(**JIT, inline="always")
+def run_task(kind, t, tasks, plan, tid, alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act,
+             act_param, blocks, abuf, bbuf, cbuf):
+    """Task t of ``tasks`` in one of gemm_kernel's parallel regions, on thread ``tid``.
+
+    ``plan = (jc, ncur, pc, kcur, share)``: the NC block and KC slab of a region that works on one (the
+    large-M path), and how much each task takes:
+    - OWNED_COLUMNS: ``share`` columns of C, every row, for the whole call (owned_tiles);
+    - OWNED_ROWS: ``share`` MR panels of rows split evenly, every column, for the whole call;
+    - PACK_B: ``share`` NR panels of the slab's B into the shared ``bbuf``;
+    - ROW_BLOCKS: a block of ``share`` rows times the packed slab (from ``bbuf``).
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    mr, nr, _, kc_max, nc_max, _ = blocks
+    jc, ncur, pc, kcur, share = plan
+    zero = np.int64(0)  # np.int64(0), np.bool_(x): a literal argument would compile its callee once more
+    npan = (ncur + nr - 1) // nr
+    if kind == OWNED_COLUMNS or kind == OWNED_ROWS:
+        if kind == OWNED_COLUMNS:
+            i_lo, i_hi, j_lo, j_hi = zero, m, t * share, min(n, (t + 1) * share)
+            bstride = min(kc_for(m, n, blocks), k) * min(nc_max, share)
+        else:
+            i_lo, i_hi, j_lo, j_hi = t * share // tasks * mr, min(m, (t + 1) * share // tasks * mr), zero, n
+            bstride = min(kc_max, k) * nr
+        owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                    i_lo, i_hi, j_lo, j_hi, abuf[tid], bbuf, tid * bstride, cbuf[tid])
+    elif kind == PACK_B:
+        pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, zero, t * share, min(npan, (t + 1) * share))
+    else:
+        i0 = t * share
+        mcur = min(share, m - i0)
+        mi = rows_in_place(mcur, mr, a_rs, npan, False)
+        pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[tid])
+        beta_k = beta if pc == 0 else 1.0  # not inline in the call: numba rejects that at 31 arguments
+        macro_kernel(aflat, i0 * a_rs + pc * a_cs, a_rs, a_cs, mi, abuf[tid], mcur, kcur, mr, nr, bflat, bbuf,
+                     np.bool_(True), zero, kcur * nr, nr, zero, npan, ncur, cbuf[tid], c, cflat, c_rs, i0, jc, alpha,
+                     beta_k, bias, act, act_param, pc + kcur == k)
 
 
 @njit(**PJIT)
@@ -360,8 +372,7 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     its columns are unit-stride, ``a_steps = (a_rs, a_cs)`` with a[i, p] = aflat[i*a_rs + p*a_cs], else
     (-1, -1). (A pair, not two arguments: numba 0.68's dispatcher keeps two 200-byte objects per call of
     a function of exactly 20 arguments, which the allocation tests of tests/test_model.py caught.)
-    ``threads`` is numba.get_num_threads(),
-    read by the caller (reading it here defeats the disk cache).
+    ``threads`` is numba.get_num_threads(), read by the caller (reading it here defeats the disk cache).
     abuf: (thread slots, MC*KC) packed A blocks; bbuf: 1-D packed B; cbuf: (thread slots, MR*NR) tiles.
     """
     m, k = a.shape
@@ -377,65 +388,55 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
         else:
             scale_epilogue(c, beta, bias, act, act_param)
         return
-    if threads == 1:
-        gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
-                    abuf, bbuf, cbuf)
-        return
+    zero = np.int64(0)  # np.int64(0), np.bool_(x): a literal argument would compile its callee once more
     npanels = (n + nr - 1) // nr
-    if m <= mc and npanels > 1:
-        # Small M (a minibatch): split the N panels across threads. Each B panel serves only m/MR
-        # tiles, so packing it would cost as much as using it: B's full panels are read in place when
-        # its columns are unit-stride, and so are A's (each thread would pack all of A).
-        tasks = min(threads, npanels)
-        per = (npanels + tasks - 1) // tasks
-        bstride = min(kc_for(m, n, blocks), k) * min(nc_max, per * nr)
-        for t in prange(tasks):
-            tid = numba.get_thread_id()
-            owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param,
-                        blocks, 0, m, t * per * nr, min(n, (t + 1) * per * nr), abuf[tid], bbuf, tid * bstride,
-                        cbuf[tid])
-        return
-    if b_rs >= 0 and npanels <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max:
-        # Large M, many KC steps, few panels of a B with unit-stride columns (conv2's dW = colsᵀ·dY with
-        # K = 7744): each thread owns an equal share of the MR panels of rows for the whole call, reading
-        # A and B in place. One parallel region instead of two per KC step, each of which did ~50 us of
-        # work.
-        panels = (m + mr - 1) // mr
-        for t in prange(threads):
-            tid = numba.get_thread_id()
-            owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param,
-                        blocks, t * panels // threads * mr, min(m, (t + 1) * panels // threads * mr), 0, n,
-                        abuf[tid], bbuf, tid * min(kc_max, k) * nr, cbuf[tid])
-        return
-    # Large M: split rows in blocks of at most MC, a multiple of the thread count so none idles.
+    # Large M: rows in blocks of at most MC, a multiple of the thread count so none idles.
     rounds = (m + mc * threads - 1) // (mc * threads)
     mc_eff = (m + rounds * threads - 1) // (rounds * threads)
     mc_eff = min(mc, (mc_eff + mr - 1) // mr * mr)
     nblocks = (m + mc_eff - 1) // mc_eff
-    if nblocks < 2:
-        # One row block and one column panel (a conv's dW = cols^T dY: 9 x 43264 x 32): nothing to split,
-        # and two parallel regions per KC step would only wait for an idle thread (169 steps measured
-        # 1.9 s on 2 threads under load against 3-40 ms serially). Same tiles, same order: same bits.
-        gemm_serial(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
-                    abuf, bbuf, cbuf)
+    # One row block and one column panel (a conv's dW = cols^T dY: 9 x 43264 x 32): nothing to split, and
+    # two parallel regions per KC step would only wait for an idle thread (169 steps measured 1.9 s on 2
+    # threads under load against 3-40 ms serially). Same tiles, same order: same bits.
+    if threads == 1 or (nblocks < 2 and npanels < 2):
+        owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
+                    zero, m, zero, n, abuf[0], bbuf, zero, cbuf[0])
         return
-    for jc in range(0, n, nc_max):
-        ncur = min(nc_max, n - jc)
-        npan = (ncur + nr - 1) // nr
-        chunk = (npan + threads - 1) // threads
-        for pc in range(0, k, kc_max):
-            kcur = min(kc_max, k - pc)
-            for t in prange(threads):
-                pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, 0, t * chunk, min(npan, (t + 1) * chunk))
-            for ib in prange(nblocks):
-                tid = numba.get_thread_id()
-                i0 = ib * mc_eff
-                mcur = min(mc_eff, m - i0)
-                mi = rows_in_place(mcur, mr, a_rs, npan, False)
-                pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[tid])
-                macro_kernel(aflat, i0 * a_rs + pc * a_cs, a_rs, a_cs, mi, abuf[tid], mcur, kcur, mr, nr, bbuf, 0, kcur * nr, nr,
-                             0, npan, ncur, cbuf[tid], c, cflat, c_rs, i0, jc, alpha, beta if pc == 0 else 1.0,
-                             bias, act, act_param, pc + kcur == k)
+    # The parallel regions, each a pass of the one prange below (run_task says what a task does): numba
+    # compiles each prange into a gufunc of three libraries (body, wrapper, parallel wrapper), each
+    # re-optimizing all the code it calls down to the micro-kernels, about 2 s of a cold compile each.
+    kc_steps = (k + kc_max - 1) // kc_max
+    jc, ncur, pc, kcur = zero, zero, zero, zero
+    if m <= mc and npanels > 1:
+        # Small M (a minibatch): the N panels split across threads, each thread's for the whole call.
+        # Each B panel serves only m/MR tiles, so packing it would cost as much as using it: B's full
+        # panels are read in place when its columns are unit-stride, and so are A's (each thread would
+        # pack all of A). One parallel region per call instead of two per KC step.
+        kind, passes, tasks = OWNED_COLUMNS, 1, min(threads, npanels)
+        share = (npanels + tasks - 1) // tasks * nr
+    elif b_rs >= 0 and npanels <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max:
+        # Large M, many KC steps, few panels of a B with unit-stride columns (conv2's dW = colsᵀ·dY with
+        # K = 7744): each thread owns an equal share of the MR panels of rows for the whole call, reading
+        # A and B in place. One parallel region instead of two per KC step, each of which did ~50 us of
+        # work.
+        kind, passes, tasks, share = OWNED_ROWS, 1, threads, (m + mr - 1) // mr
+    else:
+        # Large M, BLIS's loops: for each NC block and KC slab, the threads pack the slab of B, then each
+        # row block multiplies it.
+        kind, passes, tasks, share = PACK_B, 2 * kc_steps * ((n + nc_max - 1) // nc_max), threads, zero
+    for step in range(passes):
+        if kind == PACK_B or kind == ROW_BLOCKS:
+            jc = step // (2 * kc_steps) * nc_max
+            pc = step // 2 % kc_steps * kc_max
+            ncur, kcur = min(nc_max, n - jc), min(kc_max, k - pc)
+            if step % 2 == 0:
+                kind, tasks, share = PACK_B, threads, ((ncur + nr - 1) // nr + threads - 1) // threads
+            else:
+                kind, tasks, share = ROW_BLOCKS, nblocks, mc_eff
+        plan = (jc, ncur, pc, kcur, share)
+        for t in prange(tasks):
+            run_task(kind, t, tasks, plan, numba.get_thread_id(), alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta,
+                     c, cflat, c_rs, bias, act, act_param, blocks, abuf, bbuf, cbuf)
 
 
 @njit(**JIT)
