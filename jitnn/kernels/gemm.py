@@ -257,7 +257,8 @@ def scale_row(c, i, beta, bias, act, act_param):
 
 @njit(**PJIT)
 def scale_epilogue(c, beta, bias, act, act_param):
-    """C = act(beta*C + bias): the whole GEMM when K == 0 or alpha == 0 (A and B are not read)."""
+    """C = act(beta*C + bias), rows in parallel: the epilogue of a product computed elsewhere (the sparse
+    products of jitnn.backend.cpu). gemm_kernel's own K == 0 case runs scale_row in its one prange."""
     for i in prange(c.shape[0]):
         scale_row(c, i, beta, bias, act, act_param)
 
@@ -319,7 +320,7 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
 
 
 # What a task of gemm_kernel's parallel region does (run_task).
-OWNED_COLUMNS, OWNED_ROWS, PACK_B, ROW_BLOCKS = 0, 1, 2, 3
+OWNED_COLUMNS, OWNED_ROWS, PACK_B, ROW_BLOCKS, SCALE_ROWS = 0, 1, 2, 3, 4
 
 
 @njit(**JIT, inline="always")
@@ -332,7 +333,8 @@ def run_task(kind, t, tasks, plan, tid, alpha, a, aflat, a_rs, a_cs, b, bflat, b
     - OWNED_COLUMNS: ``share`` columns of C, every row, for the whole call (owned_tiles);
     - OWNED_ROWS: ``share`` MR panels of rows split evenly, every column, for the whole call;
     - PACK_B: ``share`` NR panels of the slab's B into the shared ``bbuf``;
-    - ROW_BLOCKS: a block of ``share`` rows times the packed slab (from ``bbuf``).
+    - ROW_BLOCKS: a block of ``share`` rows times the packed slab (from ``bbuf``);
+    - SCALE_ROWS: C = act(beta*C + bias) on an even share of the rows (K == 0 or alpha == 0).
     """
     m, k = a.shape
     n = b.shape[1]
@@ -349,6 +351,9 @@ def run_task(kind, t, tasks, plan, tid, alpha, a, aflat, a_rs, a_cs, b, bflat, b
             bstride = min(kc_max, k) * nr
         owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                     i_lo, i_hi, j_lo, j_hi, abuf[tid], bbuf, tid * bstride, cbuf[tid])
+    elif kind == SCALE_ROWS:
+        for i in range(t * m // tasks, (t + 1) * m // tasks):
+            scale_row(c, i, beta, bias, act, act_param)
     elif kind == PACK_B:
         pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, zero, t * share, min(npan, (t + 1) * share))
     else:
@@ -381,14 +386,12 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     a_rs, a_cs = a_steps
     if m == 0 or n == 0:
         return
-    if k == 0 or alpha == 0:
-        if threads == 1:  # no parallel region: also the path a child forked after OpenMP use takes
-            for i in range(m):
-                scale_row(c, i, beta, bias, act, act_param)
-        else:
-            scale_epilogue(c, beta, bias, act, act_param)
-        return
     zero = np.int64(0)  # np.int64(0), np.bool_(x): a literal argument would compile its callee once more
+    scale_only = k == 0 or alpha == 0  # C = act(beta*C + bias); A and B are not read
+    if scale_only and threads == 1:  # no parallel region: also the path a child forked after OpenMP use takes
+        for i in range(m):
+            scale_row(c, i, beta, bias, act, act_param)
+        return
     npanels = (n + nr - 1) // nr
     # Large M: rows in blocks of at most MC, a multiple of the thread count so none idles.
     rounds = (m + mc * threads - 1) // (mc * threads)
@@ -398,7 +401,7 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     # One row block and one column panel (a conv's dW = cols^T dY: 9 x 43264 x 32): nothing to split, and
     # two parallel regions per KC step would only wait for an idle thread (169 steps measured 1.9 s on 2
     # threads under load against 3-40 ms serially). Same tiles, same order: same bits.
-    if threads == 1 or (nblocks < 2 and npanels < 2):
+    if not scale_only and (threads == 1 or (nblocks < 2 and npanels < 2)):
         owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                     zero, m, zero, n, abuf[0], bbuf, zero, cbuf[0])
         return
@@ -407,7 +410,9 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     # re-optimizing all the code it calls down to the micro-kernels, about 2 s of a cold compile each.
     kc_steps = (k + kc_max - 1) // kc_max
     jc, ncur, pc, kcur = zero, zero, zero, zero
-    if m <= mc and npanels > 1:
+    if scale_only:
+        kind, passes, tasks, share = SCALE_ROWS, 1, threads, zero
+    elif m <= mc and npanels > 1:
         # Small M (a minibatch): the N panels split across threads, each thread's for the whole call.
         # Each B panel serves only m/MR tiles, so packing it would cost as much as using it: B's full
         # panels are read in place when its columns are unit-stride, and so are A's (each thread would
