@@ -232,7 +232,8 @@ def _backprop_activation(src, act, g, z, a, out):
     if act.rowwise:
         _kernel_call(src, "backprop_softmax_rows", f"{out}.size", a, g, out)
     else:
-        _kernel_call(src, "backprop_activation", f"{out}.size", g, z, a, f"np.int64({act.code})", src.scalar(act.param), out)
+        _kernel_call(src, "backprop_activation", f"{out}.size", g, z, a, f"np.int64({act.code})",
+                     src.scalar(act.param), out)
     return out
 
 

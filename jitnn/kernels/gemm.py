@@ -179,14 +179,14 @@ def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bflat
 
     The first ``m_in_place`` rows (a multiple of MR) are read in place, A(i, p) of the block at
     ``aflat[aoff + i*a_rs + p*a_cs]`` (row- or column-major); the rest from packed panels in ``apack``.
-    Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``, ``bsrc`` being ``bbuf`` where
-    ``b_packed`` (bstep = k*NR and bs = NR) and B read in place, ``bflat``, otherwise (bstep = NR and
-    bs = its row stride). (Both arrays are passed, not the one used: a read-only B and the packing
-    buffer have different numba types, and each would compile its own copy of this function.) Full tiles of a C
-    with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and other
-    layouts go through the ``ct`` buffer. Which path a tile takes never changes its arithmetic (the
-    micro-kernel runs the same FMAs in the same order from packed or in-place A), so results stay
-    bitwise independent of threads and of what was packed.
+    Panel jp of B starts at ``bsrc[boff + jp*bstep]`` with row stride ``bs``, ``bsrc`` being ``bbuf``
+    where ``b_packed`` (bstep = k*NR and bs = NR) and B read in place, ``bflat``, otherwise (bstep = NR
+    and bs = its row stride). (Both arrays are passed, not the one used: a read-only B and the packing
+    buffer have different numba types, and each would compile its own copy of this function.) Full tiles
+    of a C with unit-stride columns are written from the registers (``micro_kernel_c``); edge tiles and
+    other layouts go through the ``ct`` buffer. Which path a tile takes never changes its arithmetic (the
+    micro-kernel runs the same FMAs in the same order from packed or in-place A), so results stay bitwise
+    independent of threads and of what was packed.
     """
     # Full tiles take the bias and a ReLU-family activation in registers (micro_kernel_c); the other
     # activations are a pass over the tile after its store (finish_tile).
@@ -281,11 +281,11 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
 
     Full panels of a B with unit-stride columns are read in place where a packed panel would serve few
     tiles: M within one MC block (64x784x512: packing B cost about as much as using it), or at most
-    ROWS_OWNED_MAX_PANELS panels over more than two KC slabs (the rows-owned path's rule; over two
-    slabs, conv2's forward 7744x288x64, one thread, measured 0.93x in place). The other panels are packed into this thread's part of ``bbuf`` (from
-    ``boff``), once per KC slab for all its row blocks. A's full MR panels are read in place where
-    ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs are those of ``kc_for``, in
-    order, so each tile has the same bits whichever thread computes it.
+    ROWS_OWNED_MAX_PANELS panels over more than two KC slabs (the rows-owned path's rule; over two slabs,
+    conv2's forward 7744x288x64, one thread, measured 0.93x in place). The other panels are packed into
+    this thread's part of ``bbuf`` (from ``boff``), once per KC slab for all its row blocks. A's full MR
+    panels are read in place where ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs
+    are those of ``kc_for``, in order, so each tile has the same bits whichever thread computes it.
     """
     m, k = a.shape
     n = b.shape[1]
@@ -310,13 +310,13 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
                 pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, apack)
                 aoff = i0 * a_rs + pc * a_cs
                 if full > 0:
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf, np.bool_(False),
-                                 pc * b_rs + jc, nr, b_rs, zero, full, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act,
-                                 act_param, last)
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf,
+                                 np.bool_(False), pc * b_rs + jc, nr, b_rs, zero, full, ncur, ct, c, cflat, c_rs, i0,
+                                 jc, alpha, beta_k, bias, act, act_param, last)
                 if full < npan:
-                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf, np.bool_(True), off,
-                                 kcur * nr, nr, full, npan, ncur, ct, c, cflat, c_rs, i0, jc, alpha, beta_k, bias, act, act_param,
-                                 last)
+                    macro_kernel(aflat, aoff, a_rs, a_cs, mi, apack, mcur, kcur, mr, nr, bflat, bbuf,
+                                 np.bool_(True), off, kcur * nr, nr, full, npan, ncur, ct, c, cflat, c_rs, i0, jc,
+                                 alpha, beta_k, bias, act, act_param, last)
 
 
 # What a task of gemm_kernel's parallel region does (run_task).

@@ -201,7 +201,8 @@ def _store_to_c(context, builder, sig, args, acc, c_ptr, vec, width):
         bias.append(phi)
     # The raw sum (alpha 1, beta 0, no epilogue: a tile bound for the tile buffer, and most backward
     # products) is stored as it is: the general path's load of C and selects cost 4-7% at K = 64.
-    plain = builder.and_(builder.and_(beta_zero, builder.fcmp_ordered("==", alpha_s, ir.Constant(alpha_s.type, 1.0))),
+    alpha_one = builder.fcmp_ordered("==", alpha_s, ir.Constant(alpha_s.type, 1.0))
+    plain = builder.and_(builder.and_(beta_zero, alpha_one),
                          builder.not_(builder.or_(use_bias, builder.or_(relu, leaky))))
     with builder.if_else(plain) as (raw, general):
         with raw:
