@@ -25,7 +25,7 @@ from scipy.special import expit
 
 import jitnn
 from jitnn.kernels.blocking import BLOCKS, SHORT_ROWS, VECTOR_BYTES
-from jitnn.kernels.gemm import IN_PLACE_MAX_PANELS, ROWS_OWNED_MAX_PANELS
+from jitnn.kernels.gemm import ALIASED_MIN_PANELS, IN_PLACE_MAX_PANELS, ROWS_OWNED_MAX_PANELS
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c, short_kernel
 
 DTYPES = [np.float32, np.float64]
@@ -58,6 +58,8 @@ SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1
 SHAPES += [(263, 97, 2 * kc) for kc in _KCS]                 # K a multiple of KC
 SHAPES += [(mc + d, 33, 5) for mc in _MCS for d in (-1, 0, 1)]  # M just under, on, past MC
 SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI), (_M_PAST + 3, 64, 17)]  # ragged rows: one short tile
+ALIASED = (64, 512, K_MULTI)  # small M of >= ALIASED_MIN_PANELS panels, B's rows 2 or 4 KiB apart: B packed
+SHAPES += [ALIASED]
 # One shape per driver path, both with several slabs and K off a multiple of KC.
 PATH_SHAPES = [(17, 97, K_MULTI), (max(_MCS) + 5, 37, K_MULTI)]
 PATH_IDS = ["small_m", "large_m"]
@@ -205,6 +207,9 @@ def test_shape_table_reaches_every_path():
         assert PATH_SHAPES[0][0] <= mc < PATH_SHAPES[1][0] and PATH_SHAPES[0][1] > nr
         # large-M blocks whose A is read in place (few NR panels) and packed (many)
         assert any(m > mc and 0 < -(-n // nr) <= IN_PLACE_MAX_PANELS for m, n, k in live)
+        # a small-M B whose row stride aliases in L1 (packed although its columns are unit-stride)
+        item = np.dtype(dtype).itemsize
+        assert any(ALIASED_MIN_PANELS * mr <= m <= mc and n * item % 2048 == 0 for m, n, k in live)
         assert any(m > mc and IN_PLACE_MAX_PANELS < -(-n // nr) <= nc // nr for m, n, k in live)
         # ragged last rows that take one short tile, written from its registers (N a multiple of NR)
         assert any(m % mr == SHORT_ROWS and n % nr == 0 and m <= mc for m, n, k in live)
@@ -589,7 +594,7 @@ def test_set_num_threads_round_trip_and_errors(restore_num_threads):
 # (_M_PAST, 29, ...): large M, one or two NR panels, more than two KC steps: each thread owns its rows
 ROWS_OWNED = (_M_PAST, 29, 2 * max(_KCS) + 9)
 THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5),
-                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI)]
+                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI), ALIASED]
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")

@@ -46,6 +46,13 @@ IN_PLACE_MAX_PANELS = 8
 # wider B in place costs more than the regions saved; two KC steps or fewer (conv2's forward
 # 7744x288x64, 0.91-1.10x; 1000x128x64 0.96x), too few regions saved.
 ROWS_OWNED_MAX_PANELS = 2
+# B read in place at a row stride that is a multiple of 2 KiB puts a KC-deep sliver's rows in at most 4 of
+# the L1's 64 sets (4 KiB: 2), where they evict each other between the MR panels that reuse them: from
+# this many MR panels of rows, such a B is packed (owned_tiles). Paired A/B against reading it in place,
+# float32 on 2 threads: 64x784x512 1.03-1.07x, 60x784x512 1.16x, 64x784x1024 1.20-1.24x, 64x784x2048
+# 1.21x, 128x784x1024 1.12x, float64 64x784x{256, 512} 1.11x; one thread 1.09-1.19x. A 1 KiB stride
+# (64x784x256: 0.97-0.98x) and 3 MR panels (32x784x512: 0.98x) did not pay.
+ALIASED_MIN_PANELS = 5
 
 
 @njit(**JIT, inline="always")
@@ -280,9 +287,10 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
     give each thread its own tiles for the whole call (one parallel region per call).
 
     Full panels of a B with unit-stride columns are read in place where a packed panel would serve few
-    tiles: M within one MC block (64x784x512: packing B cost about as much as using it), or at most
+    tiles: M within one MC block (64x512x128: packing B cost about as much as using it), or at most
     ROWS_OWNED_MAX_PANELS panels over more than two KC slabs (the rows-owned path's rule; over two slabs,
-    conv2's forward 7744x288x64, one thread, measured 0.93x in place). The other panels are packed into
+    conv2's forward 7744x288x64, one thread, measured 0.93x in place); but not at a row stride whose
+    rows share a few L1 sets (ALIASED_MIN_PANELS: 64x784x512 and wider). The other panels are packed into
     this thread's part of ``bbuf`` (from ``boff``), once per KC slab for all its row blocks. A's full MR
     panels are read in place where ``rows_in_place`` says so, the rest packed into ``apack``. The KC slabs
     are those of ``kc_for``, in order, so each tile has the same bits whichever thread computes it.
@@ -293,6 +301,8 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
     kc_max = kc_for(m, n, blocks)
     zero = np.int64(0)  # np.int64(0), np.bool_(x): a literal argument would compile its callee once more
     b_in_place = b_rs >= 0 and (m <= mc or ((n + nr - 1) // nr <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max))
+    if b_in_place and m >= ALIASED_MIN_PANELS * mr and b_rs * b.itemsize % 2048 == 0:
+        b_in_place = False  # its rows would share a few L1 sets (ALIASED_MIN_PANELS)
     for jc in range(j_lo, j_hi, nc_max):
         ncur = min(nc_max, j_hi - jc)
         npan = (ncur + nr - 1) // nr
