@@ -34,15 +34,13 @@ import tempfile
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from jitnn import config
 from jitnn import losses as L
 from jitnn import metrics as M
 from jitnn import optimizers as O
+from jitnn.config import set_threads
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.gemm import allocate_workspace, workspace_sizes
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
@@ -78,21 +76,6 @@ def take_items(src, order, start, m, out):
         out[i] = src[order[start + i]]
 
 
-@intrinsic
-def set_threads(typingctx, n):
-    """numba.set_num_threads for jitted code that stays cacheable: numba's own overload calls the
-    threading layer through a ctypes pointer, which numba refuses to cache; this calls the same C
-    function by its symbol (registered when the layer starts: ``plan`` starts it before loading a step)."""
-
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])  # void set_num_threads(int)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "set_num_threads")
-        builder.call(fn, [builder.trunc(args[0], ir.IntType(32))])
-        return context.get_dummy_value()
-
-    return types.void(types.intp), codegen
-
-
 @njit(**config.JIT, inline="always")
 def use_threads(work, threads, min_work):
     """config.launch's rule inside a step: the calling thread alone below ``min_work``."""
@@ -106,8 +89,8 @@ import math
 import numpy as np
 from numba import njit
 
-from jitnn.compiled_step import set_threads, take_items, take_rows, use_threads
-from jitnn.config import JIT
+from jitnn.compiled_step import take_items, take_rows, use_threads
+from jitnn.config import JIT, set_threads
 from jitnn.kernels import dropout as KD
 from jitnn.kernels import losses as KL
 from jitnn.kernels import metrics as KM
@@ -559,7 +542,6 @@ __all__ = [
     "WEIGHTS_NOT_FINITE",
     "CompiledStep",
     "plan",
-    "set_threads",
     "take_items",
     "take_rows",
     "use_threads",

@@ -151,6 +151,10 @@ SPIN_COUNT = "1000"
 os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 if CACHE_DIR is not None and numba.config.CACHE_DIR != CACHE_DIR:
     numba.config.reload_config()  # numba was imported before us: make it see the new directory
@@ -197,6 +201,46 @@ numba.set_num_threads(_threads)
 # The njit options every kernel shares.
 JIT = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
 PJIT = dict(JIT, parallel=True)
+
+
+# numba's thread count from jitted code, by the threading layer's own C functions (their symbols are
+# registered when the layer starts, which the numba.set_num_threads above does). numba's overloads of
+# get/set_num_threads call them through ctypes pointers, which numba refuses to cache on disk.
+def _threading_layer_function(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+@intrinsic
+def set_threads(typingctx, n):
+    """numba.set_num_threads(n) for the calling thread, from jitted code (no checks: 1 <= n <= the pool)."""
+
+    def codegen(context, builder, signature, args):
+        _threading_layer_function(builder, "set_num_threads", ir.VoidType(), [builder.trunc(args[0], ir.IntType(32))])
+        return context.get_dummy_value()
+
+    return types.void(types.intp), codegen
+
+
+@intrinsic
+def threads_now(typingctx):
+    """numba.get_num_threads() for the calling thread, from jitted code."""
+
+    def codegen(context, builder, signature, args):
+        return builder.sext(_threading_layer_function(builder, "get_num_threads", ir.IntType(32), []),
+                            ir.IntType(64))
+
+    return types.intp(), codegen
+
+
+@numba.njit(nogil=True, cache=CACHE)
+def swap_threads(n):
+    """Sets the calling thread's numba thread count to ``n``; returns the count it had. ~0.3 us a call,
+    where numba.get_num_threads and numba.set_num_threads cost 2-4 us each in Python checks and locks."""
+    before = threads_now()
+    set_threads(n)
+    return before
+
 
 # Below this much work (elements touched, or FLOPs for a GEMM) a kernel runs on the calling thread
 # alone. Waking the pool costs 3-6 us on an idle machine, and when another process holds a core a
@@ -267,11 +311,10 @@ def launch(kernel, work, *args):
     with kernel_turns:
         if threads_for(work) > 1:
             return kernel(*args)
-        before = numba.get_num_threads()
-        if before == 1:
-            return kernel(*args)
+        before = 0
         try:
-            numba.set_num_threads(1)
+            before = swap_threads(1)
             return kernel(*args)
         finally:
-            numba.set_num_threads(before)
+            if before > 1:
+                swap_threads(before)
