@@ -123,10 +123,12 @@ class Sharing:
                     if type(new) is type(prev):
                         new.__dict__.update((k, v) for k, v in vars(prev).items() if k.startswith("_buf"))
                         new.capacity = prev.capacity
-            local.layers, local.key = fresh, key
+            local.layers, local.key, local.rows = fresh, key, 0
         layers = local.layers
-        for layer in layers:
-            layer.allocate(batch)
+        if batch > local.rows:  # buffers only grow: a batch no larger than one served before fits (~5 us a layer)
+            for layer in layers:
+                layer.allocate(batch)
+            local.rows = batch
         probs = getattr(local, "probs", None)
         if self._fused and (probs is None or probs.shape[0] < batch or probs.shape[1] != self.output_dim
                             or probs.dtype != self.dtype or self.ops.name != local.device):
