@@ -515,7 +515,6 @@ def plan(model, x, y, batch, recorder, snapshots, steps):
     why = _why_not(model, x, recorder)
     if why is not None:
         return None, "layers: " + why
-    numba.get_num_threads()  # starts the threading layer, which registers the symbol set_threads calls
     opt = model.optimizer
     params = [p for layer in model.layers for p in layer.params]
     if not opt.built:
