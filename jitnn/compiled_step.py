@@ -334,10 +334,12 @@ def _why_not(model, x, recorder):
 
 
 class CompiledStep:
-    """One model's compiled step; ``run`` trains one batch (see the module docstring)."""
+    """One model's compiled step: ``run`` trains one batch; a split step (``plan(split=True)``) runs
+    ``gradients`` and ``update`` instead (see the module docstring)."""
 
-    def __init__(self, model, fn, arrays, floats, seeds, cap):
-        self.model, self.fn, self.floats, self.seed_layers = model, fn, floats, seeds
+    def __init__(self, model, fns, arrays, floats, seeds, cap):
+        self.model, self.fns, self.floats, self.seed_layers = model, fns, floats, seeds
+        self.split = len(fns) == 2
         self.arrays, self.capacity = arrays, cap  # the step's arrays, for batches of up to ``cap`` rows
         dtype = model.dtype
         self.threads = threads = config.get_num_threads()
@@ -353,13 +355,35 @@ class CompiledStep:
         opt = self.model.optimizer
         lr, t = opt.next_step(self.model.dtype)
         self.floats[0] = lr
-        for k, layer in enumerate(self.seed_layers):
-            self.seeds[k] = layer.next_seed()
-        status = self.fn(xs, ys, order, start, m, *self.head, *self.workspace, self.model.sums, t, self.floats,
-                         self.seeds, *self.arrays)
-        numba.set_num_threads(self.threads)  # in case the step raised half-way (it sets it back itself)
+        self._next_seeds()
+        status = self._call(self.fns[0], xs, ys, order, start, m, t)
         if status == LOSS_NOT_FINITE:
             opt.iterations -= 1  # as in the layer-by-layer loop, which stops before the update
+        return status
+
+    def gradients(self, xs, ys, order, start, m):
+        """A split step's first call: forward, loss, backward and metrics on rows ``order[start:start + m]``
+        into the layers' gradients and ``model.sums``; STEP_OK, or LOSS_NOT_FINITE when the running loss
+        is not finite (the caller decides: data-parallel ranks decide together, on the reduced loss)."""
+        self._next_seeds()
+        return self._call(self.fns[0], xs, ys, order, start, m, 0)
+
+    def update(self, xs, ys, order):
+        """A split step's second call: the optimizer's update from the layers' gradients; STEP_OK or
+        WEIGHTS_NOT_FINITE (the snapshots hold the pre-step weights). ``xs, ys, order`` only fill the
+        signature the two calls share (a rank with no rows in a batch makes no gradients call)."""
+        lr, t = self.model.optimizer.next_step(self.model.dtype)
+        self.floats[0] = lr
+        return self._call(self.fns[1], xs, ys, order, 0, 0, t)
+
+    def _next_seeds(self):
+        for k, layer in enumerate(self.seed_layers):
+            self.seeds[k] = layer.next_seed()
+
+    def _call(self, fn, xs, ys, order, start, m, t):
+        status = fn(xs, ys, order, start, m, *self.head, *self.workspace, self.model.sums, t, self.floats,
+                    self.seeds, *self.arrays)
+        numba.set_num_threads(self.threads)  # in case the step raised half-way (it sets it back itself)
         return status
 
 
@@ -385,8 +409,11 @@ def _workspace(model, cap, threads, dtype):
     return allocate_workspace(a, b, c, dtype, slots)
 
 
-def _generate(model, y, cap, snapshots):
-    """(source, array names, _Source) of the step for ``model`` with targets like ``y``; or a reason."""
+def _generate(model, y, cap, snapshots, split):
+    """(source, array names, _Source) of the step for ``model`` with targets like ``y``; or a reason.
+
+    The source defines ``step``, or with ``split`` ``gradients`` (everything before the update, the
+    loss check included) and ``update``: one signature for all three."""
     src = _Source()
     src.scalar(0.0)  # fs[0]: the learning rate, written before each call
     dtype = model.dtype
@@ -428,10 +455,8 @@ def _generate(model, y, cap, snapshots):
         why = _metric_source(src, k, fn, y, d, cap, dtype)
         if why:
             return why
-    src("if not math.isfinite(sums[0]):")
-    src("    set_threads(T)")
-    src(f"    return {LOSS_NOT_FINITE}")
-    src("set_threads(T)")
+    backward = src.lines
+    src.lines = []
     src("bad = 0")
     opt = model.optimizer
     kernel, hyper = _UPDATES[type(opt)]
@@ -447,11 +472,19 @@ def _generate(model, y, cap, snapshots):
             src(f"bad += KO.{kernel}({', '.join(args)})")
             k += 1
     src(f"return {WEIGHTS_NOT_FINITE} if bad != 0 else {STEP_OK}")
+    update = src.lines
     names = list(src.arrays)
-    body = "\n".join(src.lines)
-    source = (_HEADER.format(dtype=dtype.name) + "\n@njit(**JIT)\n"
-              + "def step(xs, ys, order, start, m, T, MINW, MINF, blocks, abuf, bbuf, cbuf, sums, t, fs, seeds, "
-              + ", ".join(names) + "):\n" + body + "\n")
+    finite = ["    if not math.isfinite(sums[0]):", "        set_threads(T)", f"        return {LOSS_NOT_FINITE}",
+              "    set_threads(T)"]
+    if split:  # the gradients, then (after the caller's allreduce) the update
+        functions = [("gradients", backward + finite + [f"    return {STEP_OK}"]),
+                     ("update", ["    set_threads(T)"] + update)]
+    else:
+        functions = [("step", backward + finite + update)]
+    params = ("(xs, ys, order, start, m, T, MINW, MINF, blocks, abuf, bbuf, cbuf, sums, t, fs, seeds, "
+              + ", ".join(names) + "):\n")
+    source = _HEADER.format(dtype=dtype.name) + "".join(
+        "\n@njit(**JIT)\ndef " + name + params + "\n".join(body) + "\n" for name, body in functions)
     return source, names, src
 
 
@@ -487,11 +520,11 @@ def _digest(source):
 
 
 def _load(source, digest):
-    """The ``step`` function of ``source``, written once to a file named by its hash (and that of the
-    kernels it calls) and imported."""
-    fn = _LOADED.get(digest)
-    if fn is not None:
-        return fn
+    """The module of ``source``, written once to a file named by its hash (and that of the kernels it
+    calls) and imported."""
+    module = _LOADED.get(digest)
+    if module is not None:
+        return module
     path = os.path.join(_steps_dir(), f"step_{digest}.py")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -503,15 +536,16 @@ def _load(source, digest):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _LOADED[digest] = fn = module.step
-    return fn
+    _LOADED[digest] = module
+    return module
 
 
-def plan(model, x, y, batch, recorder, snapshots, steps):
+def plan(model, x, y, batch, recorder, snapshots, steps, split=False):
     """(CompiledStep, "compiled") for training ``model`` on ``x, y`` in batches of ``batch`` rows, or
     (None, "layers: <reason>"). ``recorder``: the open profile's, or None; ``snapshots``: one flat array
     per parameter array for the NaN guard's pre-step weights, or None (``nan_guard=False``); ``steps``:
-    how many steps the fit runs at most (see MIN_STEPS)."""
+    how many steps the fit runs at most (see MIN_STEPS); ``split``: a step in two calls, gradients and
+    update, for a caller that reduces the gradients in between (data-parallel training)."""
     why = _why_not(model, x, recorder)
     if why is not None:
         return None, "layers: " + why
@@ -519,17 +553,18 @@ def plan(model, x, y, batch, recorder, snapshots, steps):
     params = [p for layer in model.layers for p in layer.params]
     if not opt.built:
         opt.build(params)
-    generated = _generate(model, y, batch, snapshots)
+    generated = _generate(model, y, batch, snapshots, split)
     if isinstance(generated, str):
         return None, "layers: " + generated
     source, names, src = generated
     digest = _digest(source)
     if digest not in _LOADED and steps < MIN_STEPS:
         return None, f"layers: {steps} steps, fewer than compiled_step.MIN_STEPS={MIN_STEPS} to repay a compile"
-    fn = _load(source, digest)
+    module = _load(source, digest)
+    fns = (module.gradients, module.update) if split else (module.step,)
     arrays = [src.arrays[n] for n in names]
-    step = CompiledStep(model, fn, arrays, np.array(src.floats), src.seeds, batch)
-    return step, "compiled"
+    step = CompiledStep(model, fns, arrays, np.array(src.floats), src.seeds, batch)
+    return step, "compiled, gradients and update apart" if split else "compiled"
 
 
 __all__ = [

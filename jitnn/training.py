@@ -5,7 +5,9 @@ Per step, one of two paths, chosen once per fit by ``compiled_step.plan`` (the o
 the ``jitnn`` logger):
 - compiled (a CPU model whose layers, loss, optimizer and metrics all have kernels, no profile open):
   one ``@njit`` call trains the batch, gather to update (jitnn/compiled_step.py), bitwise the same
-  results as the layer-by-layer path;
+  results as the layer-by-layer path; in data-parallel training two calls, the gradients (this rank's
+  rows) and the update, with the strategy's allreduce between them (``"compiled, gradients and update
+  apart"``);
 - layer by layer (any device, CSR input, pruned layers, custom metrics, a profile recording): gather
   the batch on the device (``ops.gather_rows`` from the training set, uploaded once, and a permutation
   drawn on the host from the fit's seed: the same batches on every device), ``model.train_step``
@@ -83,6 +85,9 @@ class SingleProcess:
 
     def reduce_gradients(self, grads, rows, global_rows, recorder):
         pass
+
+    def in_turn(self, fn):
+        return fn()
 
     def reduce_sums(self, sums):
         pass
@@ -171,13 +176,12 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     batch_begin = [cb for cb in cb_list if _overrides(cb, "on_train_batch_begin", "on_batch_begin")]
     batch_end = [cb for cb in cb_list if _overrides(cb, "on_train_batch_end", "on_batch_end")]
     profile_rec = profiler.current(profile, model, t_start)
-    if strategy is not SINGLE_PROCESS:  # the gradients are reduced between backward and update
-        compiled, model.step_path = None, "layers: data parallel (gradients reduced between backward and update)"
-    elif sample_weight is not None:  # the compiled step has no row weights
+    if sample_weight is not None:  # the compiled step has no row weights
         compiled, model.step_path = None, "layers: sample weights"
-    else:
-        compiled, model.step_path = compiled_step.plan(model, x, y, batch_size, profile_rec, flat_snaps,
-                                                       steps * (epochs - initial_epoch))
+    else:  # data parallel: a step in two calls, the gradients reduced between backward and update
+        compiled, model.step_path = strategy.in_turn(lambda: compiled_step.plan(
+            model, x, y, batch_size, profile_rec, flat_snaps, steps * (epochs - initial_epoch),
+            split=strategy is not SINGLE_PROCESS))
     _log.debug("fit: %s step path", model.step_path)
     rec = ops.recorder(profile_rec, model.layers)
     model.recorder = rec
@@ -209,14 +213,17 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 for cb in batch_begin:
                     cb.on_train_batch_begin(step)
                 interrupt.in_step = True  # from here to the update, a Ctrl-C waits for the step's end
-                if compiled is not None:  # the whole step; no update when the loss is not finite
+                if compiled is not None and not compiled.split:  # no update when the loss is not finite
                     # a concurrent predict sees whole steps only; under a user's workqueue layer, kernels
                     # take turns (config.kernel_turns, a no-op otherwise)
                     with model.writing_weights(), kernel_turns:
                         status = compiled.run(xs, ys, d_order, start, m)
                 else:
                     first, rows = strategy.shard(start, m)  # this process's rows of the batch
-                    if rows:
+                    if rows and compiled is not None:  # its loss is checked below, reduced over the ranks
+                        with kernel_turns:
+                            compiled.gradients(xs, ys, d_order, first, rows)
+                    elif rows:
                         t = rec.start()
                         xb = ops.gather_rows(xs, d_order, first, rows, None if sparse else xbuf[:rows])
                         yb = ops.gather_rows(ys, d_order, first, rows, ybuf[:rows])
@@ -241,7 +248,10 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                             ops.copy(p, s)
                     logs = {k: float(v / seen) for k, v in zip(keys, host_sums)}
                     rec.host_stop(t, None, "nan_guard", m)
-                if compiled is None:
+                if compiled is not None and compiled.split:
+                    with model.writing_weights(), kernel_turns:
+                        status = compiled.update(xs, ys, d_order)
+                elif compiled is None:
                     interrupt.updating = True
                     bad = model.apply_gradients(on_param=rec.update_hook(m), snapshots=flat_snaps)
                     rec.end_update(m)

@@ -2,6 +2,7 @@
 
     mpiexec -n 2 python perf/mpi_train.py --batch 1024 --epochs 3          # data parallel, 1 thread a rank
     python perf/mpi_train.py --batch 1024 --epochs 3 --plain --threads 2     # one process, no MPI
+    mpiexec -n 2 python perf/mpi_train.py --batch 256 --layers               # the layer-by-layer loop
 
 The first epoch compiles (or loads the cache) and is reported apart; the rest are the steady state.
 With ``--profile`` the per-phase times of the last epoch (forward, backward, update, allreduce) come
@@ -41,7 +42,12 @@ def main():
     p.add_argument("--plain", action="store_true", help="no MPI: one process")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--step-times", action="store_true", help="also print every steady step's seconds")
+    p.add_argument("--layers", action="store_true", help="the layer-by-layer loop (compiled_step.ENABLED = False)")
     args = p.parse_args()
+    if args.layers:
+        from jitnn import compiled_step
+
+        compiled_step.ENABLED = False
     strategy = None
     if not args.plain:
         from jitnn.distributed import DataParallel
@@ -80,7 +86,8 @@ def main():
         grad_bytes = sum(pa.nbytes for layer in model.layers for pa in layer.params)
         print(json.dumps({"ranks": 1 if strategy is None else strategy.size, "threads": jitnn.get_num_threads(),
                           "batch": args.batch, "steps": steps, "first_epoch_s": first, "epoch_s": epochs,
-                          "grad_bytes": grad_bytes, "phases_s": phases, "step_s": step_times}), flush=True)
+                          "grad_bytes": grad_bytes, "phases_s": phases, "step_s": step_times,
+                          "step_path": model.step_path}), flush=True)
 
 
 if __name__ == "__main__":

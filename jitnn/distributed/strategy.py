@@ -19,6 +19,7 @@ import traceback
 import numpy as np
 
 import jitnn
+from jitnn.memory import aligned_zeros, padded_to_line
 from jitnn.training import NonFiniteLossError
 
 #: Seconds a failing rank waits after writing its message before MPI_Abort, so the launcher forwards it.
@@ -44,6 +45,37 @@ def _cores() -> int:
 def balanced_slice(rows: int, rank: int, size: int) -> slice:
     """Rank ``rank``'s contiguous share of ``rows`` rows: sizes differ by at most one."""
     return slice(rows * rank // size, rows * (rank + 1) // size)
+
+
+def gradient_arena(model, views=(), arena=None):
+    """(gradient arrays, dtype -> flat buffer): every layer's gradient arrays made views of one flat
+    buffer per dtype, in the model's order, so that the step's allreduce runs on them in place (no copy
+    in and out of a separate buffer). The layers keep their values; ``views, arena`` from an earlier call
+    are returned as they are when the layers still hold exactly those arrays."""
+    grads = [g for layer in model.layers for g in layer.grads]
+    if len(grads) == len(views) and all(g is v for g, v in zip(grads, views)):
+        return list(views), arena
+    sizes: dict = {}
+    for g in grads:  # each array starts on a cache line, as jitnn.memory allocates them
+        sizes[g.dtype] = sizes.get(g.dtype, 0) + padded_to_line(g.size, g.dtype)
+    arena = {dtype: aligned_zeros(n, dtype) for dtype, n in sizes.items()}
+    offsets = dict.fromkeys(sizes, 0)
+    for layer in model.layers:
+        owned = {id(g) for g in layer.grads}
+        for name in layer.arrays:
+            g = getattr(layer, name, None)
+            if g is None or id(g) not in owned:
+                continue
+            o = offsets[g.dtype]
+            view = arena[g.dtype][o:o + g.size].reshape(g.shape)
+            view[...] = g
+            setattr(layer, name, view)
+            offsets[g.dtype] = o + padded_to_line(g.size, g.dtype)
+        layer.collect()
+    views = [g for layer in model.layers for g in layer.grads]
+    if any(offsets[d] != sizes[d] for d in sizes) or len(views) != len(grads):  # a layer keeps its gradients elsewhere
+        return [], {}
+    return views, arena
 
 
 class DataParallel:
@@ -72,7 +104,8 @@ class DataParallel:
 
         self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         jitnn.set_num_threads(self.threads)
-        self._flat: dict = {}  # dtype -> the flat gradient buffer of one step
+        self._flat: dict = {}  # dtype -> the flat gradient buffer of one step (packing path)
+        self._arena: tuple[list, dict] = ([], {})  # (the layers' gradient arrays, dtype -> the flat buffer they view)
 
     @property
     def is_root(self) -> bool:
@@ -107,6 +140,7 @@ class DataParallel:
             self.broadcast(arrays)
         opt.iterations = int(self.broadcast_scalar(opt.iterations))
         model.weights_changed()
+        self._arena = gradient_arena(model, *self._arena)
 
     def shard(self, start, rows):
         """(first row, row count) of this rank's contiguous share of the batch order[start:start+rows]."""
@@ -116,11 +150,23 @@ class DataParallel:
     def reduce_gradients(self, grads, rows, global_rows, recorder):
         """grads[i] <- sum over ranks of grads[i] * rows / global_rows, in place: one Allreduce a dtype.
 
-        The gradients are packed into one flat buffer (one collective per step instead of one per
-        array: the latency term counts once), summed in place, and unpacked. A rank with no rows in
-        this batch (the last one, smaller than the rank count) contributes zeros."""
+        One collective per step on one flat buffer, not one per array: the latency term counts once.
+        The gradients of a model this strategy set up are views of that buffer (``gradient_arena``), so
+        it is scaled and summed in place; other arrays are packed into one and unpacked (0.45 ms a step
+        for the reference MLP's 1.8 MiB, against 0.11 ms for the in-place scaling). A rank with no rows
+        in this batch (the last one, smaller than the rank count) contributes zeros."""
         t = recorder.host_start()
         scale = rows / global_rows
+        views, arena = self._arena
+        if len(grads) == len(views) and all(g is v for g, v in zip(grads, views)):
+            for flat in arena.values():
+                if not rows:
+                    flat.fill(0)
+                elif scale != 1:
+                    np.multiply(flat, flat.dtype.type(scale), out=flat)
+                self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+            recorder.host_stop(t, None, "allreduce", global_rows)
+            return
         by_dtype: dict = {}
         for g in grads:
             by_dtype.setdefault(g.dtype, []).append(g)
@@ -142,6 +188,17 @@ class DataParallel:
                 np.copyto(g.reshape(-1), flat[o:o + g.size])
                 o += g.size
         recorder.host_stop(t, None, "allreduce", global_rows)
+
+    def in_turn(self, fn):
+        """``fn()`` on the root, then on the other ranks: the root compiles (a training step) what the
+        others then load from the disk cache, which numba does not make safe for several processes
+        writing the same entry at once."""
+        if self.is_root:
+            result = fn()
+            self.comm.Barrier()
+            return result
+        self.comm.Barrier()
+        return fn()
 
     def reduce_sums(self, sums) -> None:
         """The running loss and metric sums (float64, in place) summed over ranks."""
@@ -223,4 +280,4 @@ class DataParallel:
         os._exit(1)  # MPI_Abort may return before the launcher's kill arrives: this rank goes no further
 
 
-__all__ = ["DataParallel", "balanced_slice"]
+__all__ = ["DataParallel", "balanced_slice", "gradient_arena"]
