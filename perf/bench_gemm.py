@@ -3,6 +3,7 @@
     python perf/bench_gemm.py                      # f32 and f64, every shape, jitnn's thread count
     python perf/bench_gemm.py --threads 1          # one jitnn thread against one OpenBLAS thread
     python perf/bench_gemm.py --quick --dtype float32
+    python perf/bench_gemm.py --dtype float32 --batches 1000 --only b=1000   # the batch-1000 step's products
     pytest perf/bench_gemm.py --benchmark-only     # a few shapes through pytest-benchmark
 
 Each peer runs in blocks of back-to-back calls (no pause inside a block, as in a training loop); the
@@ -111,6 +112,8 @@ def main(argv=None):
     p.add_argument("--blocks", type=int, default=7, help="alternating blocks per figure (median taken)")
     p.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
     p.add_argument("--threads", type=int, default=None, help="threads for both peers (default: jitnn's)")
+    p.add_argument("--batches", default=None,
+                   help="comma-separated batch sizes of the MLP products (default 32,64,128; 64 with --quick)")
     p.add_argument("--only", default="", help="run only shapes whose name contains this text")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="cpu: the calling thread's CPU time (one thread only; robust on a shared machine)")
@@ -134,7 +137,10 @@ def main(argv=None):
     for dt in dtypes:
         sizes = [256, 1024] if args.quick else SQUARE
         square = [(f"square {s}", s, s, s, False, False) for s in sizes]
-        shapes = square + mlp_shapes((64,) if args.quick else BATCHES)
+        batches = (64,) if args.quick else BATCHES
+        if args.batches:
+            batches = tuple(int(b) for b in args.batches.split(","))
+        shapes = square + mlp_shapes(batches)
         shapes = [s for s in shapes if args.only in s[0]]
         print_table(run_table(shapes, np.dtype(dt).type, args.blocks, clock),
                     f"{dt}: C = op(A) @ op(B), peak {est[dt]} GFLOP/s on {threads} thread(s)", est[dt])
