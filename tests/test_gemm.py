@@ -42,7 +42,9 @@ _MCS = sorted({blk[2] for blk in BLOCKS.values()})
 _KCS = sorted({blk[3] for blk in BLOCKS.values()} | {blk[5] for blk in BLOCKS.values()})
 _M_PAST = max(_MCS) + 13  # past MC for every dtype and off every MR (205 while MC <= 192)
 _N_PAST = max(blk[4] for blk in BLOCKS.values()) + 3  # past NC
-K_MULTI = max(_KCS) + 9  # several slabs for every dtype, K % KC != 0 (521 while KC is 256 or 512)
+# Three slabs for every dtype, the last shallow (585 while KC is 256: 256, 256, 73): past the KC/4 under
+# which a remainder joins the slab before it (kernels.gemm.slab_count).
+K_MULTI = 2 * max(_KCS) + max(_KCS) // 4 + 9
 SHAPES = [
     (0, 5, 7), (5, 0, 7), (5, 7, 0), (0, 0, 0), (0, 17, 0),   # empty products
     (1, 1, 1), (1, 17, 7), (17, 1, 7), (7, 17, 1),           # ones in each dimension
@@ -54,7 +56,8 @@ SHAPES = [
     (5, _N_PAST, 3), (_M_PAST, _N_PAST, 3),                  # N > NC on both paths
 ]
 SHAPES += [(97, 97, kc) for kc in _KCS]                      # K == KC
-SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1
+SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1: one slab, KC + 1 deep
+SHAPES += [(_M_PAST, 97, 2 * kc + kc // 4) for kc in _KCS]   # large-M path, the remainder in a deeper last slab
 SHAPES += [(263, 97, 2 * kc) for kc in _KCS]                 # K a multiple of KC
 SHAPES += [(mc + d, 33, 5) for mc in _MCS for d in (-1, 0, 1)]  # M just under, on, past MC
 SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI), (_M_PAST + 3, 64, 17)]  # ragged rows: one short tile
@@ -277,7 +280,9 @@ def test_c_layouts_write_only_the_view(dtype, lc, beta):
 
 
 DIM = st.one_of(st.integers(0, 24), st.sampled_from(sorted({mc + d for mc in _MCS for d in (-1, 0, 1)} | {97, 263})))
-KDIM = st.one_of(st.integers(0, 24), st.sampled_from(sorted({kc + d for kc in _KCS for d in (-1, 0, 1)} | {K_MULTI})))
+KDIM = st.one_of(st.integers(0, 24), st.sampled_from(sorted({kc + d for kc in _KCS for d in (-1, 0, 1)}
+                                                              | {kc + kc // 4 + d for kc in _KCS for d in (0, 1)}
+                                                              | {K_MULTI})))
 STRIDES = st.tuples(st.sampled_from("CF"), st.sampled_from([1, 2, 3, -1, -2]), st.sampled_from([1, 2, -1, -3]))
 SCALARS = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 2.5, -0.5]), st.floats(-3, 3, width=32))
 

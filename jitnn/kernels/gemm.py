@@ -28,6 +28,7 @@ through a small tile buffer. Matrix-vector and dot products (N == 1) take ``gemv
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.blocking import SHORT_ROWS
@@ -279,6 +280,33 @@ def kc_for(m, n, blocks):
     return kc_small if (m <= mc and n > nr) else kc
 
 
+@register_jitable
+def slab_count(k, kc):
+    """How many KC slabs a K-deep product takes: slabs of ``kc``, the last one deeper where the rest
+    would be a slab of at most kc/4 (K = 288 is one slab of 288, K = 784 three: 256, 256, 272). Each
+    slab is one more read-modify-write pass over C and, on the large-M path, two more parallel regions,
+    which a 16- or 32-deep slab does not repay; a sliver of B up to 1.25 KC deep still sits in L1
+    (float32 320 x 32 x 4 B = 40 KiB of 48)."""
+    count = max(1, (k + kc - 1) // kc)
+    if count > 1 and k - (count - 1) * kc <= kc // 4:
+        count -= 1
+    return count
+
+
+@njit(**JIT, inline="always")
+def slab_depth(s, count, k, kc):
+    """Depth of slab ``s`` of ``count`` (slab_count): ``kc``, the last one the rest of K."""
+    return kc if s < count - 1 else k - s * kc
+
+
+@register_jitable
+def deepest_slab(k, kc):
+    """The depth of the deepest of slab_count's slabs (the packing buffers' depth); also plain Python,
+    for the workspace's sizing."""
+    count = slab_count(k, kc)
+    return k if count == 1 else max(kc, k - (count - 1) * kc)
+
+
 @njit(**JIT, inline="always")
 def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                 i_lo, i_hi, j_lo, j_hi, apack, bbuf, boff, ct):
@@ -307,9 +335,11 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
         ncur = min(nc_max, j_hi - jc)
         npan = (ncur + nr - 1) // nr
         full = ncur // nr if b_in_place else 0
-        for pc in range(0, k, kc_max):
-            kcur = min(kc_max, k - pc)
-            last = pc + kcur == k
+        nslabs = slab_count(k, kc_max)
+        for slab in range(nslabs):
+            pc = slab * kc_max
+            kcur = slab_depth(slab, nslabs, k, kc_max)
+            last = slab == nslabs - 1
             beta_k = beta if pc == 0 else 1.0
             off = boff - full * kcur * nr  # packed panels full..npan start at bbuf[boff]
             if full < npan:
@@ -355,10 +385,11 @@ def run_task(kind, t, tasks, plan, tid, alpha, a, aflat, a_rs, a_cs, b, bflat, b
     if kind == OWNED_COLUMNS or kind == OWNED_ROWS:
         if kind == OWNED_COLUMNS:
             i_lo, i_hi, j_lo, j_hi = zero, m, t * share, min(n, (t + 1) * share)
-            bstride = min(kc_for(m, n, blocks), k) * min(nc_max, share)
+            kc = kc_for(m, n, blocks)
+            bstride = deepest_slab(k, kc) * min(nc_max, share)
         else:
             i_lo, i_hi, j_lo, j_hi = t * share // tasks * mr, min(m, (t + 1) * share // tasks * mr), zero, n
-            bstride = min(kc_max, k) * nr
+            bstride = deepest_slab(k, kc_max) * nr
         owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                     i_lo, i_hi, j_lo, j_hi, abuf[tid], bbuf, tid * bstride, cbuf[tid])
     elif kind == SCALE_ROWS:
@@ -418,7 +449,7 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     # The parallel regions, each a pass of the one prange below (run_task says what a task does): numba
     # compiles each prange into a gufunc of three libraries (body, wrapper, parallel wrapper), each
     # re-optimizing all the code it calls down to the micro-kernels, about 2 s of a cold compile each.
-    kc_steps = (k + kc_max - 1) // kc_max
+    kc_steps = slab_count(k, kc_max)
     jc, ncur, pc, kcur = zero, zero, zero, zero
     if scale_only:
         kind, passes, tasks, share = SCALE_ROWS, 1, threads, zero
@@ -442,8 +473,9 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
     for step in range(passes):
         if kind == PACK_B or kind == ROW_BLOCKS:
             jc = step // (2 * kc_steps) * nc_max
-            pc = step // 2 % kc_steps * kc_max
-            ncur, kcur = min(nc_max, n - jc), min(kc_max, k - pc)
+            slab = step // 2 % kc_steps
+            pc = slab * kc_max
+            ncur, kcur = min(nc_max, n - jc), slab_depth(slab, kc_steps, k, kc_max)
             if step % 2 == 0:
                 kind, tasks, share = PACK_B, threads, ((ncur + nr - 1) // nr + threads - 1) // threads
             else:
@@ -480,7 +512,7 @@ def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
     mr, nr, mc, kc_max, nc_max, kc_small = blocks
-    kc = min(max(kc_max, kc_small), max(k, 1))  # kc_for picks either depth
+    kc = max(1, deepest_slab(k, kc_max), deepest_slab(k, kc_small))  # kc_for picks either KC
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
     per = (npanels + threads - 1) // threads
