@@ -28,7 +28,6 @@ through a small tile buffer. Matrix-vector and dot products (N == 1) take ``gemv
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.extending import register_jitable
 
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.blocking import SHORT_ROWS
@@ -280,7 +279,7 @@ def kc_for(m, n, blocks):
     return kc_small if (m <= mc and n > nr) else kc
 
 
-@register_jitable
+@njit(**JIT, inline="always")
 def slab_count(k, kc):
     """How many KC slabs a K-deep product takes: slabs of ``kc``, the last one deeper where the rest
     would be a slab of at most kc/4 (K = 288 is one slab of 288, K = 784 three: 256, 256, 272). Each
@@ -299,12 +298,14 @@ def slab_depth(s, count, k, kc):
     return kc if s < count - 1 else k - s * kc
 
 
-@register_jitable
+@njit(**JIT, inline="always")
 def deepest_slab(k, kc):
-    """The depth of the deepest of slab_count's slabs (the packing buffers' depth); also plain Python,
-    for the workspace's sizing."""
-    count = slab_count(k, kc)
-    return k if count == 1 else max(kc, k - (count - 1) * kc)
+    """The depth of the deepest of slab_count's slabs (the packing buffers' depth), in closed form, so
+    that Python sizes the workspace with the same function (``deepest_slab.py_func``)."""
+    if k <= kc + kc // 4:
+        return k  # one slab
+    rem = k % kc
+    return kc + rem if 0 < rem <= kc // 4 else kc
 
 
 @njit(**JIT, inline="always")
@@ -512,7 +513,7 @@ def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
     mr, nr, mc, kc_max, nc_max, kc_small = blocks
-    kc = max(1, deepest_slab(k, kc_max), deepest_slab(k, kc_small))  # kc_for picks either KC
+    kc = max(1, deepest_slab.py_func(k, kc_max), deepest_slab.py_func(k, kc_small))  # kc_for picks either KC
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
     per = (npanels + threads - 1) // threads
