@@ -98,7 +98,7 @@ class _Workspace(threading.local):
         have = self.buffers.get(dtype)
         # (n, the KC slab depth, threads) decide the sizes (workspace_sizes): shapes known to fit the current
         # buffers are remembered, so a model's alternating products skip the sizing (~3.5 us a call).
-        key = (n, max(_deepest_slab(k, blocks[3]), _deepest_slab(k, blocks[5])), threads)
+        key = (n, max(_k.deepest_slab_depth(k, blocks[3]), _k.deepest_slab_depth(k, blocks[5])), threads)
         if have is not None and key in have[3]:
             return blocks, have
         a_size, b_size, c_size = _k.workspace_sizes(m, n, k, blocks, threads)
@@ -114,7 +114,6 @@ class _Workspace(threading.local):
 
 
 _BLOCKS = {dt: blocks_for(dt) for dt in _FLOATS}
-_deepest_slab = _k.deepest_slab.py_func  # the kernel's own rule, run as Python
 _NO_BIAS = {dt: np.empty(0, dt) for dt in _FLOATS}
 _NO_FLAT = _NO_BIAS
 _workspace = _Workspace()

@@ -868,7 +868,7 @@ def test_micro_kernel_applies_bias_and_relu_in_registers(dtype, act):
 
 
 def test_slabs_cover_k_in_order_and_the_deepest_is_what_the_workspace_holds():
-    from jitnn.kernels.gemm import deepest_slab, slab_count, slab_depth
+    from jitnn.kernels.gemm import deepest_slab_depth, slab_count, slab_depth
 
     for kc in sorted(set(_KCS) | {4, 8}):
         for k in range(4 * kc + 3):
@@ -877,4 +877,4 @@ def test_slabs_cover_k_in_order_and_the_deepest_is_what_the_workspace_holds():
             assert sum(depths) == k and all(d == kc for d in depths[:-1])
             assert depths[-1] > kc // 4 or count == 1  # a shallow remainder joins the slab before it
             assert depths[-1] <= kc + kc // 4
-            assert deepest_slab.py_func(k, kc) == max(depths)
+            assert deepest_slab_depth(k, kc) == max(depths)

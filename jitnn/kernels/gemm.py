@@ -298,14 +298,16 @@ def slab_depth(s, count, k, kc):
     return kc if s < count - 1 else k - s * kc
 
 
-@njit(**JIT, inline="always")
-def deepest_slab(k, kc):
-    """The depth of the deepest of slab_count's slabs (the packing buffers' depth), in closed form, so
-    that Python sizes the workspace with the same function (``deepest_slab.py_func``)."""
+def deepest_slab_depth(k, kc):
+    """The depth of the deepest of slab_count's slabs (the packing buffers' depth), in closed form: plain
+    Python for the workspace's sizing, and ``deepest_slab`` in the kernels."""
     if k <= kc + kc // 4:
         return k  # one slab
     rem = k % kc
     return kc + rem if 0 < rem <= kc // 4 else kc
+
+
+deepest_slab = njit(**JIT, inline="always")(deepest_slab_depth)
 
 
 @njit(**JIT, inline="always")
@@ -513,7 +515,7 @@ def gemv_kernel(alpha, a, x, beta, c, bias, act, act_param, bias_per_row):
 def workspace_sizes(m, n, k, blocks, threads):
     """(abuf per thread, bbuf total, cbuf per thread) element counts for gemm_kernel."""
     mr, nr, mc, kc_max, nc_max, kc_small = blocks
-    kc = max(1, deepest_slab.py_func(k, kc_max), deepest_slab.py_func(k, kc_small))  # kc_for picks either KC
+    kc = max(1, deepest_slab_depth(k, kc_max), deepest_slab_depth(k, kc_small))  # kc_for picks either KC
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
     per = (npanels + threads - 1) // threads
