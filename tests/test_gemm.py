@@ -25,7 +25,12 @@ from scipy.special import expit
 
 import jitnn
 from jitnn.kernels.blocking import BLOCKS, SHORT_ROWS, VECTOR_BYTES
-from jitnn.kernels.gemm import ALIASED_MIN_PANELS, IN_PLACE_MAX_PANELS, ROWS_OWNED_MAX_PANELS
+from jitnn.kernels.gemm import (
+    ALIASED_MIN_PANELS,
+    IN_PLACE_MAX_PANELS,
+    IN_PLACE_MAX_PANELS_COLUMN_MAJOR,
+    ROWS_OWNED_MAX_PANELS,
+)
 from jitnn.kernels.micro import micro_kernel, micro_kernel_c, short_kernel
 
 DTYPES = [np.float32, np.float64]
@@ -63,6 +68,8 @@ SHAPES += [(mc + d, 33, 5) for mc in _MCS for d in (-1, 0, 1)]  # M just under, 
 SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI), (_M_PAST + 3, 64, 17)]  # ragged rows: one short tile
 ALIASED = (64, 512, K_MULTI)  # small M of >= ALIASED_MIN_PANELS panels, B's rows 2 or 4 KiB apart: B packed
 SHAPES += [ALIASED]
+_NR_MAX = max(blk[1] for blk in BLOCKS.values())
+SHAPES += [(_M_PAST, (IN_PLACE_MAX_PANELS + 1) * _NR_MAX + 5, 17)]  # large M, A packed in every layout
 # One shape per driver path, both with several slabs and K off a multiple of KC.
 PATH_SHAPES = [(17, 97, K_MULTI), (max(_MCS) + 5, 37, K_MULTI)]
 PATH_IDS = ["small_m", "large_m"]
@@ -214,6 +221,9 @@ def test_shape_table_reaches_every_path():
         item = np.dtype(dtype).itemsize
         assert any(ALIASED_MIN_PANELS * mr <= m <= mc and n * item % 2048 == 0 for m, n, k in live)
         assert any(m > mc and IN_PLACE_MAX_PANELS < -(-n // nr) <= nc // nr for m, n, k in live)
+        # panels that a row-major A is read in place for and a column-major A packed
+        assert any(m > mc and IN_PLACE_MAX_PANELS_COLUMN_MAJOR < -(-n // nr) <= IN_PLACE_MAX_PANELS
+                   for m, n, k in live)
         # ragged last rows that take one short tile, written from its registers (N a multiple of NR)
         assert any(m % mr == SHORT_ROWS and n % nr == 0 and m <= mc for m, n, k in live)
         assert any(m % mr == SHORT_ROWS and n % nr == 0 and m > mc for m, n, k in live)

@@ -35,10 +35,15 @@ from jitnn.kernels.elementwise import LEAKY_RELU, LINEAR, RELU, activate_block, 
 from jitnn.kernels.micro import micro_kernel_c, short_kernel_c
 from jitnn.memory import aligned_empty, padded_to_line
 
-# A row block is read in place instead of packed when B has at most this many NR panels (rows_in_place).
-# Paired A/B on 2 threads, float32: 7744x288x64 1.43x, 1000x512x128 1.17x, 1000x256x256 (8 panels) 1.11x;
-# reading in place at 16 panels and more (1000x784x512, 1024^3) measured 0.96-0.98x.
-IN_PLACE_MAX_PANELS = 8
+# A row block is read in place instead of packed when B has at most this many NR panels (rows_in_place):
+# A column-major A (a transposed activation, dW = X^T dZ) steps a whole column per k, row-major A one
+# element. Paired A/B on 2 threads, float32, against packing: row-major 7744x288x64 1.43x, 1000x512x128
+# 1.17x, 1000x256x256 (8 panels) 1.11x, 7744x64x288 (9) 1.07-1.08x, 1000x256x384 (12) 1.08x,
+# 1000x784x512 (16) 1.06x, 1000x784x1024 and 1024^3 (32) 1.03x; column-major 128x1000x64T (2) 1.26x but
+# 784x1000x288T (9) 0.84x, 784x1000x512T (16) 0.82-0.85x. (Before the slabs of slab_count, row-major
+# at 16 panels had measured 0.96-0.98x.)
+IN_PLACE_MAX_PANELS = 32
+IN_PLACE_MAX_PANELS_COLUMN_MAJOR = 8
 # Large M, more than two KC steps and at most this many NR panels of a B with unit-stride columns: each
 # thread owns its rows for the whole call, B read in place (gemm_kernel). Paired A/B on 2 threads,
 # float32: conv2's dW 288x7744x64T (31 KC steps) 1.17-1.25x, at batch 256 (121 steps) 1.19x; 64x784x10
@@ -238,16 +243,18 @@ def macro_kernel(aflat, aoff, a_rs, a_cs, m_in_place, apack, m, k, mr, nr, bflat
 
 
 @njit(**JIT, inline="always")
-def rows_in_place(m, mr, a_rs, panels, small_m):
+def rows_in_place(m, mr, a_rs, a_cs, panels, small_m):
     """How many of a row block's m rows the micro-kernel reads straight from A (the rest are packed).
 
     All full MR panels when A has a flat view (``a_rs >= 0``: unit-stride rows or columns) and a packed
-    panel would serve few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B.
+    panel would serve few tiles: a small-M product, or at most IN_PLACE_MAX_PANELS NR panels of B
+    (IN_PLACE_MAX_PANELS_COLUMN_MAJOR for a column-major A, whose in-place reads stride a column a k step).
     Packing A costs about a nanosecond an element, and 64 columns of B (conv2's forward) use each element
     for only 128 FLOP, also about a nanosecond; with many panels the packed copy is reused and its
     contiguity wins.
     """
-    if a_rs < 0 or not (small_m or panels <= IN_PLACE_MAX_PANELS):
+    limit = IN_PLACE_MAX_PANELS if a_cs == 1 else IN_PLACE_MAX_PANELS_COLUMN_MAJOR
+    if a_rs < 0 or not (small_m or panels <= limit):
         return 0
     return m // mr * mr
 
@@ -349,7 +356,7 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
                 pack_b_panel(b, pc, kcur, jc, ncur, nr, bbuf, off, full, npan)
             for i0 in range(i_lo, i_hi, mc):
                 mcur = min(mc, i_hi - i0)
-                mi = rows_in_place(mcur, mr, a_rs, npan, m <= mc)
+                mi = rows_in_place(mcur, mr, a_rs, a_cs, npan, m <= mc)
                 pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, apack)
                 aoff = i0 * a_rs + pc * a_cs
                 if full > 0:
@@ -403,7 +410,7 @@ def run_task(kind, t, tasks, plan, tid, alpha, a, aflat, a_rs, a_cs, b, bflat, b
     else:
         i0 = t * share
         mcur = min(share, m - i0)
-        mi = rows_in_place(mcur, mr, a_rs, npan, False)
+        mi = rows_in_place(mcur, mr, a_rs, a_cs, npan, False)
         pack_a(a, i0 + mi, mcur - mi, pc, kcur, mr, abuf[tid])
         beta_k = beta if pc == 0 else 1.0  # not inline in the call: numba rejects that at 31 arguments
         macro_kernel(aflat, i0 * a_rs + pc * a_cs, a_rs, a_cs, mi, abuf[tid], mcur, kcur, mr, nr, bflat, bbuf,
