@@ -39,11 +39,12 @@ from jitnn.memory import aligned_empty, padded_to_line
 # A column-major A (a transposed activation, dW = X^T dZ) steps a whole column per k, row-major A one
 # element. Paired A/B on 2 threads, float32, against packing: row-major 7744x288x64 1.43x, 1000x512x128
 # 1.17x, 1000x256x256 (8 panels) 1.11x, 7744x64x288 (9) 1.07-1.08x, 1000x256x384 (12) 1.08x,
-# 1000x784x512 (16) 1.06x, 1000x784x1024 and 1024^3 (32) 1.03x; column-major 128x1000x64T (2) 1.26x but
-# 784x1000x288T (9) 0.84x, 784x1000x512T (16) 0.82-0.85x. (Before the slabs of slab_count, row-major
-# at 16 panels had measured 0.96-0.98x.)
+# 1000x784x512 (16) 1.06x, 1000x784x1024 and 1024^3 (32) 1.03x; column-major 512x1000x64T and
+# 784x1000x64T (2) 0.99-1.02x, but 512x1000x96T (3) 0.96x, 512x1000x128T (4) 0.93x, 512x1000x256T (8)
+# 0.93x, 784x1000x512T (16) 0.82-0.85x. (Before the slabs of slab_count, row-major at 16 panels had
+# measured 0.96-0.98x.)
 IN_PLACE_MAX_PANELS = 32
-IN_PLACE_MAX_PANELS_COLUMN_MAJOR = 8
+IN_PLACE_MAX_PANELS_COLUMN_MAJOR = 2
 # Large M, more than two KC steps and at most this many NR panels of a B with unit-stride columns: each
 # thread owns its rows for the whole call, B read in place (gemm_kernel). Paired A/B on 2 threads,
 # float32: conv2's dW 288x7744x64T (31 KC steps) 1.17-1.25x, at batch 256 (121 steps) 1.19x; 64x784x10
