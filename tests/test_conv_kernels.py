@@ -5,6 +5,7 @@ through ``F.pad``, and autograd for dX, dW and db. Every case runs both forward 
 im2col + GEMM) and several patch-buffer chunkings (one image per chunk, and the whole batch at once).
 """
 
+import itertools
 import os
 import subprocess
 import sys
@@ -109,12 +110,12 @@ def test_conv2d_against_torch(case, dtype):
             out = conv2d(x, w, b, y, strides, dilation, pads, cols=cols, algorithm=algorithm)
             assert out is y
             assert_close(y, y_ref, dtype, k)
-    for chunk in (1, n):
+    for algorithm, chunk in itertools.product(("direct", "gemm"), (1, n)):  # dW tap by tap, or by GEMM
         cols = np.empty((chunk * dy.shape[1] * dy.shape[2], k), dtype)
         dx = np.full(x.shape, np.nan, dtype)
         dw = np.full(w.shape, np.nan, dtype)
         db = np.full(b.shape, np.nan, dtype)
-        backprop_conv2d(x, w, dy, dx, dw, db, strides, dilation, pads, cols=cols)
+        backprop_conv2d(x, w, dy, dx, dw, db, strides, dilation, pads, cols=cols, algorithm=algorithm)
         m = dy.shape[0] * dy.shape[1] * dy.shape[2]
         assert_close(dx, dx_ref, dtype, w.shape[3] * kh * kw)
         assert_close(dw, dw_ref, dtype, m)

@@ -173,6 +173,56 @@ def conv2d_direct(x, w2, bias, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, act, act_
                     y2[row0 + j, q] = activate_scalar(act, y2[row0 + j, q], act_param)
 
 
+# Images per partial sum of conv2d_direct_dw: a fixed grouping (not one per thread), so dW has the same
+# bits for any thread count.
+DW_GROUP_IMAGES = 4
+
+
+@njit(**PJIT)
+def conv2d_direct_dw(x, dy2, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, partial, dw2):
+    """dW = Σ patchesᵀ·dY pixel by pixel, for few input channels: no patch matrix, no GEMM.
+
+    The GEMM's view of the first layer's dW (C = 1: 9 x N·OH·OW times N·OH·OW x F) is one 9 x F tile with
+    a K of 173,056 at batch 256: a single tile, so one thread, and each KC slab pays for packing and the
+    tile's write-back (8-12 GFLOP/s). Here each group of DW_GROUP_IMAGES images sums into its own
+    (KH*KW*C, F) accumulator, groups in parallel: for every output pixel, its F-wide row of dY takes one
+    FMA per tap into that tap's row of the accumulator (which stays in L1). The accumulator is allocated
+    inside the loop: LLVM then knows it aliases nothing and keeps the row loop vectorized (2x faster than
+    accumulating into a slice of ``partial``, 40 against 21 GFLOP/s at batch 256). The groups' sums land
+    in ``partial`` (groups, KH*KW*C, F) and are added in order into ``dw2`` (w viewed as (KH*KW*C, F)).
+    ``dy2`` is dY (N, OH, OW, F) viewed as (N*OH*OW, F).
+    """
+    n_img, h, wd, c_in = x.shape
+    k, f = dw2.shape
+    groups = partial.shape[0]
+    for g in prange(groups):
+        acc = np.zeros((k, f), dw2.dtype)
+        for n in range(g * DW_GROUP_IMAGES, min(n_img, (g + 1) * DW_GROUP_IMAGES)):
+            for i in range(oh):
+                row0 = (n * oh + i) * ow
+                for j in range(ow):
+                    for a in range(kh):
+                        yy = i * sh - pt + a * dh
+                        if yy < 0 or yy >= h:
+                            continue
+                        for b in range(kw):
+                            xx = j * sw - pl + b * dw
+                            if xx < 0 or xx >= wd:
+                                continue
+                            for c in range(c_in):
+                                v = x[n, yy, xx, c]
+                                t = (a * kw + b) * c_in + c
+                                for q in range(f):
+                                    acc[t, q] += v * dy2[row0 + j, q]
+        partial[g] = acc
+    for t in prange(k):
+        for q in range(f):
+            s = partial[0, t, q]
+            for g in range(1, groups):
+                s += partial[g, t, q]
+            dw2[t, q] = s
+
+
 def chunk_images(n, rows_per_image, k, itemsize, chunk_bytes=None):
     """Images per im2col chunk: as many as keep the patch matrix under ``chunk_bytes`` (at least one)."""
     per = max(rows_per_image * k * itemsize, 1)
@@ -261,9 +311,13 @@ def conv2d(x, w, bias, y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), ac
     return y
 
 
-def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), cols=None):
+def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), cols=None,
+                    algorithm="auto"):
     """dW = Σ patchesᵀ·dY into ``dw`` (KH, KW, C, F); dX = col2im(dY·Wᵀ) into ``dx`` unless dx is None
     (the first layer); db = column sums of dY into ``db`` unless None.
+
+    ``algorithm`` as in ``conv2d``: for few channels dW is summed tap by tap (``conv2d_direct_dw``,
+    1.7-2.5x the GEMM path on the reference CNN's first layer), else im2col + GEMM per chunk of images.
 
     ``dy`` is the gradient of the convolution's output (N, OH, OW, F) after the activation's derivative.
     Same conventions as ``conv2d``; results do not depend on the thread count.
@@ -282,13 +336,20 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
     wmat = w.reshape(k, f)
     dw2 = dw.reshape(k, f)
     dy2 = dy.reshape(n * rows, f)
-    for n0 in range(0, n, nb):
+    direct = use_direct(c_in, algorithm)
+    if n == 0:
+        dw2[...] = 0
+    elif direct:  # dW here; the chunks below then only make dX
+        partial = np.empty((-(-n // DW_GROUP_IMAGES), k, f), dw.dtype)
+        launch(conv2d_direct_dw, dy2.size * k, x, dy2, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, partial, dw2)
+    for n0 in range(0, n if (dx is not None or not direct) else 0, nb):
         n1 = min(n, n0 + nb)
         m = (n1 - n0) * rows
         c = cols[:m]
         dyc = dy2[n0 * rows:n1 * rows]
-        launch(im2col, m * k, x, n0, n1, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, c)
-        gemm_into(c.T, dyc, dw2, 1.0, 0.0 if n0 == 0 else 1.0)
+        if not direct:
+            launch(im2col, m * k, x, n0, n1, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, c)
+            gemm_into(c.T, dyc, dw2, 1.0, 0.0 if n0 == 0 else 1.0)
         if dx is not None:
             gemm_into(dyc, wmat.T, c)  # the patches are consumed: the buffer now takes dcols
             launch(col2im, m * k, c, n0, n1, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, dx)
@@ -300,12 +361,14 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
 __all__ = [
     "CHUNK_BYTES",
     "DIRECT_MAX_CHANNELS",
+    "DW_GROUP_IMAGES",
     "backprop_conv2d",
     "check_patch_buffer",
     "chunk_images",
     "col2im",
     "conv2d",
     "conv2d_direct",
+    "conv2d_direct_dw",
     "conv2d_geometry",
     "conv2d_workspace",
     "im2col",
