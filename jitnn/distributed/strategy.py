@@ -47,13 +47,18 @@ def balanced_slice(rows: int, rank: int, size: int) -> slice:
     return slice(rows * rank // size, rows * (rank + 1) // size)
 
 
+def same_arrays(a, b) -> bool:
+    """True when the two sequences hold the very same arrays, in order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 def gradient_arena(model, views=(), arena=None):
     """(gradient arrays, dtype -> flat buffer): every layer's gradient arrays made views of one flat
     buffer per dtype, in the model's order, so that the step's allreduce runs on them in place (no copy
     in and out of a separate buffer). The layers keep their values; ``views, arena`` from an earlier call
     are returned as they are when the layers still hold exactly those arrays."""
     grads = [g for layer in model.layers for g in layer.grads]
-    if len(grads) == len(views) and all(g is v for g, v in zip(grads, views)):
+    if same_arrays(grads, views):
         return list(views), arena
     sizes: dict = {}
     for g in grads:  # each array starts on a cache line, as jitnn.memory allocates them
@@ -158,7 +163,7 @@ class DataParallel:
         t = recorder.host_start()
         scale = rows / global_rows
         views, arena = self._arena
-        if len(grads) == len(views) and all(g is v for g, v in zip(grads, views)):
+        if same_arrays(grads, views):
             for flat in arena.values():
                 if not rows:
                     flat.fill(0)
@@ -280,4 +285,4 @@ class DataParallel:
         os._exit(1)  # MPI_Abort may return before the launcher's kill arrives: this rank goes no further
 
 
-__all__ = ["DataParallel", "balanced_slice", "gradient_arena"]
+__all__ = ["DataParallel", "balanced_slice", "gradient_arena", "same_arrays"]
