@@ -187,8 +187,9 @@ def conv2d_direct_dw(x, dy2, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, partial, dw
     tile's write-back (8-12 GFLOP/s). Here each group of DW_GROUP_IMAGES images sums into its own
     (KH*KW*C, F) accumulator, groups in parallel: for every output pixel, its F-wide row of dY takes one
     FMA per tap into that tap's row of the accumulator (which stays in L1). The accumulator is allocated
-    inside the loop: LLVM then knows it aliases nothing and keeps the row loop vectorized (2x faster than
-    accumulating into a slice of ``partial``, 40 against 21 GFLOP/s at batch 256). The groups' sums land
+    inside the loop: LLVM then knows it aliases nothing and keeps the row loop vectorized (in a stride-1,
+    unpadded sketch of this loop, 40 against 21 GFLOP/s for accumulating into a slice of ``partial``, at
+    batch 256; the padding checks here cost about 1.2x of that). The groups' sums land
     in ``partial`` (groups, KH*KW*C, F) and are added in order into ``dw2`` (w viewed as (KH*KW*C, F)).
     ``dy2`` is dY (N, OH, OW, F) viewed as (N*OH*OW, F).
     """
@@ -342,7 +343,8 @@ def backprop_conv2d(x, w, dy, dx, dw, db=None, strides=(1, 1), dilation=(1, 1), 
     elif direct:  # dW here; the chunks below then only make dX
         partial = np.empty((-(-n // DW_GROUP_IMAGES), k, f), dw.dtype)
         launch(conv2d_direct_dw, dy2.size * k, x, dy2, kh, kw, sh, sw, dh, dw_, pt, pl, oh, ow, partial, dw2)
-    for n0 in range(0, n if (dx is not None or not direct) else 0, nb):
+    chunked = not direct or dx is not None  # the patch buffer feeds dW's GEMM, or takes dcols for dX
+    for n0 in range(0, n if chunked else 0, nb):
         n1 = min(n, n0 + nb)
         m = (n1 - n0) * rows
         c = cols[:m]
