@@ -48,6 +48,7 @@ import jitnn
 from jitnn import peak as peak_mod
 from jitnn import report
 from jitnn.kernels.blocking import SHORT_ROWS
+from jitnn.kernels.micro import WIDE_ROW_PANELS
 
 HIDDEN = (512, 128, 64)
 
@@ -199,28 +200,28 @@ def python_lines(model, x, y, batch, steps, seed):
             + out.getvalue())
 
 
-def _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct, rows=None):
+def _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct, rows=None, panels=1):
     """Stand-in for the LLVM intrinsic, which only exists inside compiled code (same arithmetic); ``rows``
-    for the short tile (SHORT_ROWS), else MR."""
+    for the short tile (SHORT_ROWS) or the wide row (1), else MR; ``panels`` NR panels of columns."""
     from jitnn.kernels.blocking import BLOCKS
 
     mr, nr = BLOCKS[ap.dtype.name][:2]
-    mr = rows or mr
+    mr, nr = rows or mr, nr * panels
     a = ap[a0 + np.arange(mr)[None, :] * a_rs + np.arange(kc)[:, None] * a_cs]  # (kc, mr)
     rows = b0 + np.arange(kc)[:, None] * bs + np.arange(nr)
     ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
 
 
 def _micro_kernel_c_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
-                       act_param, rows=None):
+                       act_param, rows=None, panels=1):
     """Stand-in for micro_kernel_c: the same tile, written into flat C as act(alpha*tile + beta*C + bias)."""
     from jitnn.kernels.blocking import BLOCKS
     from jitnn.kernels.elementwise import LEAKY_RELU, RELU
 
     mr, nr = BLOCKS[ap.dtype.name][:2]
-    mr = rows or mr
+    mr, nr = rows or mr, nr * panels
     tile = np.empty(mr * nr, ap.dtype)
-    _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, tile, mr)
+    _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, tile, mr, panels)
     for i in range(mr):
         row = c[c0 + i * c_rs:c0 + i * c_rs + nr]
         row[:] = alpha * tile[i * nr:(i + 1) * nr] + (beta * row if beta != 0 else 0)
@@ -249,10 +250,12 @@ def interpreted():
                     saved.append((module, attr, value))
                     setattr(module, attr, value.py_func)
     saved += [(gemm, "micro_kernel_c", gemm.micro_kernel_c), (gemm, "short_kernel_c", gemm.short_kernel_c),
+              (gemm, "wide_row_kernel_c", gemm.wide_row_kernel_c),
               (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
               (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
     gemm.micro_kernel_c = _micro_kernel_c_py
     gemm.short_kernel_c = functools.partial(_micro_kernel_c_py, rows=SHORT_ROWS)
+    gemm.wide_row_kernel_c = functools.partial(_micro_kernel_c_py, rows=1, panels=WIDE_ROW_PANELS)
     linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
     config.PARALLEL_MIN_WORK = 0
     linalg._compiled = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}

@@ -30,8 +30,9 @@ from jitnn.kernels.gemm import (
     IN_PLACE_MAX_PANELS,
     IN_PLACE_MAX_PANELS_COLUMN_MAJOR,
     ROWS_OWNED_MAX_PANELS,
+    WIDE_MAX_ROWS,
 )
-from jitnn.kernels.micro import micro_kernel, micro_kernel_c, short_kernel
+from jitnn.kernels.micro import WIDE_ROW_PANELS, micro_kernel, micro_kernel_c, short_kernel
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -229,6 +230,9 @@ def test_shape_table_reaches_every_path():
         assert any(m % mr == SHORT_ROWS and n % nr == 0 and m > mc for m, n, k in live)
         m, n, k = ROWS_OWNED  # the path where each thread owns its rows for the whole call
         assert m > mc and m % mr and 0 < -(-n // nr) <= ROWS_OWNED_MAX_PANELS and n % nr and k > 2 * kc
+        # one row, wide blocks of columns (wide_rows) and a ragged rest for the tiles
+        assert any(m <= WIDE_MAX_ROWS and n > WIDE_ROW_PANELS * nr and n % (WIDE_ROW_PANELS * nr) % nr
+                   for m, n, k in live)
 
 
 # --- shapes, transposes, layouts -----------------------------------------------------------------------
@@ -609,7 +613,8 @@ def test_set_num_threads_round_trip_and_errors(restore_num_threads):
 # (_M_PAST, 29, ...): large M, one or two NR panels, more than two KC steps: each thread owns its rows
 ROWS_OWNED = (_M_PAST, 29, 2 * max(_KCS) + 9)
 THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5),
-                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI), ALIASED]
+                               ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI), ALIASED,
+                               (1, 4103, K_MULTI)]  # one row (wide_rows), enough FLOPs for threads
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
@@ -637,6 +642,48 @@ def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_t
     for threads, (plain, fused) in results.items():
         assert np.array_equal(plain, results[1][0]), f"{threads} threads differ from 1 on plain gemm"
         assert np.array_equal(fused, results[1][1]), f"{threads} threads differ from 1 on fused gemm"
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
+@pytest.mark.parametrize("epilogue", ["plain", "bias_relu", "accumulate", "alpha_beta_gelu"])
+@pytest.mark.parametrize("k", [5, K_MULTI])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_one_row_has_the_bits_it_has_in_any_product(dtype, k, epilogue, restore_num_threads):
+    """A single row (one sample's forward pass) takes ``wide_rows`` for every full block of
+    WIDE_ROW_PANELS NR panels, and the tiles for the rest. Each element runs the same FMAs in the same
+    KC slabs as in any other product, so with alpha 1 (every layer's product: plain, with bias and ReLU,
+    or accumulating into C) a row computed alone is bit for bit the row of a product of 2, SHORT_ROWS,
+    MR + 1 or past-MC rows (every driver path). (With alpha != 1 a tile bound for the tile buffer rounds
+    alpha*sum + beta*C its own way, so there only the thread count must not matter.) An A without a
+    flat row view takes the tiles, with the same bits."""
+    mr, nr = BLOCKS[np.dtype(dtype).name][:2]
+    n = 2 * WIDE_ROW_PANELS * nr + nr + 3  # two wide blocks, a full NR panel and a ragged one
+    rng = np.random.default_rng(31)
+    a = make_operand(rng, (_M_PAST, k), dtype)
+    b = make_operand(rng, (k, n), dtype)
+    c = make_operand(rng, (_M_PAST, n), dtype)
+    bias = rng.uniform(-1, 1, n).astype(dtype)
+    kwargs = {"plain": {}, "bias_relu": {"bias": bias, "activation": "relu"},
+              "accumulate": {"beta": 1.0, "bias": bias, "activation": "relu"},
+              "alpha_beta_gelu": {"alpha": 0.7, "beta": -0.5, "bias": bias, "activation": "gelu"}}[epilogue]
+
+    def product(rows, a_rows=None):
+        out = c[:rows].copy() if "beta" in kwargs else None
+        return jitnn.gemm(a[:rows] if a_rows is None else a_rows, b, out, **kwargs)
+
+    rows_alone = {}
+    for threads in sorted({1, MAX_THREADS}):
+        jitnn.set_num_threads(threads)
+        alone = rows_alone[threads] = product(1)
+        assert_gemm_close(alone, a[:1], b, c[:1], kwargs.get("alpha", 1.0), kwargs.get("beta", 0.0),
+                          bias=kwargs.get("bias"), act=kwargs.get("activation", "linear"))
+        if "alpha" not in kwargs:
+            for rows in (2, SHORT_ROWS, mr + 1, _M_PAST):
+                np.testing.assert_array_equal(product(rows)[:1], alone, err_msg=f"{rows} rows, {threads} threads")
+            a_strided = make_strided(rng, (1, k), dtype, "C", 1, 2)  # no flat view: the tiles
+            a_strided[...] = a[:1]
+            np.testing.assert_array_equal(product(1, a_strided), alone)
+    np.testing.assert_array_equal(rows_alone[MAX_THREADS], rows_alone[1])
 
 
 IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_MULTI), (521, 17, 5), (7, 40, 3),

@@ -32,7 +32,7 @@ from numba import njit, prange
 from jitnn.config import JIT, PJIT
 from jitnn.kernels.blocking import SHORT_ROWS
 from jitnn.kernels.elementwise import LEAKY_RELU, LINEAR, RELU, activate_block, activate_scalar
-from jitnn.kernels.micro import micro_kernel_c, short_kernel_c
+from jitnn.kernels.micro import WIDE_ROW_PANELS, micro_kernel_c, short_kernel_c, wide_row_kernel_c
 from jitnn.memory import aligned_empty, padded_to_line
 
 # A row block is read in place instead of packed when B has at most this many NR panels (rows_in_place):
@@ -59,6 +59,12 @@ ROWS_OWNED_MAX_PANELS = 2
 # 1.21x, 128x784x1024 1.12x, float64 64x784x{256, 512} 1.11x; one thread 1.09-1.19x. A 1 KiB stride
 # (64x784x256: 0.97-0.98x) and 3 MR panels (32x784x512: 0.98x) did not pay.
 ALIASED_MIN_PANELS = 5
+# Products of at most this many rows whose A, B and C have flat views take wide_rows for every full
+# WIDE_ROW_PANELS-wide block of columns. Paired A/B against the short tile, float32: one row 1x1600x128
+# 3.5x, 1x512x128 3.1x, 1x784x512 2.2x, 1x4096x4096 (2 threads) 1.5x; two rows 2x1600x128 2.5x and
+# 2x784x512 1.3x but 2x1000x1000 (2 threads) 0.90x; three rows 0.83x at 3x784x512 and 3x2048x2048.
+# Each row reads B once more, so from two rows on B's size decides, and one row never lost.
+WIDE_MAX_ROWS = 1
 
 
 @njit(**JIT, inline="always")
@@ -318,6 +324,51 @@ def deepest_slab_depth(k, kc):
 deepest_slab = njit(**JIT, inline="always")(deepest_slab_depth)
 
 
+def column_shares(m, n, nr, threads):
+    """(tasks, columns per task) of the small-M path: C's NR panels split evenly over at most ``threads``
+    tasks; for a product of at most WIDE_MAX_ROWS rows, in whole blocks of WIDE_ROW_PANELS panels, so
+    that each column is computed by ``wide_rows`` or by a tile whatever the thread count (a tile's
+    epilogue with alpha != 1 may round differently) and keeps its bits. Plain Python for the workspace's
+    sizing, and ``column_split`` in the kernel."""
+    unit = WIDE_ROW_PANELS if m <= WIDE_MAX_ROWS else 1
+    units = ((n + nr - 1) // nr + unit - 1) // unit
+    tasks = max(1, min(threads, units))
+    return tasks, (units + tasks - 1) // tasks * unit * nr
+
+
+column_split = njit(**JIT, inline="always")(column_shares)
+
+
+@njit(**JIT)
+def wide_rows(alpha, aflat, a_rs, a_cs, k, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, kc, i_lo, i_hi,
+              j_lo, j_hi, width):
+    """C[i_lo:i_hi, j_lo:j_hi] one row at a time, ``width`` = WIDE_ROW_PANELS NR panels at a time (j_hi - j_lo a
+    multiple of it), A, B and C read and written in place (all three with a flat view): a product of
+    WIDE_MAX_ROWS rows, a single sample's forward pass. The short tile computed SHORT_ROWS rows from a
+    zero-padded panel there, each k step an FMA chain on two vectors, and streamed B two cache lines at a
+    time: 1 x 1600 x 128 (a CNN's Dense layer on one image) took 42 us, 17 us here. The KC slabs and the
+    epilogue are those of ``macro_kernel``'s tiles into C, so each element has the bits it has in a
+    product of any other number of rows.
+    """
+    in_registers = act == LINEAR or act == RELU or act == LEAKY_RELU
+    nslabs = slab_count(k, kc)
+    use_bias = in_registers and bias.shape[0] > 0
+    one_row = np.int64(1)  # not a literal 1, which would compile finish_tile once more
+    for slab in range(nslabs):  # outermost, as in owned_tiles: a slab of B is walked once across its rows
+        pc = slab * kc
+        kcur = slab_depth(slab, nslabs, k, kc)
+        last = slab == nslabs - 1
+        beta_k = beta if pc == 0 else 1.0
+        tile_bias = np.bool_(last and use_bias)
+        tile_act = act if last and in_registers else LINEAR
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi, width):
+                wide_row_kernel_c(kcur, aflat, i * a_rs + pc * a_cs, a_rs, a_cs, bflat, pc * b_rs + j, b_rs, cflat,
+                                  i * c_rs + j, c_rs, alpha, beta_k, bias, j, tile_bias, tile_act, act_param)
+                if last and not in_registers:
+                    finish_tile(c, cflat, c_rs, i, j, one_row, width, bias, act, act_param)
+
+
 @njit(**JIT, inline="always")
 def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, blocks,
                 i_lo, i_hi, j_lo, j_hi, apack, bbuf, boff, ct):
@@ -342,6 +393,13 @@ def owned_tiles(alpha, a, aflat, a_rs, a_cs, b, bflat, b_rs, beta, c, cflat, c_r
     b_in_place = b_rs >= 0 and (m <= mc or ((n + nr - 1) // nr <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max))
     if b_in_place and m >= ALIASED_MIN_PANELS * mr and b_rs * b.itemsize % 2048 == 0:
         b_in_place = False  # its rows would share a few L1 sets (ALIASED_MIN_PANELS)
+    if i_hi - i_lo <= WIDE_MAX_ROWS and b_rs >= 0 and a_rs >= 0 and c_rs >= 0:
+        width = WIDE_ROW_PANELS * nr
+        j_wide = j_lo + (j_hi - j_lo) // width * width
+        if j_wide > j_lo:  # the rest of the columns (less than a width) take the tiles below
+            wide_rows(alpha, aflat, a_rs, a_cs, k, bflat, b_rs, beta, c, cflat, c_rs, bias, act, act_param, kc_max,
+                      i_lo, i_hi, j_lo, j_wide, width)
+            j_lo = j_wide
     for jc in range(j_lo, j_hi, nc_max):
         ncur = min(nc_max, j_hi - jc)
         npan = (ncur + nr - 1) // nr
@@ -469,8 +527,8 @@ def gemm_kernel(alpha, a, aflat, a_steps, b, bflat, b_rs, beta, c, cflat, c_rs, 
         # Each B panel serves only m/MR tiles, so packing it would cost as much as using it: B's full
         # panels are read in place when its columns are unit-stride, and so are A's (each thread would
         # pack all of A). One parallel region per call instead of two per KC step.
-        kind, passes, tasks = OWNED_COLUMNS, 1, min(threads, npanels)
-        share = (npanels + tasks - 1) // tasks * nr
+        kind, passes = OWNED_COLUMNS, 1
+        tasks, share = column_split(m, n, nr, threads)
     elif b_rs >= 0 and npanels <= ROWS_OWNED_MAX_PANELS and k > 2 * kc_max:
         # Large M, many KC steps, few panels of a B with unit-stride columns (conv2's dW = colsᵀ·dY with
         # K = 7744): each thread owns an equal share of the MR panels of rows for the whole call, reading
@@ -526,8 +584,8 @@ def workspace_sizes(m, n, k, blocks, threads):
     kc = max(1, deepest_slab_depth(k, kc_max), deepest_slab_depth(k, kc_small))  # kc_for picks either KC
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
-    per = (npanels + threads - 1) // threads
-    small = threads * kc * min(nc_max, per * nr)
+    tasks, share = column_shares(m, n, nr, threads)
+    small = tasks * kc * min(nc_max, share)
     large = kc * min(nc_max, npanels * nr)
     return a_size, max(small, large), mr * nr
 

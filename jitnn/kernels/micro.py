@@ -84,7 +84,8 @@ def _k_loop(builder, name, kc, ap_ptr, a0, a_step, a_rows, bp_ptr, b0, bs, mr, n
     return acc
 
 
-def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False, panel: int = 0):
+def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False, panel: int = 0,
+          in_place_only: bool = False):
     """The k loop; then the tile goes to ``ct`` (``direct`` False) or straight into C (True).
 
     Two copies of the loop, chosen once per tile: a packed panel (``a_rs = 1, a_cs = MR``) with its
@@ -116,6 +117,11 @@ def _emit(context, builder, sig, args, mr: int, nr: int, direct: bool = False, p
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
     loop = (kc, ap_ptr, a0)
     tail = (bp_ptr, b0, bs, mr, nv, vec, width, fma)
+    if in_place_only:  # the wide row: one loop fewer to compile
+        acc = _k_loop(builder, "micro.in_place", *loop, a_cs, [builder.mul(a_rs, ir.Constant(i64, i)) for i in range(mr)],
+                      *tail)
+        _store_to_c(context, builder, sig, args, acc, ct_ptr, vec, width)
+        return context.get_dummy_value()
     panel = panel or mr  # rows of a packed panel: the short tile reads the first rows of an MR panel
     packed = builder.and_(builder.icmp_signed("==", a_rs, ir.Constant(i64, 1)),
                           builder.icmp_signed("==", a_cs, ir.Constant(i64, panel)))
@@ -236,9 +242,10 @@ def _store_rows(builder, acc, c_ptr, c0, c_rs, vec, width, value, load):
         row = builder.add(row, c_rs)
 
 
-def _tile_kernels(rows_for, name):
+def _tile_kernels(rows_for, name, panels=1, in_place_only=False):
     """The pair (tile into ``ct``, tile into C) of intrinsics whose register tile has ``rows_for(MR)``
-    rows of NR columns, reading packed panels of MR rows (or A in place)."""
+    rows of ``panels`` NR-wide panels of columns, reading packed panels of MR rows (or A in place; only
+    in place for the tile into C with ``in_place_only``)."""
 
     def typed(ap, bp, out):
         return isinstance(ap, types.Array) and ap.dtype in (types.float32, types.float64) \
@@ -251,7 +258,7 @@ def _tile_kernels(rows_for, name):
         sig = types.void(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct)
 
         def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, rows_for(mr), nr, panel=mr)
+            return _emit(context, builder, signature, args, rows_for(mr), nr * panels, panel=mr)
 
         return sig, codegen
 
@@ -265,7 +272,8 @@ def _tile_kernels(rows_for, name):
                          act_param)
 
         def codegen(context, builder, signature, args):
-            return _emit(context, builder, signature, args, rows_for(mr), nr, direct=True, panel=mr)
+            return _emit(context, builder, signature, args, rows_for(mr), nr * panels, direct=True, panel=mr,
+                         in_place_only=in_place_only)
 
         return sig, codegen
 
@@ -284,3 +292,10 @@ micro_kernel, micro_kernel_c = _tile_kernels(lambda mr: mr, "micro_kernel")
 # five panels of 12 and 4 rows), which a full tile over a zero-padded panel computed 3 times over and wrote
 # through the tile buffer. Each element's sum runs the same FMAs in the same order in either kernel.
 short_kernel, short_kernel_c = _tile_kernels(lambda mr: SHORT_ROWS, "short_kernel")
+# One row of WIDE_ROW_PANELS NR panels (``wide_row_kernel_c``, into C only): a product of fewer than
+# SHORT_ROWS rows (one sample's forward pass), where the short tile computes SHORT_ROWS rows over a
+# zero-padded panel and streams B two cache lines at a time. Eight vector accumulators keep both FMA
+# pipes busy (four cycles of latency) for one row, and each k step reads a whole 128-float stretch of
+# B's row. Each element's sum runs the same FMAs in the same order as in the other tiles.
+WIDE_ROW_PANELS = 4
+_, wide_row_kernel_c = _tile_kernels(lambda mr: 1, "wide_row_kernel", panels=WIDE_ROW_PANELS, in_place_only=True)
