@@ -96,9 +96,9 @@ class _Workspace(threading.local):
     def get(self, dtype, m, n, k, threads):
         blocks = _BLOCKS[dtype]
         have = self.buffers.get(dtype)
-        # (n, the KC slab depth, threads) decide the sizes (workspace_sizes): shapes known to fit the current
+        # (n, k, threads) decide the sizes (workspace_sizes, for any m): shapes known to fit the current
         # buffers are remembered, so a model's alternating products skip the sizing (~3.5 us a call).
-        key = (n, max(_k.deepest_slab_depth(k, blocks[3]), _k.deepest_slab_depth(k, blocks[5])), threads)
+        key = (n, k, threads)
         if have is not None and key in have[3]:
             return blocks, have
         a_size, b_size, c_size = _k.workspace_sizes(m, n, k, blocks, threads)

@@ -31,6 +31,9 @@ from jitnn.kernels.gemm import (
     IN_PLACE_MAX_PANELS_COLUMN_MAJOR,
     ROWS_OWNED_MAX_PANELS,
     WIDE_MAX_ROWS,
+    column_shares,
+    deepest_slab_depth,
+    workspace_sizes,
 )
 from jitnn.kernels.micro import WIDE_ROW_PANELS, micro_kernel, micro_kernel_c, short_kernel
 
@@ -756,13 +759,33 @@ def test_thread_counts_below_the_pool_size():
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_workspace_reuse_growing_then_shrinking(dtype, restore_num_threads):
     rng = np.random.default_rng(15)
+    # ... and one row after many with the same N and K: one row splits columns in wider shares
+    # (kernels.gemm.column_shares), and the sizes must hold for both
     sequence = [(5, 7, 3), (17, 97, 263), (149, 263, 521), (300, 530, 1100), (149, 263, 521), (17, 97, 263),
-                (7, 17, 1), (1, 1, 1), (5, 7, 3)]
+                (7, 17, 1), (1, 1, 1), (5, 7, 3), (64, 4103, K_MULTI), (1, 4103, K_MULTI)]
     for threads in sorted({MAX_THREADS, 1}, reverse=True) + [MAX_THREADS]:
         jitnn.set_num_threads(threads)
         for m, n, k in sequence:
             a, b = operands(rng, m, n, k, dtype)
             check_gemm(a, b, bias=rng.uniform(-1, 1, n).astype(dtype), act="relu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_workspace_sizes_hold_for_any_number_of_rows(dtype):
+    """The compiled step sizes its workspace once for a batch of ``cap`` rows and runs smaller batches in
+    it (a last batch of one row): the packing space must cover every thread id's widest share, the one
+    row's (whole wide blocks) as well as more rows' (NR panels)."""
+    blocks = BLOCKS[np.dtype(dtype).name]
+    nr, nc = blocks[1], blocks[4]
+    for threads in (1, 2, 3, 8):
+        for n in (nr + 1, 3 * nr, 5 * nr + 3, 129 * nr - 25, nc + 7):
+            sizes = {m: workspace_sizes(m, n, K_MULTI, blocks, threads) for m in (1, 2, 64, 1000)}
+            assert len(set(sizes.values())) == 1, sizes
+            kc = max(deepest_slab_depth(K_MULTI, blocks[3]), deepest_slab_depth(K_MULTI, blocks[5]))
+            for m in (1, 2):
+                tasks, share = column_shares(m, n, nr, threads)
+                assert tasks <= threads and tasks * share >= n
+                assert sizes[m][1] >= threads * kc * min(nc, share)
 
 
 # --- matrix-vector and dot products (no packing) ---------------------------------------------------------

@@ -584,8 +584,10 @@ def workspace_sizes(m, n, k, blocks, threads):
     kc = max(1, deepest_slab_depth(k, kc_max), deepest_slab_depth(k, kc_small))  # kc_for picks either KC
     a_size = (mc + mr - 1) // mr * mr * kc
     npanels = (n + nr - 1) // nr
-    tasks, share = column_shares(m, n, nr, threads)
-    small = tasks * kc * min(nc_max, share)
+    # Space for each thread id's share of the small-M path, at its widest (one row's or more rows' split),
+    # so that the sizes hold for any M: the compiled step sizes its workspace once for every batch.
+    share = max(column_shares(1, n, nr, threads)[1], column_shares(WIDE_MAX_ROWS + 1, n, nr, threads)[1])
+    small = threads * kc * min(nc_max, share)
     large = kc * min(nc_max, npanels * nr)
     return a_size, max(small, large), mr * nr
 
