@@ -96,7 +96,7 @@ from jitnn.kernels import losses as KL
 from jitnn.kernels import metrics as KM
 from jitnn.kernels import optim as KO
 from jitnn.kernels.elementwise import activate, backprop_activation
-from jitnn.kernels.gemm import gemv_kernel
+from jitnn.kernels.gemm import gemm_work, gemv_kernel
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
 from jitnn.linalg import compiled_gemm
 
@@ -153,7 +153,7 @@ def _gemm(src, a, b, c, mkn, bias="NOB", act=0, param="0.0"):
     a_steps = f"(np.int64(1), np.int64({m}))" if at else f"(np.int64({k}), np.int64(1))"
     bflat, b_rs = ("NOB", -1) if bt else (f"{bn}.ravel()", n)
     call = (f"GEMM(ONE, {opa}, {an}.ravel(), {a_steps}, {opb}, {bflat}, {b_rs}, ZERO, {c}, {c}.ravel(), {n}, "
-            f"{tail}, blocks, T if 2 * {m} * {k} * {n} >= MINF else 1, abuf, bbuf, cbuf)")
+            f"{tail}, blocks, T if gemm_work({m}, {n}, {k}) >= MINF else 1, abuf, bbuf, cbuf)")
     if bt and m == "m":  # gemm_into's 1 x N times a B with unit-stride rows: C^T = B^T A^T, by row
         src("if m == 1:")
         src(f"    gemv_kernel(ONE, {bn}, {opa}.T, ZERO, {c}.T, {tail}, np.bool_(True))")

@@ -215,7 +215,7 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
             _k.gemv_kernel(dtype.type(alpha), opb.T, opa.T, dtype.type(beta), c.T, bias, act, float(act_param),
                            True)
         return c
-    threads = threads_for(2 * m * n * k, PARALLEL_MIN_FLOPS)
+    threads = threads_for(_k.product_work(m, n, k), PARALLEL_MIN_FLOPS)
     blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
     aflat, a_rs, a_cs = _flat_a(opa)
     bflat, b_rs = _flat_rows(opb)

@@ -324,6 +324,24 @@ def deepest_slab_depth(k, kc):
 deepest_slab = njit(**JIT, inline="always")(deepest_slab_depth)
 
 
+# A product of one row uses each element of B once: memory-bound, so threads (each streaming its own
+# columns of B, which then stay in its core's cache from call to call) pay off at an eighth of the FLOPs
+# a tiled product needs. float32, 2 threads against 1, back to back: 1x784x512 24 against 37 us,
+# 1x4096x1024 357 against 823 us; below it 1x1600x128 (one wide block, so one task: 20 against 15 us)
+# and 1x512x128 (9 against 6 us) stay on one thread.
+ONE_ROW_WORK_FACTOR = 8
+
+
+def product_work(m, n, k):
+    """The work the thread rule (config.threads_for against PARALLEL_MIN_FLOPS) weighs for an M x K by
+    K x N product: its FLOPs, times ONE_ROW_WORK_FACTOR for one row. Plain Python for gemm_into, and
+    ``gemm_work`` in compiled code (the compiled training step)."""
+    return 2 * m * n * k * (ONE_ROW_WORK_FACTOR if m == 1 else 1)
+
+
+gemm_work = njit(**JIT, inline="always")(product_work)
+
+
 def column_shares(m, n, nr, threads):
     """(tasks, columns per task) of the small-M path: C's NR panels split evenly over at most ``threads``
     tasks; for a product of at most WIDE_MAX_ROWS rows, in whole blocks of WIDE_ROW_PANELS panels, so
