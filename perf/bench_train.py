@@ -4,6 +4,7 @@
     python perf/bench_train.py --samples 16000      # fewer samples per timed epoch (faster run)
     python perf/bench_train.py --accuracy 15        # also train jitnn and PyTorch 15 epochs: test accuracy
     python perf/bench_train.py --step-overhead      # per-step cost, compiled vs layer by layer, small MLP
+    python perf/bench_train.py --inference --batch-sizes 1,64,1000 --repeats 9   # predict vs PyTorch
     pytest perf/bench_train.py --benchmark-only     # one batch size through pytest-benchmark
 
 Peers, timed round-robin in one process so they share the machine's load (median of --repeats):
@@ -215,6 +216,34 @@ def step_overhead(blocks=8, steps=200, batch=32):
           f"{lay:.0f}, x {lay / c:.2f}")
 
 
+def inference(batches, blocks, threads):
+    """Predict time of the reference MLP, jitnn against PyTorch (eval forward + softmax, no_grad), at each
+    batch size: median of alternating blocks of back-to-back calls (bench_gemm.median_times)."""
+    import torch
+
+    from bench_gemm import median_times
+
+    _, (x, y), (xt, _) = jitnn.datasets.load_dataset("auto")
+    k = int(y.max()) + 1
+    model = jitnn_model(x.shape[1], k)
+    model.fit(x[:2048], y[:2048], epochs=1, batch_size=64, verbose=0, seed=0)
+    torch.set_num_threads(threads)
+    net, _ = torch_model(x.shape[1], k)
+    net.eval()
+    print(f"predict, 784-512-128-64-{k}, float32, {threads} threads; median of {blocks} alternating blocks")
+    for b in batches:
+        xb = xt[:b]
+        xb_t = torch.from_numpy(np.ascontiguousarray(xb))
+
+        def torch_predict(xb_t=xb_t):
+            with torch.no_grad():
+                return torch.softmax(net(xb_t), 1)
+
+        tj, tt = median_times([lambda xb=xb, b=b: model.predict(xb, batch_size=b), torch_predict], blocks)
+        print(f"  batch {b:5d}: jitnn {tj * 1e6:9.1f} us, PyTorch {tt * 1e6:9.1f} us, ratio PyTorch/jitnn "
+              f"{tt / tj:.2f}", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", default="1000,64,32")
@@ -223,9 +252,14 @@ def main(argv=None):
     p.add_argument("--peers", default="jitnn,jitnn-layers,tutorial,torch,sklearn")
     p.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS", help="also train to accuracy")
     p.add_argument("--step-overhead", action="store_true", help="only the per-step cost of the two paths")
+    p.add_argument("--inference", action="store_true",
+                   help="only predict at --batch-sizes, jitnn against PyTorch (median of --repeats blocks)")
     args = p.parse_args(argv)
     if args.step_overhead:
         step_overhead()
+        return
+    if args.inference:
+        inference([int(b) for b in args.batch_sizes.split(",")], args.repeats, jitnn.get_num_threads())
         return
     jitnn.peak.estimate(refresh=True)  # "x bound" against today's peak: a figure cached under load only rises
     name, (x, y), (xt, yt) = jitnn.datasets.load_dataset("auto")
