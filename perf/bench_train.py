@@ -220,7 +220,6 @@ def inference(batches, blocks, threads):
     """Predict time of the reference MLP, jitnn against PyTorch (eval forward + softmax, no_grad), at each
     batch size: median of alternating blocks of back-to-back calls (bench_gemm.median_times)."""
     import torch
-
     from bench_gemm import median_times
 
     _, (x, y), (xt, _) = jitnn.datasets.load_dataset("auto")
