@@ -69,7 +69,8 @@ SHAPES += [(17, 149, kc + 1) for kc in _KCS]                 # K == KC + 1: one 
 SHAPES += [(_M_PAST, 97, 2 * kc + kc // 4) for kc in _KCS]   # large-M path, the remainder in a deeper last slab
 SHAPES += [(263, 97, 2 * kc) for kc in _KCS]                 # K a multiple of KC
 SHAPES += [(mc + d, 33, 5) for mc in _MCS for d in (-1, 0, 1)]  # M just under, on, past MC
-SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI), (_M_PAST + 3, 64, 17)]  # ragged rows: one short tile
+SHAPES += [(SHORT_ROWS, 64, K_MULTI), (64, 64, K_MULTI)]  # ragged rows: one short tile
+SHAPES += [(_M_PAST // mr * mr + mr + SHORT_ROWS, 64, 17) for mr in sorted({blk[0] for blk in BLOCKS.values()})]
 ALIASED = (64, 512, K_MULTI)  # small M of >= ALIASED_MIN_PANELS panels, B's rows 2 or 4 KiB apart: B packed
 SHAPES += [ALIASED]
 _NR_MAX = max(blk[1] for blk in BLOCKS.values())
@@ -613,8 +614,9 @@ def test_set_num_threads_round_trip_and_errors(restore_num_threads):
 
 # --- threads -------------------------------------------------------------------------------------------
 
-# (_M_PAST, 29, ...): large M, one or two NR panels, more than two KC steps: each thread owns its rows
-ROWS_OWNED = (_M_PAST, 29, 2 * max(_KCS) + 9)
+# Large M, one or two NR panels (29 columns on AVX-512, 13 on AVX2: ragged for every dtype), more than two KC
+# steps: each thread owns its rows
+ROWS_OWNED = (_M_PAST, 2 * min(blk[1] for blk in BLOCKS.values()) - 3, 2 * max(_KCS) + 9)
 THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1), (521, 263, K_MULTI), (7, 17, 5),
                                ROWS_OWNED, (7, 3, 2 * max(_KCS) + 9), (64, 64, K_MULTI), ALIASED,
                                (1, 4103, K_MULTI)]  # one row (wide_rows), enough FLOPs for threads
@@ -654,12 +656,13 @@ def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_t
 def test_one_row_has_the_bits_it_has_in_any_product(dtype, k, epilogue, restore_num_threads):
     """A single row (one sample's forward pass) takes ``wide_rows`` for every full block of
     WIDE_ROW_PANELS NR panels, and the tiles for the rest. Each element runs the same FMAs in the same
-    KC slabs as in any other product, so with alpha 1 (every layer's product: plain, with bias and ReLU,
-    or accumulating into C) a row computed alone is bit for bit the row of a product of 2, SHORT_ROWS,
-    MR + 1 or past-MC rows (every driver path). (With alpha != 1 a tile bound for the tile buffer rounds
+    KC slabs as in any other product on those slabs, so with alpha 1 (every layer's product: plain, with
+    bias and ReLU, or accumulating into C) a row computed alone is bit for bit the row of a product of 2,
+    SHORT_ROWS or MR + 1 rows, and of past-MC rows (the large-M path) where its KC equals the small-M
+    path's KC_SMALL (AVX-512; AVX2's float32 row has 512 and 256). (With alpha != 1 a tile bound for the tile buffer rounds
     alpha*sum + beta*C its own way, so there only the thread count must not matter.) An A without a
     flat row view takes the tiles, with the same bits."""
-    mr, nr = BLOCKS[np.dtype(dtype).name][:2]
+    mr, nr, _, kc, _, kc_small = BLOCKS[np.dtype(dtype).name]
     n = 2 * WIDE_ROW_PANELS * nr + nr + 3  # two wide blocks, a full NR panel and a ragged one
     rng = np.random.default_rng(31)
     a = make_operand(rng, (_M_PAST, k), dtype)
@@ -681,7 +684,7 @@ def test_one_row_has_the_bits_it_has_in_any_product(dtype, k, epilogue, restore_
         assert_gemm_close(alone, a[:1], b, c[:1], kwargs.get("alpha", 1.0), kwargs.get("beta", 0.0),
                           bias=kwargs.get("bias"), act=kwargs.get("activation", "linear"))
         if "alpha" not in kwargs:
-            for rows in (2, SHORT_ROWS, mr + 1, _M_PAST):
+            for rows in (2, SHORT_ROWS, mr + 1) + ((_M_PAST,) if kc == kc_small else ()):
                 np.testing.assert_array_equal(product(rows)[:1], alone, err_msg=f"{rows} rows, {threads} threads")
             a_strided = make_strided(rng, (1, k), dtype, "C", 1, 2)  # no flat view: the tiles
             a_strided[...] = a[:1]

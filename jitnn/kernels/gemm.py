@@ -365,8 +365,9 @@ def wide_rows(alpha, aflat, a_rs, a_cs, k, bflat, b_rs, beta, c, cflat, c_rs, bi
     WIDE_MAX_ROWS rows, a single sample's forward pass. The short tile computed SHORT_ROWS rows from a
     zero-padded panel there, each k step an FMA chain on two vectors, and streamed B two cache lines at a
     time: 1 x 1600 x 128 (a CNN's Dense layer on one image) took 42 us, 17 us here. The KC slabs and the
-    epilogue are those of ``macro_kernel``'s tiles into C, so each element has the bits it has in a
-    product of any other number of rows.
+    epilogue are those of ``macro_kernel``'s tiles into C, so each element has the bits it has in any
+    product on the same slabs (kc_for: every product of up to MC rows, and all of them where KC_SMALL
+    equals KC).
     """
     in_registers = act == LINEAR or act == RELU or act == LEAKY_RELU
     nslabs = slab_count(k, kc)
