@@ -276,13 +276,10 @@ def _metric_source(src, k, fn, y, d, cap, dtype):
     """Source adding metric k's numerator to sums[1 + k] (as CPUOps.add_metric does), or a reason not."""
     slot = 1 + k
     if fn is M.accuracy and d > 1 and y.ndim == 1 and y.dtype == np.int64:
-        src("use_threads(pred.size, T, MINW)")
         src(f"sums[{slot}] += KM.argmax_hits_int(pred, yb) / m * m")
     elif fn is M.accuracy and d > 1 and y.ndim == 2 and y.shape[1] == d:
-        src("use_threads(pred.size, T, MINW)")
         src(f"sums[{slot}] += KM.argmax_hits_dense(pred, yb) / m * m")
     elif fn in (M.accuracy, M.binary_accuracy) and y.ndim == 2 and y.shape[1] == d:
-        src("use_threads(pred.size, T, MINW)")
         src(f"sums[{slot}] += KM.threshold_hits(pred, yb, 0.5) / yb.size * m")
     elif fn in (M.mse, M.mae) and y.ndim == 2 and y.shape[1] == d and y.dtype == dtype:
         if "MG" not in src.arrays:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from jitnn import losses
-from jitnn.backend.cpu import CPU
 from jitnn.kernels.metrics import argmax_hits_dense, argmax_hits_int, threshold_hits
 
 
@@ -36,7 +35,7 @@ def binary_accuracy(y_true, y_pred, threshold: float = 0.5) -> float:
     """Fraction of elements where prediction and target fall on the same side of ``threshold``."""
     p = _pred_2d(y_pred)
     y = _targets_like(y_true, p)
-    return CPU.launch(threshold_hits, p.size, p, y, threshold) / y.size
+    return threshold_hits(p, y, threshold) / y.size
 
 
 def accuracy(y_true, y_pred) -> float:
@@ -51,8 +50,8 @@ def accuracy(y_true, y_pred) -> float:
     if y.ndim == 1:
         if y.shape[0] != p.shape[0]:
             raise ValueError(f"{y.shape[0]} labels for {p.shape[0]} predictions")
-        return CPU.launch(argmax_hits_int, p.size, p, y.astype(np.int64, copy=False)) / p.shape[0]
-    return CPU.launch(argmax_hits_dense, p.size, p, _targets_like(y, p)) / p.shape[0]
+        return argmax_hits_int(p, y.astype(np.int64, copy=False)) / p.shape[0]
+    return argmax_hits_dense(p, _targets_like(y, p)) / p.shape[0]
 
 
 def mse(y_true, y_pred) -> float:
