@@ -143,8 +143,8 @@ def conv2d_direct(x, w2, bias, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, act, act_
     w[a, b, c, :] into the row's OW x F outputs: unit-stride F-wide FMAs into a row that stays in L1,
     with the KH*KW*C x F weights in L1 too. ``bias`` of length 0 means none. Parallel over (n, i).
     Indices go in unsigned (``u``; each is in range by the bounds above): numba then drops its
-    negative-index wraparound, 1.11-1.23x on conv1 of the reference CNN (paired, batch 64 and 256; the same change measured
-    nothing in im2col, col2im and conv2d_direct_dw, which keep plain indices).
+    negative-index wraparound, 1.11-1.23x on conv1 of the reference CNN (paired, batch 64 and 256; the
+    same change measured nothing in im2col, col2im and conv2d_direct_dw, which keep plain indices).
     """
     n_img, h, wd, c_in = x.shape
     f = w2.shape[1]

@@ -292,8 +292,8 @@ micro_kernel, micro_kernel_c = _tile_kernels(lambda mr: mr, "micro_kernel")
 # five panels of 12 and 4 rows), which a full tile over a zero-padded panel computed 3 times over and wrote
 # through the tile buffer. Each element's sum runs the same FMAs in the same order in either kernel.
 short_kernel, short_kernel_c = _tile_kernels(lambda mr: SHORT_ROWS, "short_kernel")
-# One row of WIDE_ROW_PANELS NR panels (``wide_row_kernel_c``, into C only): a product of fewer than
-# SHORT_ROWS rows (one sample's forward pass), where the short tile computes SHORT_ROWS rows over a
+# One row of WIDE_ROW_PANELS NR panels (``wide_row_kernel_c``, into C only): a product of one row (one
+# sample's forward pass, kernels.gemm.wide_rows), where the short tile computes SHORT_ROWS rows over a
 # zero-padded panel and streams B two cache lines at a time. Eight vector accumulators keep both FMA
 # pipes busy (four cycles of latency) for one row, and each k step reads a whole 128-float stretch of
 # B's row. Each element's sum runs the same FMAs in the same order as in the other tiles.
