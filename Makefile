@@ -25,7 +25,7 @@ demo: $(STAMP) data
 
 # Two workers, one per core: most of a cold run is numba compiling, which uses one core; a file's
 # tests stay on one worker (loadfile), so the kernels they share compile once.
-test: $(STAMP)
+test: $(STAMP) data
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
