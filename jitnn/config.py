@@ -18,6 +18,14 @@ Environment variables, all read once, here, at import:
   flushes them to zero on its threads while ``fit`` runs (jitnn/kernels/fpenv.py says why).
 - ``GOMP_SPINCOUNT``: how long an idle OpenMP worker spins before sleeping; a value you set wins
   (jitnn's default and why: the Threading section of docs/architecture.md).
+- ``NUMBA_CACHE_DIR``: numba's own cache directory, used when ``JITNN_CACHE_DIR`` is unset (same
+  checks); jitnn sets it to the directory it chose, and removes it when it refused it.
+- ``NUMBA_ENABLE_CUDASIM``: numba's CUDA simulator (``1``, set before numba is first imported) stands in
+  for a GPU; numba reads it, jitnn.cuda asks numba (``jitnn.cuda.runtime.simulated``).
+- ``JITNN_FASHION_MNIST``: the directory ``jitnn.datasets.fashion_mnist`` reads (default
+  ``/usr/share/datasets/fashion-mnist``). Read at each call (``fashion_mnist_dir_setting``), as is
+  ``JITNN_CACHE_DIR`` for the peak-FLOP/s file (``cache_dir_setting``): a notebook or a test may set them
+  after import.
 
 The thread rule (``threads_for``): work below the size above runs on the calling thread, larger work
 on ``get_num_threads()`` threads. GEMM receives the count as an argument; ``launch`` applies it to
@@ -67,7 +75,8 @@ def _private_dir_problem(path: str) -> str | None:
     return None
 
 
-def _writable_dir(path: str) -> bool:
+def writable_dir(path: str) -> bool:
+    """True when ``path`` exists or can be made, and a file can be created in it."""
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".jitnn-probe-", delete=True):
@@ -100,11 +109,21 @@ def _private_dir(path: str) -> str | None:
     if problem is not None:
         warnings.warn(f"jitnn: compile cache disabled for {path!r}: {problem}", RuntimeWarning, stacklevel=3)
         return None
-    return path if _writable_dir(path) else None
+    return path if writable_dir(path) else None
 
 
 def _uid() -> int:
     return os.getuid() if hasattr(os, "getuid") else 0
+
+
+def cache_dir_setting() -> str | None:
+    """``$JITNN_CACHE_DIR`` as it is now (None when unset or empty)."""
+    return os.environ.get("JITNN_CACHE_DIR") or None
+
+
+def fashion_mnist_dir_setting() -> str | None:
+    """``$JITNN_FASHION_MNIST`` as it is now (None when unset or empty)."""
+    return os.environ.get("JITNN_FASHION_MNIST") or None
 
 
 def _choose_cache() -> tuple[bool, str | None]:
@@ -118,12 +137,12 @@ def _choose_cache() -> tuple[bool, str | None]:
     """
     if os.environ.get("JITNN_CACHE", "1") == "0":
         return False, None
-    wanted = os.environ.get("JITNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+    wanted = cache_dir_setting() or os.environ.get("NUMBA_CACHE_DIR")
     if wanted:
         candidates = [wanted]
     else:
         here = os.path.dirname(os.path.abspath(__file__))
-        if _writable_dir(os.path.join(here, "__pycache__")):
+        if writable_dir(os.path.join(here, "__pycache__")):
             return True, None  # numba's default in-tree location works
         candidates = [
             os.path.join(os.path.expanduser("~"), ".cache", "jitnn", "numba"),

@@ -1,7 +1,7 @@
 """Datasets: an IDX reader, Fashion-MNIST from the Debian package, scikit-learn's 8x8 digits, one-hot.
 
 Every loader returns ``(x_train, y_train), (x_test, y_test)`` with ``x`` float in [0, 1] (rows are
-samples) and ``y`` int64 class labels. No numba here: loading happens once, outside the hot path.
+samples) and ``y`` int64 class labels. No kernels here: loading happens once, outside the hot path.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import types
 import zlib
 
 import numpy as np
+
+from . import config
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_ENV = "JITNN_FASHION_MNIST"
@@ -98,7 +100,7 @@ def _fashion_dir(path) -> str:
     """The directory to read Fashion-MNIST from: the argument, then $JITNN_FASHION_MNIST, then Debian's."""
     if path is not None:
         return os.fspath(path)
-    return os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR
+    return config.fashion_mnist_dir_setting() or FASHION_MNIST_DIR
 
 
 def _find_fashion_files(directory: str) -> dict[str, str]:

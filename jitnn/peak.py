@@ -105,12 +105,12 @@ def cpu_model() -> str:
 def cache_dir() -> str | None:
     """The first writable of JITNN_CACHE_DIR, ~/.cache/jitnn, <tmp>/jitnn-<uid>; None if none is."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    env = os.environ.get("JITNN_CACHE_DIR")
+    env = config.cache_dir_setting()
     candidates = [env] if env else []
     candidates += [os.path.join(os.path.expanduser("~"), ".cache", "jitnn"),
                    os.path.join(tempfile.gettempdir(), f"jitnn-{uid}")]
     for path in candidates:
-        if config._writable_dir(path):
+        if config.writable_dir(path):
             return path
     return None
 
@@ -118,6 +118,11 @@ def cache_dir() -> str | None:
 # Bumped when the measurement changes: entries of another method (or register tile) are measured again
 # rather than kept as "the best seen" (method 2 reads the whole tile after each call).
 METHOD = f"2 {ISA}"
+
+
+def clear_memory() -> None:
+    """Forget the figures kept for this process when no cache file could be written (tests use it)."""
+    _memory.clear()
 
 
 def _key(threads: int) -> str:

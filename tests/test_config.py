@@ -18,7 +18,7 @@ def _choose(monkeypatch, env, writable):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(config, "_writable_dir", lambda path: any(path.startswith(w) for w in writable))
+    monkeypatch.setattr(config, "writable_dir", lambda path: any(path.startswith(w) for w in writable))
     return config._choose_cache()
 
 

@@ -312,8 +312,9 @@ def test_speedscope_file_follows_the_schema(run):
 def fake_measure(monkeypatch):
     figures = {"float32": 100.0, "float64": 50.0}
     monkeypatch.setattr(peak_mod, "measure", lambda dtype, threads=None, seconds=0.03, rounds=5: figures[dtype])
-    monkeypatch.setattr(peak_mod, "_memory", {})
-    return figures
+    peak_mod.clear_memory()
+    yield figures
+    peak_mod.clear_memory()
 
 
 def test_peak_cache_round_trip(tmp_path, fake_measure):
@@ -338,7 +339,7 @@ def test_peak_falls_back_to_memory_when_nothing_is_writable(tmp_path, fake_measu
     assert peak_mod.cached(threads=2)["float32"] == 200.0  # kept for the process
     monkeypatch.setenv("JITNN_CACHE_DIR", str(blocker / "cache"))
     assert peak_mod.cache_dir() != str(blocker / "cache")  # an unwritable JITNN_CACHE_DIR is skipped
-    monkeypatch.setattr(jitnn.config, "_writable_dir", lambda path: False)
+    monkeypatch.setattr(jitnn.config, "writable_dir", lambda path: False)
     assert peak_mod.cache_dir() is None
 
 
