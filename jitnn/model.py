@@ -463,12 +463,18 @@ class Sequential(Sharing):
         """Every weight in Keras' order: per layer, the trainable ones, then its state (moving statistics)."""
         return [p for layer in self.layers for p in (*layer.params, *layer.state)]
 
-    def count_params(self):
-        """The number of parameters (every weight and bias), as Keras' ``count_params``."""
-        if not self.built:
-            raise ValueError(f"model {self.name!r} is not built yet: count_params needs the input size "
-                             "(call build(input_dim) or fit first)")
-        return sum(layer.param_count() for layer in self.layers)
+    def count_params(self) -> int:
+        """The number of parameters (every weight and bias), as Keras' ``count_params``; before building,
+        counted from the shapes the first layer's declared input gives (nothing is built or drawn)."""
+        if self.built:  # moving statistics included, as Keras counts non-trainable weights
+            return int(sum(w.size for w in self._weight_arrays()))
+        declared = self._declared_input_shape()
+        if declared is None:
+            raise ValueError(f"model {self.name!r} is not built yet and its first layer declares no input: "
+                             "count_params needs the input size (pass input_shape= to the first layer, or "
+                             "call build(input_shape) or fit first)")
+        return sum(math.prod(shape) for layer, layer_input in zip(self.layers, self.layer_shapes(declared))
+                   for _, shape, _ in layer.weight_shapes(layer_input))
 
     def get_weights(self):
         return [self.ops.to_host(p) for p in self._weight_arrays()]
@@ -527,7 +533,7 @@ class Sequential(Sharing):
                 sum(math.prod(s) for _, s, _ in layer.weight_shapes(shape))
             total += count
             shown = "?" if out is None else str((None, *out)).replace("None", "N")
-            lines.append(f"{f'[{i}] ' + layer.describe():40s} {shown:>18s} {count:>10,}")
+            lines.append(f"{f'[{i}] ' + layer.describe(shape):40s} {shown:>18s} {count:>10,}")
         lines.append(f"Total params: {total:,} ({self.dtype.name}, {total * self.dtype.itemsize / 1024:.1f} KiB)")
         print_fn("\n".join(lines))
         return "\n".join(lines)

@@ -238,7 +238,9 @@ def test_summary_before_fit_shows_shapes_and_counts():
     assert "Total params: 225,546" in text  # 225,034 + BN's 4 x 128
     model.build((28, 28, 1), seed=0)
     built = model.summary(print_fn=lambda s: None)
-    assert "Dense 1600\u2192128 relu" in built and "Dense ?\u2192128 relu" in text
+    # every row names its input size before building too (from the shapes the declared input gives)
+    assert "Dense 1600\u2192128 relu" in built and "Dense 1600\u2192128 relu" in text
+    assert "BatchNormalization 128" in text and "BatchNormalization 128" in built
     assert [line.split()[-2:] for line in built.splitlines()[2:-1]] == \
         [line.split()[-2:] for line in text.splitlines()[2:-1]]
     assert sum(w.size for w in model.get_weights()) == 225_546

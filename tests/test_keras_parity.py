@@ -22,7 +22,7 @@ from jitnn import Sequential, backend, optimizers
 from jitnn.callbacks import Callback
 from jitnn.cuda import runtime
 from jitnn.datasets import fashion_mnist, load_fashion_mnist
-from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
+from jitnn.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, LeakyReLU
 from jitnn.validation import as_features
 
 FROZEN = 1e-30  # a learning rate whose steps vanish in float32 rounding: the weights stay as built
@@ -257,10 +257,30 @@ def test_evaluate_return_dict_has_history_keys():
 
 def test_count_params_counts_every_weight():
     model = Sequential([Dense(512, activation="relu", input_dim=784), Dropout(0.2), Dense(10)])
-    with pytest.raises(ValueError, match="not built"):
-        model.count_params()
+    assert model.count_params() == 784 * 512 + 512 + 512 * 10 + 10  # from the declared input, unbuilt
+    assert not model.built and model.layers[0].get_weights() == []
     model.build(784)
     assert model.count_params() == 784 * 512 + 512 + 512 * 10 + 10 == sum(w.size for w in model.get_weights())
+    undeclared = Sequential([Dense(512), Dense(10)])
+    with pytest.raises(ValueError, match="declares no input"):
+        undeclared.count_params()
+
+
+def test_count_params_includes_moving_statistics_built_or_not():
+    # Keras counts non-trainable weights: BatchNormalization's 4 x channels (gamma, beta, mean, variance)
+    model = Sequential([Conv2D(8, 3, input_shape=(12, 12, 3)), BatchNormalization(), Flatten(), Dense(4)])
+    expected = (3 * 3 * 3 * 8 + 8) + 4 * 8 + (10 * 10 * 8 * 4 + 4)
+    assert model.count_params() == expected and not model.built
+    model.build((12, 12, 3), seed=0)
+    assert model.count_params() == expected == sum(w.size for w in model.get_weights())
+
+
+def test_summary_before_build_names_the_declared_input():
+    model = Sequential([Dense(512, activation="relu", input_shape=(784,)), Dropout(0.2),
+                        Dense(10, activation="softmax")])
+    text = model.summary(print_fn=lambda s: None)
+    assert "Dense 784\u2192512 relu" in text and "Dense 512\u219210 softmax" in text
+    assert "Total params: 407,050" in text and not model.built
 
 
 # ---------------------------------------------------------------- Layer.get_weights / set_weights

@@ -30,7 +30,7 @@ class Activation(Layer):
                                           self._buf_dx[:n])
         return dx.reshape(grad.shape)
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"Activation {self.activation.name}"
 
     def get_config(self):

@@ -134,7 +134,9 @@ class Layer:
         io = batch * ((self.input_dim or 0) + (self.output_dim or 0)) * item
         return {"forward": io, "backward": 2 * io}
 
-    def describe(self) -> str:
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
+        """A one-line label; ``input_shape`` is the per-sample input a not-yet-built layer will receive
+        (``Sequential.summary`` passes it so sizes show before building)."""
         return self.kind
 
     def get_config(self) -> dict:

@@ -159,7 +159,7 @@ class Conv2D(Layer):
         dx = batch * self.input_dim * item if need_input_grad else 0
         return {"forward": w + io, "backward": 2 * w + io + batch * self.output_dim * item + dx}
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         kh, kw = self.kernel_size
         return f"Conv2D {self.filters} {kh}x{kw} {self.activation.name}"
 

@@ -211,8 +211,9 @@ class Dense(Layer):
             notes["kernel_load_factor"] = nnz / self.mask.size
         return notes
 
-    def describe(self):
-        return f"Dense {'?' if self.input_dim is None else self.input_dim}\u2192{self.units} {self.activation.name}"
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
+        features = self.input_dim or (input_shape[0] if input_shape else self.declared_input_dim) or "?"
+        return f"Dense {features}\u2192{self.units} {self.activation.name}"
 
     def get_config(self):
         return {"units": self.units, "activation": self.activation.get_config(), "input_dim": self.input_dim,

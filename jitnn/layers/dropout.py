@@ -56,7 +56,7 @@ class Dropout(Layer):
         dx = self.ops.backprop_dropout(flat(grad), self._buf_mask[:n], self.rate, self._buf_dx[:n])
         return dx.reshape(grad.shape)
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"Dropout {self.rate:g}"
 
     def get_config(self):

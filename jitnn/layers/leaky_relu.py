@@ -33,7 +33,7 @@ class LeakyReLU(Layer):
         dx = self.ops.backprop_activation(flat(grad), out, out, self.activation, self._buf_dx[:n])
         return dx.reshape(grad.shape)
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"LeakyReLU {self.negative_slope:g}"
 
     def get_config(self):

@@ -99,8 +99,10 @@ class BatchNormalization(Layer):
         d = batch * self.input_dim * self.dtype.itemsize
         return {"forward": 3 * d, "backward": 4 * d}
 
-    def describe(self):
-        return f"BatchNormalization {self.channels if self.built else ''}".rstrip()
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
+        shape = input_shape or self.declared_input_shape
+        channels = self.channels if self.built else (shape[-1] if shape else "")
+        return f"BatchNormalization {channels}".rstrip()
 
     def get_config(self):
         return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center, "scale": self.scale,

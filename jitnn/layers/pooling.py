@@ -58,7 +58,7 @@ class Pooling2D(Layer):
         io = batch * (self.input_dim + self.output_dim) * self.dtype.itemsize
         return {"forward": io, "backward": io}
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"{self.kind} {self.pool_size[0]}x{self.pool_size[1]}"
 
     def get_config(self):

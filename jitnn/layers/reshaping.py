@@ -68,7 +68,7 @@ class Reshape(Layer):
     def bytes_moved(self, batch, need_input_grad=True):
         return {"forward": 0, "backward": 0}
 
-    def describe(self):
+    def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"Reshape {self.target_shape}"
 
     def get_config(self):
