@@ -148,7 +148,7 @@ def cached(threads=None, path=None) -> dict | None:
         d = cache_dir()
         path = os.path.join(d, FILE_NAME) if d else None
     entry = _read(path).get(key) if path else None
-    ok = isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("float32", "float64"))
+    ok = isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in config.FLOAT_DTYPES)
     ok = ok and entry.get("method") == METHOD
     return dict(entry, path=path, source="cache") if ok else None
 
@@ -167,7 +167,7 @@ def estimate(threads=None, path=None, refresh=False, seconds=0.03) -> dict:
             return hit
     t0 = time.perf_counter()
     entry = {"cpu": cpu_model(), "threads": threads, "method": METHOD}
-    for dt in ("float32", "float64"):
+    for dt in config.FLOAT_DTYPES:
         parallel = measure(dt, threads, seconds)
         single = measure(dt, 1, seconds, rounds=8) if threads > 1 else parallel
         entry[dt] = round(max(parallel, threads * single), 1)
@@ -181,7 +181,7 @@ def estimate(threads=None, path=None, refresh=False, seconds=0.03) -> dict:
         path = os.path.join(d, FILE_NAME) if d else None
     old = _memory.get(key) or (_read(path).get(key) if path else None)
     if isinstance(old, dict) and old.get("method") == METHOD:  # keep the best seen: load only lowers it
-        for dt in ("float32", "float64"):
+        for dt in config.FLOAT_DTYPES:
             if isinstance(old.get(dt), (int, float)):
                 entry[dt] = max(entry[dt], float(old[dt]))
         entry["runs"] = int(old.get("runs", 1)) + 1 if isinstance(old.get("runs", 1), int) else 2

@@ -36,6 +36,7 @@ import numpy as np
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
+from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import (
     Activation,
     AveragePooling2D,
@@ -399,8 +400,8 @@ def _build_layers(cfg, error):
     shape it receives (``Layer.weight_shapes``, which ``build`` uses too), and the input shape."""
     input_shape = _input_shape(cfg, error)
     dtype = _field("config", cfg, "dtype", (str,), error)
-    if dtype not in ("float32", "float64"):
-        raise error(f"config.dtype must be 'float32' or 'float64', received: {dtype[:40]!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise error(f"config.dtype must be {' or '.join(map(repr, FLOAT_DTYPES))}, received: {dtype[:40]!r}")
     _field("config", cfg, "name", (str,), error, optional=True)
     specs = _field("config", cfg, "layers", (list,), error)
     if not specs:

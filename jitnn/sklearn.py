@@ -34,6 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from jitnn.callbacks import Callback
+from jitnn.config import FLOAT_DTYPES
 from jitnn.layers import Dense
 from jitnn.model import Sequential
 from jitnn.optimizers import SGD, Adam
@@ -141,8 +142,8 @@ class _BaseMLP(BaseEstimator):
         _int("n_iter_no_change", self.n_iter_no_change, 1)
         if self.batch_size != "auto":
             _int("batch_size", self.batch_size, 1)
-        if np.dtype(self.dtype) not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be 'float32' or 'float64', received: dtype={self.dtype!r}")
+        if np.dtype(self.dtype).name not in FLOAT_DTYPES:
+            raise ValueError(f"dtype must be {' or '.join(map(repr, FLOAT_DTYPES))}, received: dtype={self.dtype!r}")
         return [int(h) for h in sizes]
 
     # jitnn's gradient is _grad_factor(n_outputs) times scikit-learn's (the regressor: scikit-learn

@@ -23,12 +23,12 @@ import threading
 import numba
 import numpy as np
 
-from jitnn.config import DEFAULT_DTYPE, launch, threads_for
+from jitnn.config import DEFAULT_DTYPE, FLOAT_DTYPES, launch, threads_for
 from jitnn.kernels import sparse as _k
 
 __all__ = ["COOMatrix", "CSRMatrix", "dense_spmm", "spmm", "spmm_t", "spmv"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = tuple(np.dtype(name) for name in FLOAT_DTYPES)
 _INDEXES = (np.dtype(np.int32), np.dtype(np.int64))
 _I32_MAX = np.iinfo(np.int32).max
 # dense_spmm: rows of X per block (the axpy length; 64 float32 = 8 ymm) and the depth of one packed
