@@ -506,7 +506,9 @@ def _dependencies():
     """Size and mtime of every jitnn source a step's compiled code contains. numba's cache checks only the
     step's own file, while the step inlines the kernels it calls: a changed kernel must give a new file."""
     root = os.path.dirname(os.path.abspath(__file__))
-    names = [os.path.join(root, f) for f in ("compiled_step.py", "config.py", "linalg.py")]
+    names = [os.path.join(root, f) for f in ("compiled_step.py", "config.py")]
+    names += sorted(os.path.join(root, "linalg", f) for f in os.listdir(os.path.join(root, "linalg"))
+                    if f.endswith(".py"))
     names += sorted(os.path.join(root, "kernels", f) for f in os.listdir(os.path.join(root, "kernels"))
                     if f.endswith(".py"))
     return "".join(f"{n}:{os.stat(n).st_size}:{os.stat(n).st_mtime_ns};" for n in names)
