@@ -38,7 +38,8 @@ def _bool(name, value):
 class Optimizer:
     """Base class: learning rate (a float or a schedule), step counter, per-parameter state buffers.
 
-    Subclasses name their buffers in ``slots`` and apply one ``ops`` update per array in ``_update``.
+    Subclasses name their buffers in ``slots`` and apply one ``ops`` update per array in ``update_array``
+    (a public hook: a subclass may wrap it, as tests/test_interrupts.py does to interrupt a step).
     """
 
     name = "optimizer"
@@ -217,7 +218,7 @@ class Optimizer:
                     on_param(i)
                 w, g = params[i], grads[i]
                 extra = {} if snapshots is None else {"snapshot": snapshots[i]}
-                bad |= bool(self._update(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2),
+                bad |= bool(self.update_array(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2),
                                          **extra))
         except BaseException:
             # An interrupt between two arrays' kernels: with snapshots, the arrays already updated take
@@ -232,7 +233,7 @@ class Optimizer:
             on_param(n)
         return bad if guard else None
 
-    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
         """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order); returns
         what the device's update returns (True: a weight became non-finite)."""
         raise NotImplementedError
@@ -321,7 +322,7 @@ class SGD(Optimizer):
     def _kernel_slots(self):
         return ("velocity",)
 
-    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
         return self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2, **snapshot)
 
     def _hyper(self):
@@ -342,7 +343,7 @@ class Adagrad(Optimizer):
     def slots(self):
         return ("accum",)
 
-    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
         return self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2, **snapshot)
 
     def _hyper(self):
@@ -367,7 +368,7 @@ class RMSprop(Optimizer):
     def slots(self):
         return ("ms",)
 
-    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
         return self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2, **snapshot)
 
     def _hyper(self):
@@ -400,7 +401,7 @@ class Adam(Optimizer):
     def _kernel_slots(self):
         return ("m", "v", "vmax")
 
-    def _update(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
         m, v, vmax = bufs
         return self.ops.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
                                     self.weight_decay, self.amsgrad, l1, l2, **snapshot)
