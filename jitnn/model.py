@@ -72,6 +72,12 @@ class Sequential(Sharing):
     def device(self) -> str:
         return self.ops.name
 
+    @property
+    def fused(self) -> bool:
+        """True when ``compile`` fused the last Dense's softmax/sigmoid with a cross-entropy loss: that layer
+        emits logits, the loss takes its gradient from them, and ``predict`` applies the activation."""
+        return self._fused
+
     # --- construction ------------------------------------------------------------------------------
     def add(self, layer):
         if not hasattr(layer, "forward") or not hasattr(layer, "build"):

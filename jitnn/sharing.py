@@ -130,7 +130,7 @@ class Sharing:
                 layer.allocate(batch)
             local.rows = batch
         probs = getattr(local, "probs", None)
-        if self._fused and (probs is None or probs.shape[0] < batch or probs.shape[1] != self.output_dim
+        if self.fused and (probs is None or probs.shape[0] < batch or probs.shape[1] != self.output_dim
                             or probs.dtype != self.dtype or self.ops.name != local.device):
             local.probs = probs = self.ops.zeros((batch, self.output_dim), self.dtype)
             local.device = self.ops.name
