@@ -200,7 +200,7 @@ def python_lines(model, x, y, batch, steps, seed):
             + out.getvalue())
 
 
-def _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct, rows=None, panels=1):
+def micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct, rows=None, panels=1):
     """Stand-in for the LLVM intrinsic, which only exists inside compiled code (same arithmetic); ``rows``
     for the short tile (SHORT_ROWS) or the wide row (1), else MR; ``panels`` NR panels of columns."""
     from jitnn.kernels.blocking import BLOCKS
@@ -212,7 +212,7 @@ def _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct, rows=None, panels=1
     ct[:mr * nr] = (a.T.astype(np.float64) @ bp[rows].astype(np.float64)).reshape(-1)
 
 
-def _micro_kernel_c_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
+def micro_kernel_c_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, beta, bias, col0, use_bias, act,
                        act_param, rows=None, panels=1):
     """Stand-in for micro_kernel_c: the same tile, written into flat C as act(alpha*tile + beta*C + bias)."""
     from jitnn.kernels.blocking import BLOCKS
@@ -221,7 +221,7 @@ def _micro_kernel_c_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, c, c0, c_rs, alpha, b
     mr, nr = BLOCKS[ap.dtype.name][:2]
     mr, nr = rows or mr, nr * panels
     tile = np.empty(mr * nr, ap.dtype)
-    _micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, tile, mr, panels)
+    micro_kernel_py(kc, ap, a0, a_rs, a_cs, bp, b0, bs, tile, mr, panels)
     for i in range(mr):
         row = c[c0 + i * c_rs:c0 + i * c_rs + nr]
         row[:] = alpha * tile[i * nr:(i + 1) * nr] + (beta * row if beta != 0 else 0)
@@ -253,15 +253,15 @@ def interpreted():
               (gemm, "wide_row_kernel_c", gemm.wide_row_kernel_c),
               (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
               (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
-    gemm.micro_kernel_c = _micro_kernel_c_py
-    gemm.short_kernel_c = functools.partial(_micro_kernel_c_py, rows=SHORT_ROWS)
-    gemm.wide_row_kernel_c = functools.partial(_micro_kernel_c_py, rows=1, panels=WIDE_ROW_PANELS)
+    gemm.micro_kernel_c = micro_kernel_c_py
+    gemm.short_kernel_c = functools.partial(micro_kernel_c_py, rows=SHORT_ROWS)
+    gemm.wide_row_kernel_c = functools.partial(micro_kernel_c_py, rows=1, panels=WIDE_ROW_PANELS)
     linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
     config.PARALLEL_MIN_WORK = 0
     linalg._compiled = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}
     try:
         with np.errstate(over="ignore"):  # the dropout hash relies on uint64 wraparound, silent when compiled
-            yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [_micro_kernel_py, _micro_kernel_c_py]
+            yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [micro_kernel_py, micro_kernel_c_py]
     finally:
         for module, attr, value in reversed(saved):
             setattr(module, attr, value)

@@ -412,7 +412,7 @@ def test_cli_line_listings_label_interpreted_kernels_and_restore_them(run):
     assert "INTERPRETED" in text.split("\n", 1)[0]
     assert "Function: gemm_kernel" in text
     assert isinstance(gemm.pack_a, CPUDispatcher) and isinstance(gemm.gemm_kernel, CPUDispatcher)
-    assert not isinstance(gemm.micro_kernel_c, type(cli._micro_kernel_py))
+    assert not isinstance(gemm.micro_kernel_c, type(cli.micro_kernel_py))
     x, y = data(128)
     listing = cli.python_lines(model, x, y, 32, 2, 0)
     assert "Function: Sequential.train_step" in listing and "Function: Dense.forward" in listing
