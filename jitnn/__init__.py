@@ -35,7 +35,8 @@ from jitnn.linalg import gemm, matmul
 from jitnn.model import Sequential
 from jitnn.profiler import profile
 from jitnn.prune import prune
-from jitnn.saving import ModelFileError, load_model
+from jitnn.loading import load_model
+from jitnn.saving import ModelFileError
 from jitnn.training import NonFiniteLossError
 
 __version__ = "0.1.0"

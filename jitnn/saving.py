@@ -30,6 +30,7 @@ import tempfile
 import warnings
 import zipfile
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -546,33 +547,43 @@ class _Plan:
         _check_members(archive, set(self.params) | _optimizer_keys(self.optimizer, len(self.trainable)))
 
 
-def load_model(path):
-    """A Sequential rebuilt from a file written by ``save`` (compiled if it was); ModelFileError if the
-    file is corrupt, hostile or inconsistent (see the module docstring)."""
-    from jitnn.model import Sequential  # model imports this module for save: import here, not above
+class ModelFile(NamedTuple):
+    """What ``read_model_file`` found in a file, every part validated (steps 1-4 of the module
+    docstring); jitnn.loading builds the model from it (step 5)."""
 
+    name: str | None
+    layers: list  # constructed, not built
+    dtype: np.dtype
+    input_shape: tuple
+    loss: object  # None for a file saved uncompiled
+    optimizer: object
+    metrics: list
+    values: dict  # "layer{i}/{param}" -> array of ``dtype``
+    optimizer_state: dict  # what ``Optimizer.load_state_arrays`` takes; {} when there is none
+
+
+def read_model_file(path) -> ModelFile:
+    """Read and validate a file written by ``save``; ModelFileError if it is corrupt, hostile or
+    inconsistent (see the module docstring). Builds no model: ``jitnn.load_model`` does (jitnn/loading.py)."""
     with _Archive(path) as archive:
         plan = _Plan(archive)
         values = _read_params(archive, plan.params, plan.dtype)
         state = {} if plan.optimizer is None else \
             _read_optimizer_state(archive, plan.optimizer, list(plan.trainable.values()), plan.dtype)
-    model = Sequential(plan.layers, name=plan.cfg.get("name"), dtype=plan.dtype)
-    model.build(plan.input_shape)
-    _assign(model, values)
-    if plan.loss is not None:
-        model.compile(loss=plan.loss, optimizer=plan.optimizer, metrics=plan.metrics)
-        _restore_optimizer(model, state)
-    return model
+    return ModelFile(plan.cfg.get("name"), plan.layers, plan.dtype, plan.input_shape, plan.loss, plan.optimizer,
+                     plan.metrics, values, state)
 
 
-def _assign(model, values):
+def assign_weights(model, values):
+    """Write ``values`` ("layer{i}/{param}" -> array, shapes already checked) into a built ``model``."""
     for i, layer in enumerate(model.layers):
         for name, p in weights_of(layer):
             p[...] = values[f"layer{i}/{name}"]
     model.weights_changed()
 
 
-def _restore_optimizer(model, state):
+def restore_optimizer(model, state):
+    """Give a compiled ``model``'s optimizer the ``optimizer_state`` of a ModelFile."""
     if not state:
         return
     opt = model.optimizer
@@ -600,4 +611,4 @@ def load_weights(model, path):
         values = _read_params(archive, shapes, model.dtype)
         if plan.optimizer is not None:  # read only to refuse a damaged file whichever way it is loaded
             _read_optimizer_state(archive, plan.optimizer, list(plan.trainable.values()), plan.dtype)
-    _assign(model, values)
+    assign_weights(model, values)

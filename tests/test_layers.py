@@ -11,7 +11,7 @@ from scipy.special import expit, softmax
 from jitnn import activations, losses, optimizers
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 from jitnn.model import Sequential
-from jitnn.saving import load_model
+from jitnn import load_model
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu", "softmax"]
 FD_TOL = {"rtol": 1e-5, "atol": 1e-8}
