@@ -401,12 +401,20 @@ def _csv_value(v):
 
 
 class TerminateOnNaN(Callback):
-    """Stop training (``model.stop_training = True``) when the loss in the logs is NaN or infinite."""
+    """Stop training (``model.stop_training = True``) when the loss in the logs is NaN or infinite.
+
+    With it, ``fit`` turns a non-finite loss (or weight) into the end of training instead of
+    NonFiniteLossError: the weights stay those of the last good step and fit returns its History."""
+
+    def on_train_begin(self, logs=None):
+        self.terminated = False
 
     def _check(self, where, logs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            print(f"{where}: invalid loss {loss}, terminating training")
+            if not getattr(self, "terminated", False):  # the epoch's loss repeats the batch's: say it once
+                print(f"{where}: Invalid loss, terminating training")  # Keras's words
+            self.terminated = True
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):

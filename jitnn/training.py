@@ -175,6 +175,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
         cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
     batch_begin = [cb for cb in cb_list if _overrides(cb, "on_train_batch_begin", "on_batch_begin")]
     batch_end = [cb for cb in cb_list if _overrides(cb, "on_train_batch_end", "on_batch_end")]
+    # Keras: TerminateOnNaN ends training and fit returns; every rank is given the same callbacks
+    terminate_on_nan = any(isinstance(cb, cbks.TerminateOnNaN) for cb in callbacks or [])
     profile_rec = profiler.current(profile, model, t_start)
     if sample_weight is not None:  # the compiled step has no row weights
         compiled, model.step_path = None, "layers: sample weights"
@@ -240,8 +242,15 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                     t = rec.host_start()
                     ops.to_host(model.sums, host_sums)  # the host's read: on a GPU it waits for the device
                     strategy.reduce_sums(host_sums)
-                    if not ops.is_finite(host_sums[0]):
-                        _stop(model, ops, params, snapshot, f"loss became {host_sums[0]}", epoch, good, step, steps)
+                    if not ops.is_finite(host_sums[0]):  # seen before this step's update: none is applied
+                        _stop_or_terminate(terminate_on_nan, model, ops, params, snapshot,
+                                           f"loss became {host_sums[0]}", epoch, good, step, steps)
+                        interrupt.in_step = False
+                        logs = {k: float(v / seen) for k, v in zip(keys, host_sums)}
+                        for cb in batch_end:  # TerminateOnNaN reads the loss and says so, as in Keras
+                            cb.on_train_batch_end(step, logs)
+                        rec.host_stop(t, None, "nan_guard", m)
+                        break
                     good = step + 1
                     if snapshot is not None and not in_update:
                         for p, s in zip(params, snapshot):
@@ -259,9 +268,10 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                         bad = not all(np.isfinite(ops.to_host(p)).all() for p in params)
                     status = compiled_step.WEIGHTS_NOT_FINITE if bad else compiled_step.STEP_OK
                 interrupt.in_step = interrupt.updating = False
-                if status == compiled_step.WEIGHTS_NOT_FINITE:
-                    _stop(model, ops, params, snapshot, "a weight became NaN or inf in the update", epoch, step,
-                          step, steps)
+                if status == compiled_step.WEIGHTS_NOT_FINITE:  # Keras would see a NaN loss at the next batch
+                    _stop_or_terminate(terminate_on_nan, model, ops, params, snapshot,
+                                       "a weight became NaN or inf in the update", epoch, step, step, steps)
+                    break
                 done += 1
                 if interrupt.pending:
                     raise KeyboardInterrupt
@@ -337,6 +347,18 @@ def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, st
                   f"the weights and the optimizer's step count are those of the last complete step ({done} in "
                   "this fit)" + ("; the moments of the arrays the optimizer had already updated keep that "
                                  "step's update" if moved else ""), RuntimeWarning, stacklevel=3)
+
+
+def _stop_or_terminate(terminate_on_nan, model, *where):
+    """``_stop``; with a TerminateOnNaN callback its error becomes a RuntimeWarning and
+    ``model.stop_training``: the weights stay those ``_stop`` restored and fit returns its History."""
+    try:
+        _stop(model, *where)
+    except NonFiniteLossError as e:
+        if not terminate_on_nan:
+            raise
+        warnings.warn(f"{e}; TerminateOnNaN: terminating training", RuntimeWarning, stacklevel=4)
+        model.stop_training = True
 
 
 def _stop(model, ops, params, snapshot, what, epoch, good, step, steps):

@@ -4,11 +4,13 @@ history, and the stops against scripted monitors."""
 
 import csv
 import math
+import re
 
+import numpy as np
 import pytest
 from test_model import Scripted, assert_weights_equal, classification, classifier
 
-from jitnn import Sequential, optimizers
+from jitnn import NonFiniteLossError, Sequential, optimizers
 from jitnn.callbacks import (
     CSVLogger,
     LambdaCallback,
@@ -176,3 +178,50 @@ def test_lambda_callback_in_fit_and_batch_hooks():
 def test_lambda_callback_rejects_non_callables():
     with pytest.raises(TypeError, match="on_epoch_end"):
         LambdaCallback(on_epoch_end=3)
+
+
+def diverging_regression(lr, rows=256):
+    """A real divergence: SGD at too large a learning rate on targets near 100 overflows float32 (lr=30:
+    a loss of inf about ten steps in; lr=1e38: an inf weight in the first update)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, 2.0, 3.0], np.float32) + 100)[:, None]
+    model = Sequential([Dense(1, input_dim=3)])
+    model.compile(loss="mse", optimizer=optimizers.SGD(lr))
+    model.build(3, seed=0)
+    return model, x, y
+
+
+@pytest.mark.parametrize("batch_size, path", [(16, "layers: 32 steps"), (1, "compiled")])
+def test_terminate_on_nan_ends_a_real_diverging_fit(batch_size, path, capsys):
+    epochs = 2
+    model, x, y = diverging_regression(30)
+    with pytest.raises(NonFiniteLossError):  # without the callback: the NaN guard's error
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=False)
+    model, x, y = diverging_regression(30)
+    with pytest.warns(RuntimeWarning, match="loss became inf .* restored; TerminateOnNaN"):
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=False,
+                            callbacks=[TerminateOnNaN()])
+    out = capsys.readouterr().out
+    assert model.stop_training and history.epoch == [0] and not math.isfinite(history.history["loss"][0])
+    assert out.count("Invalid loss, terminating training") == 1
+    bad = int(re.search(r"Batch (\d+): Invalid loss", out).group(1))  # 0-based, as Keras numbers batches
+    assert bad >= 5 and model.step_path.startswith(path)
+    # the weights are those that produced the last finite loss (batch bad - 1's): the same model trained
+    # on the batches before that one
+    reference, _, _ = diverging_regression(30)
+    good_rows = (bad - 1) * batch_size
+    reference.fit(x[:good_rows], y[:good_rows], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
+    assert_weights_equal(model.get_weights(), reference.get_weights())
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_terminate_on_nan_after_an_update_that_overflows_a_weight():
+    model, x, y = diverging_regression(1e38)  # the first update's weights are inf; its loss was finite
+    start = model.get_weights()
+    with pytest.warns(RuntimeWarning, match="a weight became NaN or inf .* TerminateOnNaN"):
+        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False,
+                            callbacks=[TerminateOnNaN()])
+    assert history.epoch == [0] and model.stop_training
+    for w, w0 in zip(model.get_weights(), start):
+        np.testing.assert_array_equal(w, w0)
