@@ -32,14 +32,13 @@ from jitnn.layers import (
     Reshape,
 )
 from jitnn.linalg import gemm, matmul
+from jitnn.loading import load_model
 from jitnn.model import Sequential
 from jitnn.profiler import profile
 from jitnn.prune import prune
-from jitnn.loading import load_model
 from jitnn.saving import ModelFileError
 from jitnn.training import NonFiniteLossError
-
-__version__ = "0.1.0"
+from jitnn.version import __version__
 
 
 def __getattr__(name):

@@ -20,6 +20,7 @@ import json
 
 from jitnn import config
 from jitnn import peak as peak_mod
+from jitnn.version import __version__
 
 
 def _fmt_s(ns):
@@ -235,9 +236,7 @@ def to_document(entries, producer=None):
     """
     entries = entries if isinstance(entries, (list, tuple)) else [entries]
     if producer is None:
-        import jitnn
-
-        producer = f"jitnn {jitnn.__version__}"
+        producer = f"jitnn {__version__}"
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "producer": producer,
             "profiles": [e if isinstance(e, dict) else to_json(e) for e in entries]}
 

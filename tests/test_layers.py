@@ -8,10 +8,9 @@ import pytest
 from helpers import DTYPES, central_diff, tolerance
 from scipy.special import expit, softmax
 
-from jitnn import activations, losses, optimizers
+from jitnn import activations, load_model, losses, optimizers
 from jitnn.layers import Activation, Dense, Dropout, LeakyReLU
 from jitnn.model import Sequential
-from jitnn import load_model
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu", "softmax"]
 FD_TOL = {"rtol": 1e-5, "atol": 1e-8}

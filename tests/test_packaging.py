@@ -20,7 +20,7 @@ def pyproject():
 def test_one_version_an_spdx_license_and_py_typed():
     cfg = pyproject()
     assert "version" not in cfg["project"] and cfg["project"]["dynamic"] == ["version"]
-    assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "jitnn.__version__"}
+    assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "jitnn.version.__version__"}
     assert importlib.metadata.version("jitnn") == jitnn.__version__
     assert cfg["project"]["license"] == "MIT"
     assert any(r.startswith("setuptools>=") and int(r.split(">=")[1].split(".")[0]) >= 77
