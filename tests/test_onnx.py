@@ -5,8 +5,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper
 
-from jitnn import Activation, Dense, Dropout, Sequential
+from jitnn import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    GlobalAveragePooling2D,
+    Sequential,
+)
 from jitnn import onnx as jonnx
 from jitnn.activations import LeakyReLU
 
@@ -27,7 +37,7 @@ def check_export(model, tmp_path, opset=jonnx.DEFAULT_OPSET, batches=(1, 7, 64))
     rng = np.random.default_rng(1)
     tol = {"float32": 2e-6, "float64": 1e-12}[model.dtype.name]
     for n in batches:
-        x = rng.standard_normal((n, model.input_dim)).astype(model.dtype)
+        x = rng.standard_normal((n, *model.input_shape)).astype(model.dtype)
         np.testing.assert_allclose(run(path, x), model.predict(x), rtol=tol * 10, atol=tol)
     return proto
 
@@ -105,3 +115,28 @@ def test_bad_calls_raise():
             jonnx.to_onnx(model, opset=bad)
     with pytest.raises(TypeError, match="Sequential"):
         jonnx.to_onnx("model")
+
+
+def test_strided_conv_model_with_same_average_pooling_and_trained_batchnorm(tmp_path):
+    # odd image sides, so stride 2 and "same" pad the bottom/right border, where AveragePooling2D must
+    # average the real cells only (count_include_pad=0); BN after a training step, so its moving
+    # statistics are neither 0 nor 1 and the exported affine map is not the identity
+    model = Sequential([Conv2D(6, 3, strides=2, padding="same", activation="relu", input_shape=(15, 13, 3)),
+                        BatchNormalization(momentum=0.5),
+                        AveragePooling2D(pool_size=3, strides=2, padding="same"),
+                        Conv2D(8, 3, padding="same", activation="tanh"), BatchNormalization(momentum=0.5),
+                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 15, 13, 3)) * 2 + 1
+    model.fit(x, rng.integers(0, 4, 24), epochs=1, batch_size=8, verbose=0, seed=0)
+    for bn in (model.layers[1], model.layers[4]):
+        assert np.abs(np.asarray(bn.moving_mean)).max() > 1e-2
+        assert np.abs(np.asarray(bn.moving_variance) - 1).max() > 1e-2
+    pool = model.layers[2]
+    assert pool.input_shape == (8, 7, 6) and pool.output_shape == (4, 4, 6)  # a padded border on both axes
+    proto = check_export(model, tmp_path)  # batches 1, 7 and 64, onnx.checker on the saved file
+    pools = [n for n in proto.graph.node if n.op_type == "AveragePool"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in pools[0].attribute}
+    assert attrs["count_include_pad"] == 0 and list(attrs["strides"]) == [2, 2] and sum(attrs["pads"]) > 0
+    assert {"Conv", "GlobalAveragePool", "Mul", "Add", "Softmax"} <= {n.op_type for n in proto.graph.node}
