@@ -8,33 +8,32 @@
     a[i:j]         # a row slice: a view, O(rows) (a minibatch); a[idx] copies rows idx
 
 The arithmetic lives in ``jitnn/kernels/sparse.py``; this module validates, picks kernels and allocates
-outputs. ``spmm``, ``spmm_t``, ``dense_spmm`` and ``spmv`` are what layers call: with ``out=`` they
-allocate nothing, and they insist on matching dtypes (no hidden copies). The ``@`` operators promote
-dtypes as numpy does. Constructors share ``data`` when it has the right dtype and layout (scipy's
-convention) but copy the index arrays and keep them read-only: kernels trust indices that were
-validated once, and an index changed afterwards (through the caller's array) could make them read or
-write outside their arrays. A matrix never modifies its arrays.
+outputs. The products layers call (``spmm``, ``spmm_t``, ``dense_spmm``, ``spmv``: no hidden copies,
+no allocation with ``out=``) live with the dense ones in ``jitnn/linalg/sparse.py`` and are importable
+from here too; the ``@`` operators call them after promoting dtypes as numpy does. Constructors share
+``data`` when it has the right dtype and layout (scipy's convention) but copy the index arrays and keep
+them read-only: kernels trust indices that were validated once, and an index changed afterwards
+(through the caller's array) could make them read or write outside their arrays. A matrix never
+modifies its arrays.
 """
 
 from __future__ import annotations
 
-import threading
-
-import numba
 import numpy as np
 
 from jitnn.config import DEFAULT_DTYPE, FLOAT_DTYPES, launch, threads_for
 from jitnn.kernels import sparse as _k
+from jitnn.linalg.sparse import dense_spmm, register_csr_type, spmm, spmm_t, spmv
+from jitnn.linalg.views import dense_out as _dense_out
+from jitnn.linalg.views import finish as _finish
+from jitnn.linalg.views import strided as _strided
+from jitnn.linalg.views import view_in as _view_in
 
 __all__ = ["COOMatrix", "CSRMatrix", "dense_spmm", "spmm", "spmm_t", "spmv"]
 
 _FLOATS = tuple(np.dtype(name) for name in FLOAT_DTYPES)
 _INDEXES = (np.dtype(np.int32), np.dtype(np.int64))
 _I32_MAX = np.iinfo(np.int32).max
-# dense_spmm: rows of X per block (the axpy length; 64 float32 = 8 ymm) and the depth of one packed
-# slab of X; a block's n x rows accumulator is kept within half of Zen 3's 512 KiB L2.
-_DENSE_ROWS, _DENSE_KC, _ACC_BYTES = 64, 256, 256 * 1024
-_ROW_CHUNK = 16  # spmm: rows per dynamically scheduled chunk
 
 
 # --- checks and views -----------------------------------------------------------------------------
@@ -68,90 +67,6 @@ def _same_index_dtype(*arrays):
 
 def _index_dtype(*sizes):
     return np.dtype(np.int32) if max(sizes, default=0) <= _I32_MAX else np.dtype(np.int64)
-
-
-def _strided(x):
-    """(1-D view of x's memory from x[0, 0], row stride, column stride) in elements; None when a
-    stride is negative or not a multiple of the item size (the caller copies then)."""
-    if x.flags.c_contiguous:
-        return x.reshape(-1), x.shape[1], 1  # a view; as_strided costs ~8 us a call
-    if x.flags.f_contiguous:
-        return x.T.reshape(-1), 1, x.shape[0]
-    item = x.itemsize
-    rs, cs = x.strides
-    if rs < 0 or cs < 0 or rs % item or cs % item:
-        return None
-    rs, cs = rs // item, cs // item
-    span = (x.shape[0] - 1) * rs + (x.shape[1] - 1) * cs + 1
-    return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), rs, cs
-
-
-def _dense_in(name, x, dtype, ndim):
-    """A dense operand of exactly ``dtype`` and ``ndim`` (the out= functions promote nothing)."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, received: {type(x).__name__}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, received: {name}.ndim={x.ndim} with shape {x.shape}")
-    if x.dtype != dtype:
-        raise TypeError(f"{name}.dtype={x.dtype} differs from the sparse matrix's {dtype}; convert one "
-                        "with astype (the @ operator promotes for you)")
-    return x
-
-
-def _view_in(x, rows_reread=False):
-    """_strided(x), copied to C order first when it has negative strides, or when its rows are read
-    many times (``rows_reread``) and its columns are not unit-stride: the copy costs one pass, the
-    unit-stride loops save more than that whenever each row is used more than once."""
-    v = _strided(x)
-    if v is None or (rows_reread and v[2] != 1 and x.shape[1] > 1):
-        v = _strided(np.ascontiguousarray(x))
-    return v
-
-
-def _dense_out(out, shape, dtype, inputs, rows_rewritten=False):
-    """(array the kernel writes, array to copy it into afterwards or None). The kernel writes a C-order
-    temporary when ``out`` has negative or zero strides, overlaps an input, or (``rows_rewritten``)
-    has non-unit column stride for a kernel that updates each row many times."""
-    if out is None:
-        return np.empty(shape, dtype), None
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, received: {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"out must have shape {shape} and dtype {dtype}, received: shape={out.shape}, "
-                         f"dtype={out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    view = _strided(out)
-    direct = view is not None and all(s != 0 or d <= 1 for s, d in zip(out.strides, out.shape))
-    if rows_rewritten and direct and view[2] != 1 and shape[1] > 1:
-        direct = False
-    if direct and not any(np.may_share_memory(out, x) for x in inputs):
-        return out, None
-    return np.empty(shape, dtype), out  # reversed, self-overlapping or aliasing an input
-
-
-def _finish(target, back):
-    if back is None:
-        return target
-    back[...] = target
-    return back
-
-
-class _Scratch(threading.local):
-    """Per-thread kernel scratch, (thread slots, size) arrays grown to the largest size seen."""
-
-    def __init__(self):
-        self.arrays = {}
-
-    def get(self, name, dtype, size):
-        have = self.arrays.get((name, dtype))
-        if have is None or have.shape[1] < size:
-            have = np.empty((numba.config.NUMBA_NUM_THREADS, max(size, 1)), dtype)  # ids span the pool
-            self.arrays[(name, dtype)] = have
-        return have
-
-
-_scratch = _Scratch()
 
 
 def _counting_sort(keys, n_keys, ptr_dtype):
@@ -579,107 +494,4 @@ class COOMatrix(_Sparse):
         return self.row.dtype
 
 
-# --- products: what layers call -------------------------------------------------------------------
-
-
-def _csr_arg(a):
-    if not isinstance(a, CSRMatrix):
-        raise TypeError(f"a must be a CSRMatrix, received: {type(a).__name__} (COOMatrix: use tocsr())")
-    return a
-
-
-def _aligned(left, right, k_left, k_right):
-    if k_left != k_right:
-        raise ValueError(f"shapes {left} and {right} not aligned: {k_left} (dim 1) != {k_right} (dim 0)")
-
-
-def spmm(a, b, out=None):
-    """A @ B for CSR A (m x k) and dense B (k x n, any strides): dense (m x n), into ``out`` if given.
-
-    Parallel over rows of the result; 2·nnz·n FLOPs. Bitwise the same for any thread count."""
-    _csr_arg(a)
-    b = _dense_in("b", b, a.dtype, 2)
-    (m, k), n = a.shape, b.shape[1]
-    _aligned(a.shape, b.shape, k, b.shape[0])
-    reuse = a.nnz > max(m, k)  # rows of B and of C are each used more than once on average
-    target, back = _dense_out(out, (m, n), a.dtype, (b,), reuse)
-    bf, brs, bcs = _view_in(b, reuse)
-    cf, crs, ccs = _strided(target)
-    # Rows go to threads in dynamic chunks, not one static half each: real matrices have skewed row
-    # lengths (bag-of-words), and on a shared machine a thread that loses its core no longer holds
-    # up the whole product. 8192^2 @ 8192x256, under load: uniform 1% 8% faster, skewed rows 15%.
-    previous = numba.set_parallel_chunksize(_ROW_CHUNK)
-    try:
-        launch(_k.spmm, a.nnz * n + m * n, a.indptr, a.indices, a.data, bf, brs, bcs, n, cf, crs, ccs)
-    finally:
-        numba.set_parallel_chunksize(previous)
-    return _finish(target, back)
-
-
-def spmm_t(a, b, out=None):
-    """Aᵀ @ B for CSR A (m x k) and dense B (m x n): dense (k x n), into ``out`` if given.
-
-    The weight gradient X.T @ dZ of a layer fed a CSR batch X. Rows of A scatter into shared rows of
-    the result, so this builds Aᵀ once (``transpose``: a parallel counting sort, O(nnz + k)) and runs
-    ``spmm``, which owns its rows and writes each one once. That measured 1.0-2.4x faster than having
-    threads split the result's columns and scatter in place (docs/sparse.md), and is bitwise the
-    same for any thread count."""
-    _csr_arg(a)
-    b = _dense_in("b", b, a.dtype, 2)
-    if b.shape[0] != a.shape[0]:
-        raise ValueError(f"shapes {a.shape[::-1]} (transposed) and {b.shape} not aligned: {a.shape[0]} "
-                         f"(dim 1) != {b.shape[0]} (dim 0)")
-    return spmm(a.transpose(), b, out)
-
-
-def dense_spmm(x, a, out=None):
-    """X @ A for dense X (m x k, any strides) and CSR A (k x n): dense (m x n), into ``out`` if given.
-
-    Parallel over blocks of rows of X; each block accumulates transposed so the inner loop is a
-    vectorized axpy (``kernels.dense_spmm``). The forward pass of a layer with pruned (CSR) weights."""
-    _csr_arg(a)
-    x = _dense_in("x", x, a.dtype, 2)
-    (k, n), m = a.shape, x.shape[0]
-    _aligned(x.shape, a.shape, x.shape[1], k)
-    target, back = _dense_out(out, (m, n), a.dtype, (x,))
-    xf, xrs, xcs = _view_in(x)
-    cf, crs, ccs = _strided(target)
-    if m == 0 or n == 0:
-        return _finish(target, back)
-    work = a.nnz * m + m * n + m * k
-    threads = threads_for(work)
-    row_blocks = -(-m // _DENSE_ROWS)
-    if row_blocks < threads and a.has_sorted_indices:  # a minibatch: threads split the columns
-        rows, col_blocks = min(m, _DENSE_ROWS), min(-(-threads // row_blocks), max(1, n))
-    else:
-        rows, col_blocks = min(_DENSE_ROWS, max(1, -(-m // threads))), 1
-    width = -(-n // col_blocks)
-    while rows > 8 and rows * width * a.dtype.itemsize > _ACC_BYTES:
-        rows //= 2
-    acc = _scratch.get("acc", a.dtype, width * rows)
-    xt = _scratch.get("xt", a.dtype, _DENSE_KC * rows)
-    launch(_k.dense_spmm, work, xf, xrs, xcs, m, a.indptr, a.indices, a.data, n, cf, crs, ccs, rows,
-           col_blocks, _DENSE_KC, acc, xt)
-    return _finish(target, back)
-
-
-def spmv(a, x, out=None):
-    """A @ x for CSR A (m x k) and a dense vector x (k,): a dense vector (m,). Parallel over rows."""
-    _csr_arg(a)
-    x = _dense_in("x", x, a.dtype, 1)
-    m, k = a.shape
-    _aligned(a.shape, x.shape, k, x.shape[0])
-    if out is None:
-        target = back = np.empty(m, a.dtype)
-    else:
-        if not isinstance(out, np.ndarray) or out.shape != (m,) or out.dtype != a.dtype:
-            raise ValueError(f"out must be a ({m},) {a.dtype} array, received: "
-                             f"{getattr(out, 'shape', type(out).__name__)!r}")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        back = out
-        target = out if out.flags.c_contiguous and not np.may_share_memory(out, x) else np.empty(m, a.dtype)
-    launch(_k.spmv, a.nnz + m, a.indptr, a.indices, a.data, np.ascontiguousarray(x), 1, target, 1)
-    if target is not back:
-        back[...] = target
-    return back
+register_csr_type(CSRMatrix)  # the operand the products in jitnn.linalg.sparse accept

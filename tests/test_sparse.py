@@ -16,6 +16,7 @@ import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import DTYPES, run_threaded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ import jitnn
 from jitnn.kernels import sparse as K
 from jitnn.sparse import COOMatrix, CSRMatrix, dense_spmm, spmm, spmm_t, spmv
 
-DTYPES = [np.float32, np.float64]
 ITYPES = [np.int32, np.int64]
 LAYOUTS = ["C", "F", "view", "neg"]
 THREADS = numba.config.NUMBA_NUM_THREADS
@@ -88,20 +88,6 @@ def check_close(got, want, dtype, k):
     tol = 64 * np.finfo(dtype).eps * math.sqrt(max(k, 1))
     scale = max(1.0, float(np.abs(want).max(initial=0)))
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
-
-
-def one_vs_all_threads(fn):
-    """fn() on the default thread count and on one thread: the results must be bitwise equal."""
-    before = jitnn.get_num_threads()
-    many = fn()
-    jitnn.set_num_threads(1)
-    try:
-        one = fn()
-    finally:
-        jitnn.set_num_threads(before)
-    for x, y in zip(many if isinstance(many, tuple) else (many,), one if isinstance(one, tuple) else (one,)):
-        np.testing.assert_array_equal(x, y)
-    return many
 
 
 # --- construction and validation ------------------------------------------------------------------
@@ -494,42 +480,51 @@ def test_out_aliasing_an_input_is_still_correct():
 
 
 # --- parallel kernels: race-free and deterministic ------------------------------------------------
-# Big enough that launch() runs them on every thread (work >= PARALLEL_MIN_WORK).
+# In a fresh interpreter with a 3-thread pool and no serial cut-off (helpers.run_threaded): here the
+# pool may hold one thread, and one thread would be compared with one thread.
 
+PARALLEL_SCRIPT = """
+import numba
+import numpy as np
+import jitnn
+from jitnn.sparse import CSRMatrix, spmm_t
+from test_sparse import check_close, dense_of, make, rand
 
-@pytest.fixture(scope="module")
-def big():
-    a, s = make(700, 1300, 0.06, np.float32, np.int32, seed=11, unsorted=True, dups=True)
-    assert a.nnz > jitnn.config.PARALLEL_MIN_WORK
-    return a, s
-
-
-def test_parallel_products_match_one_thread(big, restore_num_threads):
-    a, s = big
-    b, x, g = rand((1300, 130), np.float32), rand((64, 700), np.float32), rand((700, 130), np.float32)
-    v = rand(1300, np.float32)
-    sa = a.sorted_indices()
-    for fn in (lambda: a @ b, lambda: x @ a, lambda: x @ sa, lambda: rand((300, 700), np.float32) @ a,
-               lambda: spmm_t(a, g), lambda: a @ v):
-        fn_result = one_vs_all_threads(fn)
-        assert np.isfinite(fn_result).all()
-    check_close(spmm_t(a, g), dense_of(s).T @ g.astype(np.float64), np.float32, 700)
+a, s = make(700, 1300, 0.06, np.float32, np.int32, seed=11, unsorted=True, dups=True)
+b, x, g = rand((1300, 130), np.float32), rand((64, 700), np.float32), rand((700, 130), np.float32)
+v, x2 = rand(1300, np.float32), rand((300, 700), np.float32)
+sa, d = a.sorted_indices(), a.to_dense()
+idx = np.random.default_rng(0).permutation(700)
 
 
 def arrays(c):
     return c.indptr, c.indices, c.data
 
 
-def test_parallel_conversions_match_one_thread(big, restore_num_threads):
-    a, _ = big
-    d = a.to_dense()
-    idx = np.random.default_rng(0).permutation(700)
-    one_vs_all_threads(lambda: a.to_dense())
-    one_vs_all_threads(lambda: arrays(a.T))
-    one_vs_all_threads(lambda: arrays(CSRMatrix.from_dense(d)))
-    one_vs_all_threads(lambda: arrays(a.sum_duplicates()))
-    one_vs_all_threads(lambda: arrays(a.tocoo().tocsr()))
-    one_vs_all_threads(lambda: arrays(a.take_rows(idx)))
+products = {"a @ b": lambda: a @ b, "x @ a": lambda: x @ a, "x @ sorted a": lambda: x @ sa,
+            "x2 @ a": lambda: x2 @ a, "spmm_t": lambda: spmm_t(a, g), "a @ v": lambda: a @ v}
+conversions = {"to_dense": lambda: a.to_dense(), "T": lambda: arrays(a.T),
+               "from_dense": lambda: arrays(CSRMatrix.from_dense(d)),
+               "sum_duplicates": lambda: arrays(a.sum_duplicates()),
+               "tocoo().tocsr()": lambda: arrays(a.tocoo().tocsr()), "take_rows": lambda: arrays(a.take_rows(idx))}
+out = {}
+for threads in (1, 3):
+    jitnn.set_num_threads(threads)
+    assert numba.get_num_threads() == threads
+    out[threads] = {name: [np.array(r) for r in (fn() if name in conversions else (fn(),))]
+                    for name, fn in {**products, **conversions}.items()}
+for name in out[1]:
+    for one, many in zip(out[1][name], out[3][name]):
+        np.testing.assert_array_equal(one, many, err_msg=name)
+    if name in products:
+        assert np.isfinite(out[3][name][0]).all(), name
+check_close(out[3]["spmm_t"][0], dense_of(s).T @ g.astype(np.float64), np.float32, 700)
+print("ok")
+"""
+
+
+def test_parallel_products_and_conversions_match_one_thread():
+    run_threaded(PARALLEL_SCRIPT)
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 3, 7])
@@ -559,17 +554,17 @@ def test_dense_spmm_kernel_bitwise_across_work_splits(rows, col_blocks):
 @pytest.mark.parametrize("kind", ["F", "view"])
 def test_strided_kernel_paths(kind):
     """The kernels' non-unit-stride loops (the wrappers copy such operands when rows are reused)."""
-    from jitnn.sparse import _strided
+    from jitnn.linalg.views import strided
 
     a, s = make(30, 20, 0.3, np.float64, np.int64, seed=14, dups=True)
     d = dense_of(s)
     b, g = layout(rand((20, 9), np.float64), kind), layout(rand((30, 9), np.float64), kind)
     c, ct = layout(np.full((30, 9), np.nan), kind), layout(np.full((20, 9), np.nan), kind)
-    (bf, brs, bcs), (cf, crs, ccs) = _strided(b), _strided(c)
+    (bf, brs, bcs), (cf, crs, ccs) = strided(b), strided(c)
     assert bcs != 1 and ccs != 1
     K.spmm(a.indptr, a.indices, a.data, bf, brs, bcs, 9, cf, crs, ccs)
     check_close(c, d @ b, np.float64, 20)
     t = a.T
-    (gf, grs, gcs), (tf, trs, tcs) = _strided(g), _strided(ct)
+    (gf, grs, gcs), (tf, trs, tcs) = strided(g), strided(ct)
     K.spmm(t.indptr, t.indices, t.data, gf, grs, gcs, 9, tf, trs, tcs)
     check_close(ct, d.T @ g, np.float64, 30)

@@ -27,9 +27,9 @@ from jitnn.kernels import pooling as KP
 from jitnn.kernels.elementwise import LINEAR, activate, backprop_activation
 from jitnn.kernels.gemm import scale_epilogue
 from jitnn.kernels.reductions import backprop_softmax_rows, column_sums, softmax_rows
-from jitnn.linalg import gemm_into
+from jitnn.linalg import dense_spmm, gemm_into, spmm, spmm_t
 from jitnn.memory import aligned_empty, aligned_zeros
-from jitnn.sparse import CSRMatrix, dense_spmm, spmm, spmm_t
+from jitnn.sparse import CSRMatrix
 
 _NO_BIAS = {np.dtype(d): np.empty(0, d) for d in FLOAT_DTYPES}  # "no bias" for the epilogue kernel
 LOSS_KERNELS = {name: getattr(KL, name) for name in (

@@ -19,6 +19,7 @@ from jitnn.config import FLOAT_DTYPES, PARALLEL_MIN_FLOPS, PJIT, kernel_turns, t
 from jitnn.kernels import gemm as _k
 from jitnn.kernels.blocking import blocks_for
 from jitnn.kernels.elementwise import CODES
+from jitnn.linalg.views import strided, thread_slots
 
 _FLOATS = tuple(np.dtype(d) for d in FLOAT_DTYPES)
 
@@ -38,27 +39,25 @@ def _flat_rows(x):
 
     The kernel then addresses x[i, j] as flat[i*rs + j] with loops LLVM can vectorize.
     """
+    # The two common cases inline (gemm_into is a call of a few us, and going through strided for them
+    # measured +0.2 us): C order, and a transposed operand refused before strided builds its view.
     if x.flags.c_contiguous and x.size:
-        return x.reshape(-1), x.shape[1]  # a view; as_strided costs ~8 us a call
-    item = x.itemsize
-    rs = x.strides[0]
-    if x.size == 0 or x.strides[1] != item or rs < 0 or rs % item:
+        return x.reshape(-1), x.shape[1]
+    if x.size == 0 or x.strides[1] != x.itemsize:
         return _NO_FLAT[x.dtype], -1
-    span = (x.shape[0] - 1) * (rs // item) + x.shape[1]
-    return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), rs // item
+    view = strided(x)
+    if view is None or view[2] != 1:
+        return _NO_FLAT[x.dtype], -1
+    return view[0], view[1]
 
 
 def _flat_a(a):
     """(1-D view of a's memory, row stride, column stride) in elements when a's rows or columns are
-    unit-stride (row- or column-major: the micro-kernel may read it in place), else (empty, -1, -1).
-    Column-major A is a's transpose with unit-stride columns, so ``_flat_rows`` answers both."""
-    flat, rs = _flat_rows(a)
-    if rs >= 0:
-        return flat, rs, 1
-    flat, cs = _flat_rows(a.T)
-    if cs >= 0:
-        return flat, 1, cs
-    return flat, -1, -1
+    unit-stride (row- or column-major: the micro-kernel may read it in place), else (empty, -1, -1)."""
+    view = strided(a) if a.size else None
+    if view is None or (view[2] != 1 and view[1] != 1):
+        return _NO_FLAT[a.dtype], -1, -1
+    return view if view[2] == 1 else (view[0], 1, view[2])
 
 
 _compiled: dict = {}
@@ -88,7 +87,10 @@ def compiled_gemm(dtype):
 
 
 class _Workspace(threading.local):
-    """Per-thread packing buffers, grown to the largest problem seen (never shrunk)."""
+    """Per-thread packing buffers, grown to the largest problem seen (never shrunk).
+
+    Not ``views.Scratch``: the three buffers are sized together by ``workspace_sizes``, start on cache
+    lines (``allocate_workspace``), and remember which (n, k, threads) already fit them."""
 
     def __init__(self):
         self.buffers = {}
@@ -106,8 +108,7 @@ class _Workspace(threading.local):
             if have is not None:
                 a_size = max(a_size, have[0].shape[1])
                 b_size = max(b_size, have[1].shape[0])
-            slots = numba.config.NUMBA_NUM_THREADS  # thread ids range over the pool, not the active count
-            have = _k.allocate_workspace(a_size, b_size, c_size, dtype, slots) + (set(),)
+            have = _k.allocate_workspace(a_size, b_size, c_size, dtype, thread_slots()) + (set(),)
             self.buffers[dtype] = have
         have[3].add(key)
         return blocks, have
