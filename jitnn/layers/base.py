@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from jitnn.backend.cpu import CPU
+from jitnn.backend.ops import Ops
+
+# a per-sample shape as the public API takes it: an int (that many features) or a tuple such as (28, 28, 1)
+ShapeLike = int | Sequence[int]
 
 
-def as_shape(value, what="input_shape") -> tuple[int, ...]:
+def as_shape(value: ShapeLike, what: str = "input_shape") -> tuple[int, ...]:
     """A per-sample shape as a tuple of positive ints (an int is a 1-D shape); ValueError otherwise."""
     shape = (value,) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
     try:
@@ -52,7 +58,7 @@ class Layer:
     kind = "Layer"
     arrays: tuple[str, ...] = ()  # attributes holding the layer's parameters and gradients (moved by ``to``)
 
-    def __init__(self, name=None, input_shape=None):
+    def __init__(self, name: str | None = None, input_shape: ShapeLike | None = None):
         self.name = name
         self.declared_input_shape = None if input_shape is None else as_shape(input_shape)
         self.input_shape = self.output_shape = None
@@ -69,7 +75,7 @@ class Layer:
         self.capacity = 0
         self.ops = CPU
 
-    def to(self, ops) -> None:
+    def to(self, ops: Ops) -> None:
         """Compute on ``ops`` from now on: parameters and gradients move there, work buffers are remade."""
         self.check_backend(ops)
         if ops is self.ops:
@@ -84,28 +90,28 @@ class Layer:
         if self.built:
             self.collect()
 
-    def check_backend(self, ops) -> None:
+    def check_backend(self, ops: Ops) -> None:
         """ValueError when this layer cannot run on ``ops`` (nothing to check for most layers)."""
 
     def collect(self) -> None:
         """Refresh ``params``/``grads`` from the attributes in ``arrays`` (after ``build`` or ``to``)."""
 
-    def compute_output_shape(self, input_shape) -> tuple[int, ...]:
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int, ...]:
         """The per-sample output shape for ``input_shape``; ValueError naming both when it does not fit.
         The default keeps the shape."""
         return as_shape(input_shape)
 
-    def weight_shapes(self, input_shape) -> list[tuple[str, tuple[int, ...], bool]]:
+    def weight_shapes(self, input_shape: ShapeLike) -> list[tuple[str, tuple[int, ...], bool]]:
         """``(name, shape, trainable)`` of every weight for ``input_shape``, trainable ones first."""
         return []
 
-    def set_shapes(self, input_shape) -> None:
+    def set_shapes(self, input_shape: ShapeLike) -> None:
         """Record the input and output shapes (and their sizes) for ``input_shape``."""
         self.input_shape = as_shape(input_shape)
         self.output_shape = self.compute_output_shape(self.input_shape)
         self.input_dim, self.output_dim = math.prod(self.input_shape), math.prod(self.output_shape)
 
-    def build(self, input_shape, dtype, rng: np.random.Generator) -> None:
+    def build(self, input_shape: ShapeLike, dtype: DTypeLike, rng: np.random.Generator) -> None:
         """Create the weights for inputs of per-sample ``input_shape`` (an int: that many features)."""
         self.set_shapes(input_shape)
         self.dtype = np.dtype(dtype)
@@ -146,7 +152,7 @@ class Layer:
         """Copies of the parameters as numpy arrays, in ``params`` order ([] for a layer without any)."""
         return [np.array(self.ops.to_host(p)) for p in self.params]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Write ``weights`` (as ``get_weights`` returns them) into the parameters; all are checked
         (count, shapes, finite) before any is written."""
         weights = list(weights)

@@ -9,10 +9,12 @@ while writing (softmax, swish, gelu) runs after it through ``ops.activate``.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jitnn import activations, initializers
+from jitnn.backend.ops import Ops
 from jitnn.kernels.conv import conv2d_geometry
-from jitnn.layers.base import Layer, as_shape, batch_view, flat
+from jitnn.layers.base import Layer, ShapeLike, as_shape, batch_view, flat
 from jitnn.layers.dense import regularizer_factors
 
 CONV_OPS = ("conv2d", "backprop_conv2d", "conv2d_workspace")
@@ -50,9 +52,13 @@ class Conv2D(Layer):
     kind = "Conv2D"
     arrays = ("W", "b", "dW", "db")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, activation=None,
-                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, input_shape=None, name=None):
+    def __init__(self, filters: int, kernel_size: int | tuple[int, int], strides: int | tuple[int, int] = 1,
+                 padding: str = "valid", dilation_rate: int | tuple[int, int] = 1,
+                 activation: str | activations.Activation | None = None, use_bias: bool = True,
+                 kernel_initializer: str | initializers.Initializer = "glorot_uniform",
+                 bias_initializer: str | initializers.Initializer = "zeros",
+                 kernel_regularizer: float | dict | None = None, input_shape: ShapeLike | None = None,
+                 name: str | None = None):
         super().__init__(name, input_shape)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
             raise ValueError(f"Conv2D filters must be a positive int, received: filters={filters!r}")
@@ -72,7 +78,7 @@ class Conv2D(Layer):
         if self.declared_input_shape is not None:
             self.compute_output_shape(self.declared_input_shape)
 
-    def geometry(self, input_shape):
+    def geometry(self, input_shape: ShapeLike) -> tuple:
         """(OH, OW, pads) for ``input_shape`` (H, W, C); ValueError naming the layer when it does not fit."""
         h, w, _ = image_shape(self, input_shape)
         try:
@@ -81,16 +87,16 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D kernel_size={self.kernel_size} with padding={self.padding!r} does not "
                              f"fit input_shape={tuple(input_shape)}: {e}") from None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int, ...]:
         oh, ow, _ = self.geometry(input_shape)
         return (oh, ow, self.filters)
 
-    def weight_shapes(self, input_shape):
+    def weight_shapes(self, input_shape: ShapeLike) -> list[tuple[str, tuple[int, ...], bool]]:
         c = image_shape(self, input_shape)[2]
         kernel = ("kernel", (*self.kernel_size, c, self.filters), True)
         return [kernel] + ([("bias", (self.filters,), True)] if self.use_bias else [])
 
-    def build(self, input_shape, dtype, rng):
+    def build(self, input_shape: ShapeLike, dtype: DTypeLike, rng: np.random.Generator) -> None:
         super().build(input_shape, dtype, rng)
         self.pads = self.geometry(self.input_shape)[2]
         ops, shapes = self.ops, {n: s for n, s, _ in self.weight_shapes(self.input_shape)}
@@ -102,14 +108,14 @@ class Conv2D(Layer):
         self.regularizers = [(self.l1, self.l2), (0.0, 0.0)][:len(self.param_names)]
         self.collect()
 
-    def collect(self):
+    def collect(self) -> None:
         self.params = [self.W, self.b] if self.use_bias else [self.W]
         self.grads = [self.dW, self.db] if self.use_bias else [self.dW]
 
-    def check_backend(self, ops):
+    def check_backend(self, ops: Ops) -> None:
         ops.check_ops(self.kind, *CONV_OPS)
 
-    def allocate(self, batch):
+    def allocate(self, batch: int) -> None:
         grown = batch > self.capacity
         super().allocate(batch)
         self._buf_out = self._buffer("_buf_out", self.output_dim)
@@ -121,7 +127,7 @@ class Conv2D(Layer):
             self._buf_cols = self.ops.conv2d_workspace((self.capacity, *self.input_shape), self.W.shape,
                                                        self.output_shape[:2], self.dtype)
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n = x.shape[0]
         ops, act = self.ops, self.activation
         out = batch_view(self._buf_out, n, self.output_shape)
@@ -134,7 +140,7 @@ class Conv2D(Layer):
         ops.conv2d(x, self.W, bias, z, *geo, None, self._buf_cols)
         return ops.activate(flat(z), flat(out), act).reshape(out.shape)
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         n = grad.shape[0]
         ops, act = self.ops, self.activation
         out = self._buf_out[:n]
@@ -145,14 +151,14 @@ class Conv2D(Layer):
                             self.dilation_rate, self.pads, self._buf_cols)
         return dx
 
-    def flops(self, batch, need_input_grad=True):
+    def flops(self, batch: int, need_input_grad: bool = True) -> dict:
         oh, ow, f = self.output_shape
         kh, kw = self.kernel_size
         mm = 2 * batch * oh * ow * f * kh * kw * self.input_shape[2]
         epi = 2 * batch * oh * ow * f
         return {"forward": mm + epi, "backward": mm + (mm if need_input_grad else 0) + epi}
 
-    def bytes_moved(self, batch, need_input_grad=True):
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         item = self.dtype.itemsize
         w = self.W.size * item
         io = batch * (self.input_dim + self.output_dim) * item
@@ -163,7 +169,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         return f"Conv2D {self.filters} {kh}x{kw} {self.activation.name}"
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"filters": self.filters, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
                 "padding": self.padding, "dilation_rate": list(self.dilation_rate),
                 "activation": self.activation.get_config(), "use_bias": self.use_bias,

@@ -14,14 +14,16 @@ Two sparse variants share the layer on the CPU (docs/sparse.md, issue 5); ``ops.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from jitnn import activations, initializers
 from jitnn.activations import LINEAR_ACTIVATION
-from jitnn.layers.base import Layer, as_shape
+from jitnn.backend.ops import Ops
+from jitnn.layers.base import Layer, ShapeLike, as_shape
 from jitnn.sparse import CSRMatrix
 
 
-def regularizer_factors(value):
+def regularizer_factors(value: float | dict | None) -> tuple[float, float]:
     """None, a float (L2), or {"l1": .., "l2": ..} -> (l1, l2)."""
     if value is None:
         return 0.0, 0.0
@@ -41,8 +43,12 @@ class Dense(Layer):
     kind = "Dense"
     arrays = ("W", "b", "dW", "db")
 
-    def __init__(self, units, activation=None, input_dim=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", use_bias=True, kernel_regularizer=None, name=None, input_shape=None):
+    def __init__(self, units: int, activation: str | activations.Activation | None = None,
+                 input_dim: int | None = None,
+                 kernel_initializer: str | initializers.Initializer = "glorot_uniform",
+                 bias_initializer: str | initializers.Initializer = "zeros", use_bias: bool = True,
+                 kernel_regularizer: float | dict | None = None, name: str | None = None,
+                 input_shape: ShapeLike | None = None):
         super().__init__(name, input_shape)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense units must be a positive int, received: units={units!r}")
@@ -68,19 +74,19 @@ class Dense(Layer):
         self._w_csr = None  # CSR copy of the masked W for inference; None when stale
         self._csr_rows = self._csr_nnz = 0  # CSR input batches seen: their rows and nonzeros (profiler)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int, ...]:
         shape = as_shape(input_shape)
         if len(shape) != 1:
             raise ValueError(f"Dense takes flat features (samples, features), received: input_shape={shape}; "
                              "put a Flatten layer before it")
         return (self.units,)
 
-    def weight_shapes(self, input_shape):
+    def weight_shapes(self, input_shape: ShapeLike) -> list[tuple[str, tuple[int, ...], bool]]:
         self.compute_output_shape(input_shape)
         d = as_shape(input_shape)[0]
         return [("kernel", (d, self.units), True)] + ([("bias", (self.units,), True)] if self.use_bias else [])
 
-    def build(self, input_dim, dtype, rng):
+    def build(self, input_dim: ShapeLike, dtype: DTypeLike, rng: np.random.Generator) -> None:
         """Weights for ``input_dim`` features (an int, or a 1-D per-sample shape)."""
         self.set_shapes(input_dim)
         if self.declared_input_dim is not None and self.declared_input_dim != self.input_dim:
@@ -96,11 +102,11 @@ class Dense(Layer):
         self.collect()
         self.built = True
 
-    def collect(self):
+    def collect(self) -> None:
         self.params = [self.W, self.b] if self.use_bias else [self.W]
         self.grads = [self.dW, self.db] if self.use_bias else [self.dW]
 
-    def check_backend(self, ops):
+    def check_backend(self, ops: Ops) -> None:
         if self.mask is not None and ops.name != "cpu":
             raise ValueError(f"{self.describe()} is pruned (jitnn.prune): pruned layers run on the CPU only")
 
@@ -114,7 +120,7 @@ class Dense(Layer):
     def emit_logits(self, value):
         self.output_activation = LINEAR_ACTIVATION if value else self.activation
 
-    def allocate(self, batch):
+    def allocate(self, batch: int) -> None:
         super().allocate(batch)
         self._buf_out = self._buffer("_buf_out", self.units)
         self._buf_dz = self._buffer("_buf_dz", self.units)
@@ -122,7 +128,7 @@ class Dense(Layer):
         if self.activation.needs_preactivation:
             self._buf_z = self._buffer("_buf_z", self.units)
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n = x.shape[0]
         ops, act = self.ops, self.output_activation
         out = self._buf_out[:n]
@@ -141,7 +147,7 @@ class Dense(Layer):
         return ops.activate(z, out, act)
 
     # --- pruning (jitnn.prune) -----------------------------------------------------------------------
-    def set_mask(self, mask):
+    def set_mask(self, mask: ArrayLike | None) -> None:
         """Keep only the weights where ``mask`` is True, now and after every optimizer step."""
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != self.W.shape:
@@ -150,20 +156,20 @@ class Dense(Layer):
         self._structure = CSRMatrix.from_dense(mask.astype(self.dtype))  # kept positions, row-major
         self.apply_mask()
 
-    def apply_mask(self):
+    def apply_mask(self) -> None:
         """W *= mask, in place (one pass over W); called by fit after each optimizer step."""
         if self.mask is not None:
             np.multiply(self.W, self.mask, out=self.W)
             self._w_csr = None
 
-    def sparse_kernel(self):
+    def sparse_kernel(self) -> CSRMatrix:
         """The masked W as a CSRMatrix (the mask's structure, W's current values), cached until W changes."""
         if self._w_csr is None:
             s = self._structure
             self._w_csr = CSRMatrix(self.W[self.mask], s.indices, s.indptr, s.shape)
         return self._w_csr
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         """``grad`` is dL/dA (dL/dZ when the loss fused this layer's activation: ``emit_logits``)."""
         n = grad.shape[0]
         ops, act = self.ops, self.output_activation
@@ -183,13 +189,13 @@ class Dense(Layer):
             return None
         return self._csr_nnz / self._csr_rows * batch
 
-    def flops(self, batch, need_input_grad=True):
+    def flops(self, batch: int, need_input_grad: bool = True) -> dict:
         nnz = self._input_nnz(batch)
         mm = 2 * batch * self.input_dim * self.units if nnz is None else round(2 * nnz * self.units)
         dx = 2 * batch * self.input_dim * self.units if need_input_grad else 0  # the first layer skips dX
         return {"forward": mm + 2 * batch * self.units, "backward": mm + dx + 2 * batch * self.units}
 
-    def bytes_moved(self, batch, need_input_grad=True):
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         item = self.dtype.itemsize
         w = self.input_dim * self.units * item
         nnz = self._input_nnz(batch)
@@ -198,7 +204,7 @@ class Dense(Layer):
         dx = (w + batch * self.input_dim * item) if need_input_grad else 0
         return {"forward": w + io, "backward": w + io + dx}
 
-    def profile_notes(self):
+    def profile_notes(self) -> dict:
         """Sparse facts for the profiler's tree and JSON: CSR input density, pruned weight density."""
         notes = {}
         if self._csr_rows:
@@ -215,7 +221,7 @@ class Dense(Layer):
         features = self.input_dim or (input_shape[0] if input_shape else self.declared_input_dim) or "?"
         return f"Dense {features}\u2192{self.units} {self.activation.name}"
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"units": self.units, "activation": self.activation.get_config(), "input_dim": self.input_dim,
                 "use_bias": self.use_bias, "kernel_regularizer": {"l1": self.l1, "l2": self.l2},
                 "name": self.name}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from jitnn import activations
 from jitnn.layers.base import Layer, flat
 
@@ -11,7 +13,7 @@ class LeakyReLU(Layer):
 
     kind = "LeakyReLU"
 
-    def __init__(self, negative_slope=0.3, name=None):
+    def __init__(self, negative_slope: float = 0.3, name: str | None = None):
         super().__init__(name)
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) \
                 or not 0 <= negative_slope < 1:
@@ -19,15 +21,15 @@ class LeakyReLU(Layer):
         self.negative_slope = float(negative_slope)
         self.activation = activations.LeakyReLU(self.negative_slope)
 
-    def allocate(self, batch):
+    def allocate(self, batch: int) -> None:
         super().allocate(batch)
         self._buf_out = self._buffer("_buf_out", self.input_dim)
         self._buf_dx = self._buffer("_buf_dx", self.input_dim)
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         return self.ops.activate(flat(x), self._buf_out[:x.shape[0]], self.activation).reshape(x.shape)
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         n = grad.shape[0]
         out = self._buf_out[:n]  # f'(z) reads the output's sign: no copy of the input is kept
         dx = self.ops.backprop_activation(flat(grad), out, out, self.activation, self._buf_dx[:n])
@@ -36,5 +38,5 @@ class LeakyReLU(Layer):
     def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"LeakyReLU {self.negative_slope:g}"
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"negative_slope": self.negative_slope, "name": self.name}

@@ -11,8 +11,10 @@ optimizer; ``Sequential.fold_batchnorm`` folds them into the layer before.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from jitnn.layers.base import Layer, as_shape
+from jitnn.backend.ops import Ops
+from jitnn.layers.base import Layer, ShapeLike, as_shape
 
 BN_OPS = ("batchnorm_workspace", "batchnorm_train", "batchnorm_inference", "batchnorm_update_moving",
           "backprop_batchnorm")
@@ -24,7 +26,8 @@ class BatchNormalization(Layer):
     kind = "BatchNormalization"
     arrays = ("gamma", "beta", "dgamma", "dbeta", "moving_mean", "moving_variance")
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, input_shape=None, name=None):
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True, scale: bool = True,
+                 input_shape: ShapeLike | None = None, name: str | None = None):
         super().__init__(name, input_shape)
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNormalization momentum must be in [0, 1], received: momentum={momentum!r}")
@@ -33,12 +36,12 @@ class BatchNormalization(Layer):
         self.momentum, self.epsilon = float(momentum), float(epsilon)
         self.center, self.scale = bool(center), bool(scale)
 
-    def weight_shapes(self, input_shape):
+    def weight_shapes(self, input_shape: ShapeLike) -> list[tuple[str, tuple[int, ...], bool]]:
         c = (as_shape(input_shape)[-1],)
         return ([("gamma", c, True)] if self.scale else []) + ([("beta", c, True)] if self.center else []) + \
             [("moving_mean", c, False), ("moving_variance", c, False)]
 
-    def build(self, input_shape, dtype, rng):
+    def build(self, input_shape: ShapeLike, dtype: DTypeLike, rng: np.random.Generator) -> None:
         super().build(input_shape, dtype, rng)
         c, ops = self.input_shape[-1], self.ops
         self.channels = c
@@ -52,16 +55,16 @@ class BatchNormalization(Layer):
         self.state_names = ["moving_mean", "moving_variance"]
         self.collect()
 
-    def collect(self):
+    def collect(self) -> None:
         pairs = ([(self.gamma, self.dgamma)] if self.scale else []) + ([(self.beta, self.dbeta)] if self.center else [])
         self.params = [p for p, _ in pairs]
         self.grads = [g for _, g in pairs]
         self.state = [self.moving_mean, self.moving_variance]
 
-    def check_backend(self, ops):
+    def check_backend(self, ops: Ops) -> None:
         ops.check_ops(self.kind, *BN_OPS)
 
-    def allocate(self, batch):
+    def allocate(self, batch: int) -> None:
         super().allocate(batch)
         self._buf_out = self._buffer("_buf_out", self.output_dim)
         self._buf_dx = self._buffer("_buf_dx", self.input_dim)
@@ -69,7 +72,7 @@ class BatchNormalization(Layer):
             self._buf_stats = self.ops.zeros((4, self.channels), self.dtype)
             self._buf_partial = self.ops.batchnorm_workspace(self.channels)
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n, c, ops = x.shape[0], self.channels, self.ops
         mean, var, scale, shift = self._buf_stats
         x2, y2 = x.reshape(-1, c), self._buf_out[:n].reshape(-1, c)
@@ -83,7 +86,7 @@ class BatchNormalization(Layer):
                                     self.epsilon, y2, scale, shift)
         return y2.reshape(x.shape)
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         n, c = grad.shape[0], self.channels
         mean, var = self._buf_stats[0], self._buf_stats[1]
         dx2 = self._buf_dx[:n].reshape(-1, c)
@@ -91,11 +94,11 @@ class BatchNormalization(Layer):
                                     self.dgamma, self.dbeta, self._buf_partial)
         return dx2.reshape(grad.shape) if need_input_grad else None
 
-    def flops(self, batch, need_input_grad=True):
+    def flops(self, batch: int, need_input_grad: bool = True) -> dict:
         d = batch * self.input_dim
         return {"forward": 5 * d, "backward": 8 * d}
 
-    def bytes_moved(self, batch, need_input_grad=True):
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         d = batch * self.input_dim * self.dtype.itemsize
         return {"forward": 3 * d, "backward": 4 * d}
 
@@ -104,7 +107,7 @@ class BatchNormalization(Layer):
         channels = self.channels if self.built else (shape[-1] if shape else "")
         return f"BatchNormalization {channels}".rstrip()
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
                 "input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape),
                 "name": self.name}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from jitnn.layers.base import Layer, as_shape
+import numpy as np
+
+from jitnn.layers.base import Layer, ShapeLike, as_shape
 
 
 class Flatten(Layer):
@@ -12,22 +14,22 @@ class Flatten(Layer):
 
     kind = "Flatten"
 
-    def __init__(self, input_shape=None, name=None):
+    def __init__(self, input_shape: ShapeLike | None = None, name: str | None = None):
         super().__init__(name, input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int, ...]:
         return (math.prod(as_shape(input_shape)),)
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         return x.reshape(x.shape[0], self.output_dim)
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         return grad.reshape((grad.shape[0], *self.input_shape)) if need_input_grad else None
 
-    def bytes_moved(self, batch, need_input_grad=True):
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         return {"forward": 0, "backward": 0}
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape),
                 "name": self.name}
 
@@ -37,7 +39,8 @@ class Reshape(Layer):
 
     kind = "Reshape"
 
-    def __init__(self, target_shape, input_shape=None, name=None):
+    def __init__(self, target_shape: ShapeLike, input_shape: ShapeLike | None = None,
+                 name: str | None = None):
         super().__init__(name, input_shape)
         try:
             target = tuple(target_shape)
@@ -51,7 +54,7 @@ class Reshape(Layer):
         if self.declared_input_shape is not None:
             self.compute_output_shape(self.declared_input_shape)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int, ...]:
         shape = as_shape(input_shape)
         size, known = math.prod(shape), math.prod(d for d in self.target_shape if d != -1)
         out = tuple(size // known if d == -1 else d for d in self.target_shape)
@@ -59,19 +62,19 @@ class Reshape(Layer):
             raise ValueError(f"Reshape cannot make {shape} ({size} values) into target_shape={self.target_shape}")
         return out
 
-    def forward(self, x, training):
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         return x.reshape((x.shape[0], *self.output_shape))
 
-    def backward(self, grad, need_input_grad):
+    def backward(self, grad: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         return grad.reshape((grad.shape[0], *self.input_shape)) if need_input_grad else None
 
-    def bytes_moved(self, batch, need_input_grad=True):
+    def bytes_moved(self, batch: int, need_input_grad: bool = True) -> dict:
         return {"forward": 0, "backward": 0}
 
     def describe(self, input_shape: tuple[int, ...] | None = None) -> str:
         return f"Reshape {self.target_shape}"
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"target_shape": list(self.target_shape),
                 "input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape),
                 "name": self.name}
