@@ -6,9 +6,6 @@ im2col + GEMM) and several patch-buffer chunkings (one image per chunk, and the 
 """
 
 import itertools
-import os
-import subprocess
-import sys
 import textwrap
 
 import numba
@@ -16,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DTYPE_NAMES, DTYPES, central_diff_at, run_threaded
 
 from jitnn.kernels.conv import backprop_conv2d, conv2d, conv2d_geometry, conv2d_workspace, im2col
 from jitnn.kernels.elementwise import LINEAR, RELU
 
-DTYPES = [np.float64, np.float32]
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (N, H, W, C, F, KH, KW, strides, dilation, padding)
 CASES = [
@@ -40,19 +36,6 @@ CASES = [
     (1, 1, 1, 7, 3, 1, 1, (1, 1), (1, 1), "valid"),       # a 1x1 image
     (3, 13, 13, 32, 17, 3, 3, (1, 1), (1, 1), "valid"),   # the reference CNN's second layer, F off NR
 ]
-
-
-def run_threaded(script, threads=3):
-    """Run ``script`` in a fresh interpreter whose numba pool has ``threads`` threads and whose kernels go
-    parallel at any size (the serial cut-offs set to 0); it must print "ok". The other kernel test files
-    share this, so every parallel kernel is compared with one thread the same way."""
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), JITNN_PARALLEL_MIN_WORK="0",
-               JITNN_PARALLEL_MIN_FLOPS="0", OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("JITNN_NUM_THREADS", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def case_id(case):
@@ -94,7 +77,7 @@ def assert_close(got, ref, dtype, k):
     np.testing.assert_allclose(got, ref, rtol=tol(dtype, k), atol=tol(dtype, k) * scale)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_conv2d_against_torch(case, dtype):
     x, w, b, dy, pads = make(case, dtype)
@@ -216,17 +199,11 @@ def test_finite_differences():
     dx = np.empty(x.shape)
     dw = np.empty(w.shape)
     backprop_conv2d(x, w, dy, dx, dw, None, strides, dilation, pads)
-    eps = 1e-6
     rng = np.random.default_rng(0)
     for arr, grad in ((x, dx), (w, dw)):
-        for idx in map(tuple, rng.integers(0, arr.shape, size=(12, arr.ndim))):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = loss(x, w)
-            arr[idx] = old - eps
-            down = loss(x, w)
-            arr[idx] = old
-            assert abs((up - down) / (2 * eps) - grad[idx]) < 1e-6
+        at = [tuple(i) for i in rng.integers(0, arr.shape, size=(12, arr.ndim))]
+        numeric = central_diff_at(lambda: loss(x, w), arr, at)
+        np.testing.assert_allclose(numeric, [grad[i] for i in at], rtol=0, atol=1e-6)
 
 
 def test_im2col_matches_numpy_patches():

@@ -9,7 +9,7 @@ stride 2, "same" padding with its odd pixel, dilation, both conv algorithms, chu
 
 import numpy as np
 import pytest
-from helpers import tolerance
+from helpers import DTYPE_NAMES, DTYPES, tolerance
 
 from jitnn import BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2D, Sequential, activations
 from jitnn.backend.cpu import CPU
@@ -25,7 +25,6 @@ if cudart.available():
     from jitnn.backend.cuda import CUDA
     from jitnn.cuda import conv as CC
 
-DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 
 def tol(dtype):
@@ -65,7 +64,7 @@ def conv_problem(case, dtype, seed=0):
     return x, w, b, (xs[0], oh, ow, f), (strides, dil, pads), activations.get(act), algorithm
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", list(CONV_CASES))
 def test_conv2d_forward_matches_cpu(case, dtype):
     x, w, b, yshape, geo, act, algorithm = conv_problem(case, dtype)
@@ -78,7 +77,7 @@ def test_conv2d_forward_matches_cpu(case, dtype):
     np.testing.assert_allclose(host(y), ref, **tol(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", ["direct_same_stride2", "gemm_valid_odd", "direct_dilated_batch1",
                                   "gemm_kernel_as_input"])
 def test_backprop_conv2d_matches_cpu(case, dtype, one_image_chunks=False):
@@ -139,7 +138,7 @@ def pool_problem(case, dtype, seed=0):
     return x, pool, strides, (pt, pl), (xs[0], oh, ow, xs[3])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_maxpool2d_and_backprop_match_cpu(case, dtype):
     x, pool, strides, pads, yshape = pool_problem(case, dtype)
@@ -159,7 +158,7 @@ def test_maxpool2d_and_backprop_match_cpu(case, dtype):
     np.testing.assert_allclose(host(dgrad), ref, **tol(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_avgpool2d_and_backprop_match_cpu(case, dtype):
     x, pool, strides, pads, yshape = pool_problem(case, dtype, seed=2)
@@ -177,7 +176,7 @@ def test_avgpool2d_and_backprop_match_cpu(case, dtype):
     np.testing.assert_allclose(host(dgrad), ref, **tol(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("shape", [(3, 2, 5, 4), (1, 1, 1, 3)])
 def test_global_avgpool2d_and_backprop_match_cpu(shape, dtype):
     rng = np.random.default_rng(5)
@@ -198,7 +197,7 @@ def test_global_avgpool2d_and_backprop_match_cpu(shape, dtype):
 # --- batch normalization ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("rows,channels", [(7, 3), (131, 2), (1, 5)])
 def test_batchnorm_train_update_backprop_and_inference_match_cpu(rows, channels, dtype):
     """The statistics and the parameter gradients are sums in the CPU's fixed block order: the same bits

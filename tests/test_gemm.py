@@ -18,6 +18,7 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
+from helpers import DTYPE_NAMES, DTYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -37,8 +38,6 @@ from jitnn.kernels.gemm import (
 )
 from jitnn.kernels.micro import WIDE_ROW_PANELS, micro_kernel, micro_kernel_c, short_kernel
 
-DTYPES = [np.float32, np.float64]
-DTYPE_IDS = ["f32", "f64"]
 LAYOUTS = ["C", "F", "view", "neg", "negF"]
 ACTIVATIONS = [("linear", 0.0), ("relu", 0.0), ("leaky_relu", 0.1), ("leaky_relu", -0.5), ("sigmoid", 0.0),
                ("tanh", 0.0), ("swish", 0.0), ("silu", 0.0), ("gelu", 0.0)]
@@ -244,7 +243,7 @@ def test_shape_table_reaches_every_path():
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("tb", [False, True], ids=["B", "Bt"])
 @pytest.mark.parametrize("ta", [False, True], ids=["A", "At"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_gemm_shapes(dtype, ta, tb, shape):
     m, n, k = shape
     rng = np.random.default_rng(sum(shape))
@@ -257,7 +256,7 @@ def test_gemm_shapes(dtype, ta, tb, shape):
 @pytest.mark.parametrize("lb", LAYOUTS)
 @pytest.mark.parametrize("la", LAYOUTS)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True)], ids=["AB", "AtBt"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_gemm_layouts(dtype, ta, tb, la, lb):
     """Every layout pair, plain and transposed (a transposed C operand is an F one, and the other way
     round; mixed transposes are in test_gemm_shapes and test_gemm_random)."""
@@ -278,7 +277,7 @@ def test_operand_layouts_are_what_they_claim():
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
 @pytest.mark.parametrize("lc", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_c_layouts_write_only_the_view(dtype, lc, beta):
     rng = np.random.default_rng(3)
     for m, n, k in PATH_SHAPES + [(7, 17, 5)]:
@@ -319,7 +318,7 @@ def test_gemm_random(dtype, m, n, k, ta, tb, sa, sb, sc, alpha, beta, with_bias,
 
 
 @pytest.mark.parametrize("swap", ["a", "b", "ab"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_non_native_byte_order_operands(dtype, swap):
     """Byte-swapped A or B (read from a big-endian file) are floats too: accepted, result native."""
     rng = np.random.default_rng(0)
@@ -330,7 +329,7 @@ def test_non_native_byte_order_operands(dtype, swap):
     assert_gemm_close(got, a, b, None)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_read_only_operands_and_bias(dtype):
     """A, B and bias are only read: read-only arrays (np.matmul accepts them) work on both paths."""
     rng = np.random.default_rng(16)
@@ -345,7 +344,7 @@ def test_read_only_operands_and_bias(dtype):
 # --- alpha and beta ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", PATH_SHAPES + [(17, 33, 0)], ids=PATH_IDS + ["k0"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_alpha_zero_reads_neither_a_nor_b(dtype, shape):
     m, n, k = shape
     rng = np.random.default_rng(1)
@@ -362,7 +361,7 @@ def test_alpha_zero_reads_neither_a_nor_b(dtype, shape):
 
 @pytest.mark.parametrize("shape", PATH_SHAPES + [(7, 17, 5)] + [(97, 97, kc) for kc in _KCS],
                          ids=PATH_IDS + ["tile"] + [f"k{kc}" for kc in _KCS])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_beta_zero_overwrites_nan_and_inf_in_c(dtype, shape):
     m, n, k = shape
     rng = np.random.default_rng(2)
@@ -377,7 +376,7 @@ def test_beta_zero_overwrites_nan_and_inf_in_c(dtype, shape):
 
 @pytest.mark.parametrize("alpha,beta", [(2.5, 0.0), (1.0, 1.0), (1.0, -0.5), (2.5, -0.5), (-1.0, 1.0),
                                         (0.5, 2.0)])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_alpha_beta(dtype, alpha, beta):
     rng = np.random.default_rng(4)
     for m, n, k in PATH_SHAPES + [(7, 17, 5)] + [(97, 97, kc) for kc in _KCS] + [(263, 97, 2 * kc) for kc in _KCS]:
@@ -396,7 +395,7 @@ def test_beta_is_ignored_without_c():
 @pytest.mark.parametrize("with_c", [False, True], ids=["no_c", "beta"])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
 @pytest.mark.parametrize("act,param", ACTIVATIONS, ids=[f"{a}{p or ''}" for a, p in ACTIVATIONS])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_epilogue(dtype, act, param, with_bias, with_c):
     """Bias once, activation once, after the last KC slab, on both paths (and on the K == 0 path)."""
     rng = np.random.default_rng(6)
@@ -409,7 +408,7 @@ def test_epilogue(dtype, act, param, with_bias, with_c):
 
 
 @pytest.mark.parametrize("shape", PATH_SHAPES, ids=PATH_IDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_nan_passes_through_relu(dtype, shape):
     m, n, k = shape
     rng = np.random.default_rng(8)
@@ -429,7 +428,7 @@ def test_nan_passes_through_relu(dtype, shape):
 # --- c overlapping a or b ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("size", [17, K_MULTI])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_c_overlapping_operands(dtype, size):
     rng = np.random.default_rng(9)
     x0, y0 = operands(rng, size, size, size, dtype)
@@ -452,7 +451,7 @@ def test_c_overlapping_operands(dtype, size):
         np.testing.assert_allclose(out, ref, rtol=rtol, atol=rtol * size, err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_c_partially_overlapping_a(dtype):
     rng = np.random.default_rng(10)
     big = make_operand(rng, (151, 149), dtype)
@@ -471,7 +470,7 @@ MATMUL_SHAPES = [((17, 300), (300, 23)), ((300,), (300, 23)), ((17, 300), (300,)
 
 
 @pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=lambda s: f"{s[0]}@{s[1]}")
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_matmul_matches_numpy(dtype, shapes):
     rng = np.random.default_rng(11)
     a = rng.uniform(-1, 1, shapes[0]).astype(dtype)
@@ -487,7 +486,7 @@ def test_matmul_matches_numpy(dtype, shapes):
     np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * k)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_matmul_strided_operands_and_out(dtype):
     rng = np.random.default_rng(12)
     a = make_operand(rng, (37, 300), dtype, "view")
@@ -625,7 +624,7 @@ THREAD_SHAPES = PATH_SHAPES + [(5, 8209, 3), (max(_MCS), 200, 2 * max(_KCS) + 1)
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
 @pytest.mark.parametrize("lb", ["C", "F"], ids=["B_in_place", "B_packed"])
 @pytest.mark.parametrize("shape", THREAD_SHAPES, ids=shape_id)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_threads):
     """Each C tile is summed by one thread in one order, whatever the thread count.
 
@@ -652,7 +651,7 @@ def test_parallel_is_bitwise_equal_to_one_thread(dtype, shape, lb, restore_num_t
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs NUMBA_NUM_THREADS >= 2")
 @pytest.mark.parametrize("epilogue", ["plain", "bias_relu", "accumulate", "alpha_beta_gelu"])
 @pytest.mark.parametrize("k", [5, K_MULTI])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_one_row_has_the_bits_it_has_in_any_product(dtype, k, epilogue, restore_num_threads):
     """A single row (one sample's forward pass) takes ``wide_rows`` for every full block of
     WIDE_ROW_PANELS NR panels, and the tiles for the rest. Each element runs the same FMAs in the same
@@ -698,7 +697,7 @@ IN_PLACE_SHAPES = [(17, 97, K_MULTI), (_M_PAST, 37, K_MULTI), (_M_PAST, 263, K_M
 
 @pytest.mark.parametrize("row_step", [2, -1], ids=["rows_apart", "negative_rows"])
 @pytest.mark.parametrize("shape", IN_PLACE_SHAPES, ids=shape_id)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_reading_a_in_place_changes_no_bit(dtype, shape, row_step, restore_num_threads):
     """Full MR panels of an A with unit-stride rows or columns are read in place (small M, or few NR
     panels of B: ``rows_in_place``) and the ragged rows packed; any other A is packed whole. The
@@ -759,7 +758,7 @@ def test_thread_counts_below_the_pool_size():
 
 # --- workspace reuse -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_workspace_reuse_growing_then_shrinking(dtype, restore_num_threads):
     rng = np.random.default_rng(15)
     # ... and one row after many with the same N and K: one row splits columns in wider shares
@@ -773,7 +772,7 @@ def test_workspace_reuse_growing_then_shrinking(dtype, restore_num_threads):
             check_gemm(a, b, bias=rng.uniform(-1, 1, n).astype(dtype), act="relu")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_workspace_sizes_hold_for_any_number_of_rows(dtype):
     """The compiled step sizes its workspace once for a batch of ``cap`` rows and runs smaller batches in
     it (a last batch of one row): the packing space must cover every thread id's widest share, the one
@@ -795,7 +794,7 @@ def test_workspace_sizes_hold_for_any_number_of_rows(dtype):
 
 @pytest.mark.parametrize("lb", ["C", "F", "view", "neg"])
 @pytest.mark.parametrize("mnk", [(1, 97, 263), (97, 1, 263), (1, 1, 521), (263, 1, 1), (1, 1, 0)], ids=shape_id)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_vector_products_with_epilogue(dtype, mnk, lb):
     """M == 1 or N == 1 (both forms of the vector path, and 1 x N with row-major B through the tiles):
     alpha, beta, bias and an activation, against float64."""
@@ -808,7 +807,7 @@ def test_vector_products_with_epilogue(dtype, mnk, lb):
     check_gemm(a, b)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_long_dot_product_is_accurate(dtype):
     """A (1 x 2**20) @ (2**20 x 1) dot of positive terms: within a few float32 ulps of the float64 sum
     (a float32 running sum drifts by ~1e-4 relative here)."""
@@ -837,7 +836,7 @@ def short_tile(kc, ap, a0, a_rs, a_cs, bp, b0, bs, ct):
 @pytest.mark.parametrize("a_layout", ["packed", "rows", "columns"])
 @pytest.mark.parametrize("extra", [0, 5], ids=["bs=NR", "bs>NR"])
 @pytest.mark.parametrize("kc", sorted({0, 1, 7, 256} | set(_KCS)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_micro_kernel(dtype, kc, extra, a_layout, short):
     """ct[i*NR + j] = sum_p ap[a0 + i*a_rs + p*a_cs] * bp[b0 + p*bs + j], every ct element overwritten,
     for a packed panel (a_rs = 1, a_cs = MR) and A read in place, row-major (a_cs = 1) or column-major
@@ -873,7 +872,7 @@ def _host_has_avx2_fma():
 
 @pytest.mark.skipif(not _host_has_avx2_fma(), reason="host CPU lacks AVX2/FMA")
 @pytest.mark.skipif(numba.config.CPU_NAME not in (None, "host"), reason="NUMBA_CPU_NAME overrides the host")
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_micro_kernel_assembly_uses_packed_fma(dtype):
     """Every accumulator is one packed FMA per k step: ymm on AVX2, zmm where the AVX-512 table is used."""
     mr, nr = BLOCKS[np.dtype(dtype).name][:2]
@@ -899,7 +898,7 @@ def micro_direct(kc, ap, mr, bp, bs, c, c0, c_rs, alpha, beta, bias=None, col0=0
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, -0.5])
 @pytest.mark.parametrize("kc", [0, 1, 37])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_micro_kernel_writes_c_directly(dtype, kc, beta):
     """micro_kernel_c writes alpha*tile + beta*C into exactly one MR x NR tile of a wider C; with
     beta == 0 the NaN already in C does not reach the result, and nothing outside the tile changes."""
@@ -923,7 +922,7 @@ def test_micro_kernel_writes_c_directly(dtype, kc, beta):
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "leaky_relu"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_micro_kernel_applies_bias_and_relu_in_registers(dtype, act):
     """The register epilogue: act(alpha*tile + beta*C + bias[col0:col0+NR]) with ReLU's NaN passing
     through, bit for bit what a separate pass over the stored tile computes."""

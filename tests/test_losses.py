@@ -1,9 +1,8 @@
 """Losses, their fused kernels and metrics, against float64 numpy/scipy references and finite differences."""
 
-import numba
 import numpy as np
 import pytest
-from helpers import DTYPES, tolerance
+from helpers import DTYPES, fd_grad, run_threaded, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, log_expit, log_softmax, logsumexp, softmax
@@ -54,21 +53,6 @@ def onehot(labels, d):
     y = np.zeros((len(labels), d))
     y[np.arange(len(labels)), labels] = 1.0
     return y
-
-
-def fd_grad(f, x, h=1e-6):
-    """Central finite differences of the scalar f at x (float64), one element at a time."""
-    x = x.astype(np.float64).copy()
-    g = np.empty_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        fp = f(x)
-        x[idx] = old - h
-        fm = f(x)
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
 
 
 def tol(dtype):
@@ -363,30 +347,39 @@ PARALLEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kernel", PARALLEL_CASES)
-def test_parallel_equals_serial(name, kernel, dtype, restore_num_threads):
-    """Rows are independent and the final mean is a fixed-order serial sum, so the result is
-    BITWISE identical for 1 thread and for all threads (no tolerance)."""
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(257, 130)).astype(dtype)
-    y = rng.integers(0, 130, 257) if name == "softmax_xent_int" else rng.uniform(size=x.shape).astype(dtype)
+def test_parallel_equals_serial():
+    """Rows are independent and the final mean is a fixed-order serial sum, so the result is BITWISE
+    identical for 1 thread and for 3 (no tolerance), in a fresh interpreter with a 3-thread pool."""
+    run_threaded("""
+import numba
+import numpy as np
+from helpers import DTYPES
+from jitnn.kernels import reductions as K
+from test_losses import PARALLEL_CASES
 
-    def once():
-        g = np.empty_like(x)
-        r = np.empty(257)
-        v = kernel(x, y, g, r)
-        s = np.empty(130, dtype=dtype)
-        K.column_sums(g, s)
-        return v, g, r, s, K.nonfinite_count(g)
+for dtype in DTYPES:
+    for name, kernel in PARALLEL_CASES:
+        rng = np.random.default_rng(8)
+        x = rng.normal(size=(257, 130)).astype(dtype)
+        y = rng.integers(0, 130, 257) if name == "softmax_xent_int" else rng.uniform(size=x.shape).astype(dtype)
 
-    numba.set_num_threads(1)
-    serial = once()
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    parallel = once()
-    assert serial[0] == parallel[0]
-    for a, b in zip(serial[1:], parallel[1:]):
-        np.testing.assert_array_equal(a, b)
+        def once():
+            g = np.empty_like(x)
+            r = np.empty(257)
+            v = kernel(x, y, g, r)
+            s = np.empty(130, dtype=dtype)
+            K.column_sums(g, s)
+            return v, g, r, s, K.nonfinite_count(g)
+
+        out = {}
+        for threads in (1, 3):
+            numba.set_num_threads(threads)
+            out[threads] = once()
+        assert out[1][0] == out[3][0], (name, dtype)
+        for a, b in zip(out[1][1:], out[3][1:]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} {dtype.__name__}")
+print("ok")
+""")
 
 
 # ---------------------------------------------------------------- the Loss API

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_conv_kernels import run_threaded
+from helpers import DTYPE_NAMES, DTYPES, run_threaded
 
 from jitnn.kernels.conv import conv2d, conv2d_geometry
 from jitnn.kernels.normalization import (
@@ -22,7 +22,6 @@ from jitnn.kernels.normalization import (
     fold_batchnorm,
 )
 
-DTYPES = [np.float64, np.float32]
 SHAPES = [(2, 1), (2, 3), (7, 5), (STAT_BLOCKS - 1, 4), (STAT_BLOCKS + 1, 3), (1000, 17), (3 * 11 * 11, 32)]
 
 
@@ -34,7 +33,7 @@ def buffers(ch, dtype):
     return {name: np.full(ch, np.nan, dtype) for name in ("mean", "var", "scale", "shift")}
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_training_forward_backward_and_moving_against_torch(shape, dtype):
     rows, ch = shape
@@ -82,7 +81,7 @@ def test_training_forward_backward_and_moving_against_torch(shape, dtype):
                                rtol=r * 10, atol=r * 10)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_inference_against_torch_and_in_place(dtype):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((37, 6)).astype(dtype)
@@ -165,7 +164,7 @@ def test_finite_differences():
             assert abs((up - down) / 2e-6 - grad[idx]) < 1e-6
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_fold_batchnorm_into_a_convolution(dtype, bias):
     rng = np.random.default_rng(11)

@@ -10,22 +10,18 @@ out), independent of the kernels' folded scalars. PyTorch, when importable, is a
 import math
 import tracemalloc
 
-import numba
 import numpy as np
 import pytest
-from helpers import DTYPES, tolerance
+from helpers import DTYPE_NAMES, DTYPES, run_threaded, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import jitnn
 from jitnn import optimizers as O
 from jitnn.kernels import optim as K
 
-DTYPE_IDS = ["f32", "f64"]
 # 4097: one CHUNK plus one element (serial path); 10007: three CHUNKs (parallel path); one 2-D array
 SHAPES = [(1,), (7,), (4097,), (10007,), (13, 17)]
 STEPS = 6
-MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,14 +118,14 @@ def check_trajectory(opt, ref, ref_kw, lr, dtype, shapes=SHAPES, steps=STEPS, re
 # Every family against its reference.
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_reference(case, dtype):
     make, ref, ref_kw, lr = CASES[case]
     check_trajectory(make(), ref, ref_kw, lr, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", ["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam",
                                   "amsgrad", "adamw"])
 def test_l1_l2_regularization(case, dtype):
@@ -227,7 +223,7 @@ def test_cosine_decay_warmup():
                                                          2.0 * 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0])
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_optimizer_follows_schedule(dtype):
     sched = O.StepDecay(0.1, drop=0.5, every=2)
     opt = O.SGD(sched, momentum=0.9)
@@ -273,7 +269,7 @@ def test_schedule_errors(make, match, exc):
 # The kernels: parallel against serial, chunk edges.
 
 
-def _kernel_calls(dtype, n):
+def kernel_calls(dtype, n):
     """(name, kernel, args builder) for every kernel and mode, fresh arrays each call."""
     rng = np.random.default_rng(11)
     w0, g0 = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
@@ -294,29 +290,40 @@ def _kernel_calls(dtype, n):
     ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_parallel_matches_one_thread(dtype, restore_num_threads):
-    """Chunks are independent, so any thread count gives bit-identical results."""
-    n = 5 * K.CHUNK + 123
-    for name, kernel, make_args in _kernel_calls(dtype, n):
-        jitnn.set_num_threads(1)
-        serial = make_args()
-        kernel(*serial)
-        jitnn.set_num_threads(MAX_THREADS)
-        parallel = make_args()
-        kernel(*parallel)
-        for k, (a, b) in enumerate(zip(serial, parallel)):
+def test_parallel_matches_one_thread():
+    """Chunks are independent, so 3 threads give the bits of 1 (in a fresh interpreter with a 3-thread
+    pool: in this process the pool may hold one thread)."""
+    run_threaded("""
+import numba
+import numpy as np
+import jitnn
+from helpers import DTYPES
+from jitnn.kernels import optim as K
+from test_optimizers import kernel_calls
+
+n = 5 * K.CHUNK + 123  # past SERIAL_MAX: the kernels split it over prange chunks
+for dtype in DTYPES:
+    for name, kernel, make_args in kernel_calls(dtype, n):
+        out = {}
+        for threads in (1, 3):
+            jitnn.set_num_threads(threads)
+            assert numba.get_num_threads() == threads
+            out[threads] = make_args()
+            kernel(*out[threads])
+        for k, (a, b) in enumerate(zip(out[1], out[3])):
             if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b, err_msg=f"{name}: argument {k}")
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} {dtype.__name__}: argument {k}")
+print("ok")
+""")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_where_an_empty_snapshot_points_changes_no_bit(dtype):
     """An empty snapshot is "none kept", wherever its pointer lies. One that lay within w's range once
     sent Adam's vectorized loop down its scalar version (an overlap check), and 62 of 20603 float32
     weights came out one ulp apart (seen under pytest-xdist); keep() now copies in a pass of its own."""
     n = 5 * K.CHUNK + 123
-    for name, kernel, make_args in _kernel_calls(dtype, n):
+    for name, kernel, make_args in kernel_calls(dtype, n):
         plain = make_args()
         kernel(*plain)
         moved = list(make_args())
@@ -327,7 +334,7 @@ def test_where_an_empty_snapshot_points_changes_no_bit(dtype):
                 np.testing.assert_array_equal(a, b, err_msg=f"{name}: argument {k}")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_compiled_matches_plain_python(dtype, monkeypatch):
     """The same source run as plain Python (prange -> range, numpy scalars) agrees with the compiled kernel.
 
@@ -339,7 +346,7 @@ def test_compiled_matches_plain_python(dtype, monkeypatch):
     n = K.SERIAL_MAX + 5  # past the serial cut-off: three chunks through the Python prange loop
     # atol: FMA contraction in the compiled code rounds cancelling sums like w + mu*v - lr*g differently
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-14, "atol": 1e-14}
-    for name, kernel, make_args in _kernel_calls(dtype, n):
+    for name, kernel, make_args in kernel_calls(dtype, n):
         compiled, plain = make_args(), make_args()
         kernel(*compiled)
         kernel.py_func(*plain)
@@ -606,7 +613,7 @@ TORCH_CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", list(TORCH_CASES))
 def test_matches_torch(case, dtype):
     torch = pytest.importorskip("torch")

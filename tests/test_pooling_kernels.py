@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_conv_kernels import run_threaded
+from helpers import DTYPE_NAMES, DTYPES, run_threaded
 
 from jitnn.kernels.pooling import (
     avgpool2d,
@@ -23,8 +23,6 @@ from jitnn.kernels.pooling import (
     maxpool2d,
     pool_geometry,
 )
-
-DTYPES = [np.float64, np.float32]
 
 # (N, H, W, C, pool, strides, padding)
 CASES = [
@@ -69,7 +67,7 @@ def rtol(dtype):
     return 1e-13 if dtype == np.float64 else 1e-6
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_max_and_average_pooling_against_torch(case, dtype):
     n, h, w, c = case[:4]
@@ -95,7 +93,7 @@ def test_max_and_average_pooling_against_torch(case, dtype):
         np.testing.assert_allclose(dx, dx_ref, rtol=rtol(dtype), atol=rtol(dtype) * 10)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_strided_views_and_fortran_order(dtype):
     """The kernels index 4-D arrays directly: views and F-order arrays in and out give the same results."""
     rng = np.random.default_rng(5)
@@ -132,7 +130,7 @@ def test_maxpool_nan_propagates_and_first_maximum_wins():
     assert y[0, 0, 0, 0] == 3.0 and arg[0, 0, 0, 0] == 1
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_global_average_pooling(dtype):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 5, 7, 4)).astype(dtype)

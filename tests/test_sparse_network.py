@@ -3,7 +3,7 @@ finite differences, magnitude pruning against a masked dense reference, and the 
 
 import numpy as np
 import pytest
-from helpers import DTYPES, central_diff
+from helpers import DTYPES, central_diff, tolerance
 
 import jitnn
 from jitnn import report
@@ -12,7 +12,9 @@ from jitnn.model import Sequential
 from jitnn.prune import magnitude_mask
 from jitnn.sparse import CSRMatrix
 
-TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float64: {"rtol": 1e-10, "atol": 1e-12}}
+
+def tol(dtype):
+    return tolerance(dtype, float64=(1e-10, 1e-12))
 
 
 def sparse_data(rows=97, cols=41, density=0.1, classes=3, seed=0, empty_rows=(3, 50)):
@@ -42,12 +44,12 @@ def test_csr_training_matches_dense(dtype, batch_size):
         models.append((m, h))
     (md, hd), (ms, hs) = models
     for wd, ws in zip(md.get_weights(), ms.get_weights()):
-        np.testing.assert_allclose(ws, wd, **TOL[dtype])
-    np.testing.assert_allclose(hs.history["loss"], hd.history["loss"], **TOL[dtype])
+        np.testing.assert_allclose(ws, wd, **tol(dtype))
+    np.testing.assert_allclose(hs.history["loss"], hd.history["loss"], **tol(dtype))
     xs = CSRMatrix.from_dense(x, dtype=dtype)
     np.testing.assert_allclose(ms.predict(xs, batch_size=10), md.predict(x.astype(dtype), batch_size=10),
-                               **TOL[dtype])
-    np.testing.assert_allclose(ms.evaluate(xs, y), md.evaluate(x.astype(dtype), y), **TOL[dtype])
+                               **tol(dtype))
+    np.testing.assert_allclose(ms.evaluate(xs, y), md.evaluate(x.astype(dtype), y), **tol(dtype))
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "softmax", "gelu"])
@@ -147,9 +149,9 @@ def test_pruned_predictions_match_masked_dense(dtype):
     ref = mlp(dtype)
     ref.build(x.shape[1])
     ref.set_weights([w for layer in p.layers for w in layer.params])
-    np.testing.assert_allclose(p.predict(x, batch_size=32), ref.predict(x, batch_size=32), **TOL[dtype])
+    np.testing.assert_allclose(p.predict(x, batch_size=32), ref.predict(x, batch_size=32), **tol(dtype))
     # sparse input into a pruned model: spmm on the masked dense kernel
-    np.testing.assert_allclose(p.predict(CSRMatrix.from_dense(x)), ref.predict(x), **TOL[dtype])
+    np.testing.assert_allclose(p.predict(CSRMatrix.from_dense(x)), ref.predict(x), **tol(dtype))
 
 
 def test_fine_tuning_keeps_zeros():
