@@ -18,7 +18,7 @@ from scipy.special import expit, log_softmax, softmax
 from test_optimizers import CASES as OPTIMIZER_CASES
 from test_optimizers import random_problem, step_tolerance
 
-from jitnn import backend, losses
+from jitnn import backend, layers, losses
 from jitnn.backend.cpu import CPU
 from jitnn.cuda import runtime
 from jitnn.layers import (
@@ -28,9 +28,11 @@ from jitnn.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Flatten,
     GlobalAveragePooling2D,
     LeakyReLU,
     MaxPooling2D,
+    Reshape,
 )
 
 BACKENDS = [
@@ -61,12 +63,14 @@ LAYERS = {
     "global_avgpool": lambda: GlobalAveragePooling2D(),
     "batchnorm_images": lambda: BatchNormalization(momentum=0.9),
     "batchnorm_features": lambda: BatchNormalization(epsilon=0.01),
+    "flatten_images": lambda: Flatten(),
+    "reshape_inferred": lambda: Reshape((3, -1)),
 }
 # name -> per-sample input shape where it is not (D_IN,): images (H, W, C); 9 channels take the im2col path
 INPUT_SHAPES = {
     "conv2d_same_stride2": (5, 4, 2), "conv2d_dilated_gemm": (3, 4, 9), "conv2d_1x1_sigmoid": (3, 2, 3),
     "maxpool_same_overlap": (5, 4, 2), "avgpool_stride1": (3, 5, 2), "global_avgpool": (3, 2, 2),
-    "batchnorm_images": (2, 3, 4),
+    "batchnorm_images": (2, 3, 4), "flatten_images": (2, 3, 2), "reshape_inferred": (2, 6),
 }
 
 
@@ -84,6 +88,13 @@ def fresh(name, ops, dtype, params=None):
     for p, v in zip(layer.params, params or []):
         ops.to_device(np.asarray(v, p.dtype), out=p)
     return layer
+
+
+def test_every_layer_class_is_registered():
+    """A new layer in jitnn.layers.__all__ gets its CPU and GPU checks here only once it is registered."""
+    registered = {type(make()) for make in LAYERS.values()}
+    missing = [name for name in layers.__all__ if name != "Layer" and getattr(layers, name) not in registered]
+    assert not missing, f"register these layers in LAYERS: {missing}"
 
 
 @pytest.mark.parametrize("device", BACKENDS)
