@@ -21,22 +21,27 @@ belongs to one model.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from jitnn import backend, fit_inputs, saving, training
 from jitnn import losses as losses_mod
 from jitnn import metrics as metrics_mod
 from jitnn import optimizers as optimizers_mod
-from jitnn.callbacks import Callback
+from jitnn.backend.ops import Ops
+from jitnn.callbacks import Callback, History
 from jitnn.config import FLOAT_DTYPES
-from jitnn.layers import Dense
-from jitnn.layers.base import as_shape
+from jitnn.layers import Dense, Layer
+from jitnn.layers.base import ShapeLike, as_shape
 from jitnn.layers.folding import fold_plan
 from jitnn.metrics import log_key
 from jitnn.profiler import NULL_RECORDER
 from jitnn.sharing import NEW_OPTIMIZER, Sharing
+from jitnn.sparse import CSRMatrix
 from jitnn.training import NonFiniteLossError
 from jitnn.validation import (
     as_features,
@@ -54,7 +59,8 @@ _now = time.perf_counter_ns
 class Sequential(Sharing):
     """A stack of layers trained with ``compile`` then ``fit`` (see the module docstring)."""
 
-    def __init__(self, layers=None, name=None, dtype="float32", device="cpu"):
+    def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None,
+                 dtype: DTypeLike = "float32", device: str | Ops = "cpu"):
         if np.dtype(dtype).name not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be float32 or float64, received: dtype={dtype!r}")
         self.name, self.dtype, self.ops = name or "sequential", np.dtype(dtype), backend.get(device)
@@ -79,7 +85,7 @@ class Sequential(Sharing):
         return self._fused
 
     # --- construction ------------------------------------------------------------------------------
-    def add(self, layer):
+    def add(self, layer: Layer) -> None:
         if not hasattr(layer, "forward") or not hasattr(layer, "build"):
             raise TypeError(f"Sequential.add needs a jitnn layer, received: {type(layer).__name__}")
         if self.built:
@@ -93,7 +99,7 @@ class Sequential(Sharing):
         self.layers.append(layer)
         self._structure_changed()
 
-    def to(self, device):
+    def to(self, device: str | Ops) -> Sequential:
         """Move the model to ``"cpu"`` or ``"cuda"`` (weights and optimizer state follow); returns self.
 
         Raises, changing nothing, when a layer, the loss, a metric or the optimizer cannot run there."""
@@ -114,7 +120,7 @@ class Sequential(Sharing):
         """Nothing to copy: get_weights and the file writer read device arrays through the backend (or
         numpy's ``__array__``), so the host always sees the current weights."""
 
-    def build(self, input_shape, seed=None):
+    def build(self, input_shape: ShapeLike, seed: int | None = None) -> None:
         """Create every layer's weights for per-sample ``input_shape`` (an int: that many features; a
         tuple such as (28, 28, 1) for images), drawn from ``seed``."""
         if not self.layers:
@@ -131,7 +137,7 @@ class Sequential(Sharing):
         self._configure_fusion()
         self._structure_changed()
 
-    def layer_shapes(self, input_shape):
+    def layer_shapes(self, input_shape: ShapeLike) -> list[tuple[int, ...]]:
         """Each layer's per-sample input shape, then the model's output shape, for ``input_shape``;
         ValueError naming the layer and the shapes where they do not chain."""
         shapes = [as_shape(input_shape)]
@@ -147,7 +153,9 @@ class Sequential(Sharing):
         first = self.layers[0] if self.layers else None
         return getattr(first, "declared_input_shape", None)
 
-    def compile(self, loss="mse", optimizer="adam", metrics=None):
+    def compile(self, loss: str | dict | losses_mod.Loss = "mse",
+                optimizer: str | dict | optimizers_mod.Optimizer = "adam",
+                metrics: Sequence[str | Callable] | None = None) -> None:
         """Set the loss, optimizer and metrics; ValueError now if the model's device cannot run one."""
         self._refuse_while_training("compile")
         loss = losses_mod.get(loss)
@@ -194,7 +202,7 @@ class Sequential(Sharing):
                 raise ValueError(f"x has {x.shape[1]} features, the model expects {self.input_dim}")
             raise ValueError(f"x has samples of shape {tuple(x.shape[1:])}, the model expects {self.input_shape}")
 
-    def allocate(self, batch, gather=True, y_like=None):
+    def allocate(self, batch: int, gather: bool = True, y_like: np.ndarray | None = None) -> None:
         """Buffers for ``batch`` rows on the model's device; ``gather=False`` (CSR input) skips the dense
         batch buffer, ``y_like`` (the targets) sizes the target batch buffer."""
         for layer in self.layers:
@@ -216,14 +224,14 @@ class Sequential(Sharing):
                 self._yb = ops.zeros(shape, y_like.dtype)
         self.sums = ops.zeros(1 + len(self.metrics), np.float64)
 
-    def batch_buffers(self):
+    def batch_buffers(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The (input, target) batch buffers ``allocate`` made (the input one is None for CSR input)."""
         return self._xb, self._yb
 
     def _masked_layers(self):
         return [layer for layer in self.layers if getattr(layer, "mask", None) is not None]
 
-    def weights_changed(self):
+    def weights_changed(self) -> None:
         """Re-apply pruning masks (and refresh sparse inference kernels) after weights were written."""
         self._begin_write()
         try:
@@ -234,7 +242,8 @@ class Sequential(Sharing):
 
 
     # --- one step ----------------------------------------------------------------------------------
-    def train_step(self, x, y, sample_weight=None):
+    def train_step(self, x: np.ndarray, y: np.ndarray,
+                   sample_weight: np.ndarray | None = None) -> float | None:
         """Forward, loss, backward and metric numerators for one batch already on the device.
 
         Gradients land in the layers' ``grads``; the running loss and metric sums in the model's sums.
@@ -257,7 +266,7 @@ class Sequential(Sharing):
         rec.stop(t, None, "metrics", m)
         return value
 
-    def test_step(self, x, y):
+    def test_step(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """Inference-mode forward, loss and metric numerators for one batch on the device; returns as
         ``train_step``. Nothing is trained."""
         m = x.shape[0]
@@ -265,7 +274,8 @@ class Sequential(Sharing):
         self._add_metrics(y, pred, m)
         return value
 
-    def apply_gradients(self, on_param=None, snapshots=None):
+    def apply_gradients(self, on_param: Callable | None = None,
+                        snapshots: list[np.ndarray] | None = None) -> bool | None:
         """One optimizer step from the layers' gradients (then pruning masks re-applied).
 
         Returns what ``Optimizer.step`` returns: True when the step made a weight NaN or inf (the
@@ -281,7 +291,7 @@ class Sequential(Sharing):
             self._end_write()
         return bad
 
-    def reset_sums(self):
+    def reset_sums(self) -> None:
         """Zero the running loss and metric sums (the loop does it at each epoch's start)."""
         self.ops.to_device(np.zeros(1 + len(self.metrics)), out=self.sums)
 
@@ -332,7 +342,7 @@ class Sequential(Sharing):
                 out = ops.activate(out, probs[:n], layers[-1].activation)
             ops.to_host(out, result[s:s + n])
 
-    def predict(self, x, batch_size=1024, verbose=0):
+    def predict(self, x: ArrayLike | CSRMatrix, batch_size: int = 1024, verbose: int = 0) -> np.ndarray:
         """Model outputs (probabilities for softmax/sigmoid heads) for every row of ``x``, as numpy.
 
         Thread-safe (docs/reliability.md): each thread runs its own copies of the layers' buffers, and the
@@ -350,7 +360,9 @@ class Sequential(Sharing):
             self._predict_into(x, batch_size, result)
         return result
 
-    def evaluate(self, x, y, batch_size=1024, verbose=0, sample_weight=None, return_dict=False):
+    def evaluate(self, x: ArrayLike | CSRMatrix, y: ArrayLike, batch_size: int = 1024, verbose: int = 0,
+                 sample_weight: ArrayLike | None = None,
+                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """Mean loss (and metrics) over ``x, y``: a float, or [loss, metric, ...] with metrics; with
         ``return_dict=True`` a dict keyed "loss" and the metrics' log names (as ``history.history``).
 
@@ -374,16 +386,18 @@ class Sequential(Sharing):
         if self.loss is None:
             raise ValueError("call compile(loss=..., optimizer=...) before training or evaluating")
 
-    def prepare_targets(self, y, x):
+    def prepare_targets(self, y: ArrayLike, x: np.ndarray | CSRMatrix) -> np.ndarray:
         """``y`` validated for ``x`` and the loss, in the form the training step takes (see Loss.prepare_targets)."""
         if len(self.output_shape) != 1:  # the loss kernels take (samples, outputs)
             raise ValueError(f"the losses take flat outputs (samples, outputs); this model outputs samples of shape "
                              f"{self.output_shape}: end it with Flatten or GlobalAveragePooling2D and a Dense")
         return self.loss.prepare_targets(as_targets(y, x.shape[0]), self.output_dim, self.dtype)
 
-    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
-            callbacks=None, profile=False, nan_guard=True, strategy=None, validation_split=0.0,
-            sample_weight=None, class_weight=None, initial_epoch=0):
+    def fit(self, x: ArrayLike | CSRMatrix, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple | None = None, verbose: int = 1, seed: int | None = None,
+            shuffle: bool = True, callbacks: Sequence[Callback] | None = None, profile: bool = False,
+            nan_guard: bool = True, strategy: object | None = None, validation_split: float = 0.0,
+            sample_weight: ArrayLike | None = None, class_weight: dict[int, float] | None = None, initial_epoch: int = 0) -> History:
         """Train with shuffled minibatches; returns a History (``history.history["loss"]`` ...).
 
         Keras' data arguments keep Keras's meaning (jitnn/fit_inputs.py, docs/keras.md):
@@ -482,10 +496,10 @@ class Sequential(Sharing):
         return sum(math.prod(shape) for layer, layer_input in zip(self.layers, self.layer_shapes(declared))
                    for _, shape, _ in layer.weight_shapes(layer_input))
 
-    def get_weights(self):
+    def get_weights(self) -> list[np.ndarray]:
         return [self.ops.to_host(p) for p in self._weight_arrays()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         params = self._weight_arrays()
         if len(weights) != len(params):
             raise ValueError(f"set_weights needs {len(params)} arrays, received: {len(weights)}")
@@ -507,7 +521,7 @@ class Sequential(Sharing):
                 self.ops.to_device(w, out=p)
             self.weights_changed()
 
-    def get_config(self):
+    def get_config(self) -> dict:
         shape = getattr(self, "input_shape", None)
         return {"name": self.name, "dtype": self.dtype.name, "input_dim": getattr(self, "input_dim", None),
                 "input_shape": None if shape is None else list(shape),
@@ -515,19 +529,19 @@ class Sequential(Sharing):
                 "loss": self.loss.get_config() if self.loss is not None else None,
                 "optimizer": self.optimizer.get_config() if self.optimizer is not None else None}
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> str | os.PathLike:
         """Write architecture, weights and optimizer state to ``path`` (.npz), atomically."""
         if not self.built:
             raise ValueError("build or fit the model before saving it")
         self._sync_host()
         return saving.save_model(self, path)
 
-    def load_weights(self, path):
+    def load_weights(self, path: str | os.PathLike) -> None:
         """Load parameters saved from a model of the same architecture; on any error nothing changes."""
         self._refuse_while_training("load weights into")
         saving.load_weights(self, path)
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: Callable[[str], object] = print) -> str:
         """Each layer's output shape and parameter count (weights included, trainable or not), as Keras
         prints them; before building, from the first layer's declared input (else "?")."""
         declared = self._declared_input_shape() if not self.built else self.input_shape
@@ -544,7 +558,7 @@ class Sequential(Sharing):
         print_fn("\n".join(lines))
         return "\n".join(lines)
 
-    def fold_batchnorm(self):
+    def fold_batchnorm(self) -> Sequential:
         """A new inference model with each BatchNormalization folded into the Conv2D/Dense right before
         it (jitnn/layers/folding.py): W' = W * s, b' = (b - moving_mean) * s + beta, s = gamma /
         sqrt(moving_variance + epsilon), and an elementwise Activation after it moved into that layer's

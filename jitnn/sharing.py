@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Iterator
 
 # Which model each layer and optimizer belongs to (weakly: a model that is gone frees them). A layer in
 # two models would be rebuilt by the second (the first's weights re-drawn); an optimizer in two would mix
@@ -73,7 +74,7 @@ class Sharing:
         self._lock.release()
 
     @contextlib.contextmanager
-    def writing_weights(self):
+    def writing_weights(self) -> Iterator[None]:
         """Hold concurrent ``predict`` calls off the weights while the block writes them (the training
         loop's restores use it; ``apply_gradients`` and ``set_weights`` do the same)."""
         self._begin_write()
