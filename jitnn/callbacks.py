@@ -13,46 +13,53 @@ import os
 import string
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jitnn import metrics
 
+if TYPE_CHECKING:  # the model imports this module
+    from jitnn.model import Sequential
+
+Hook = Callable[..., object] | None  # a LambdaCallback hook: (epoch or batch, logs) or (logs), or None
+
 
 class Callback:
     """Base class: override the hooks you need."""
 
-    def set_model(self, model):
+    def set_model(self, model: Sequential) -> None:
         self.model = model
 
-    def set_params(self, params):
+    def set_params(self, params: dict) -> None:
         """The fit's settings, as Keras passes them: ``{"epochs": .., "steps": .., "verbose": ..}``."""
         self.params = params
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         pass
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         """Before training batch ``batch`` (0-based, within the epoch); calls ``on_batch_begin`` (Keras)."""
         self.on_batch_begin(batch, logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """After batch ``batch``'s update, with the running logs; calls ``on_batch_end`` (Keras)."""
         self.on_batch_end(batch, logs)
 
-    def on_batch_begin(self, batch, logs=None):
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         pass
 
 
@@ -63,7 +70,7 @@ class History(Callback):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
@@ -75,23 +82,23 @@ class ProgbarLogger(Callback):
     ``verbose=1``: the bar, then the epoch's logs; ``verbose=2``: one line per epoch. ``fit(verbose=...)``
     adds one; the bar shows the running loss the batch hook receives."""
 
-    def __init__(self, verbose=1):
+    def __init__(self, verbose: int = 1):
         if isinstance(verbose, bool) or verbose not in (1, 2):
             raise ValueError(f"ProgbarLogger verbose must be 1 (a bar) or 2 (a line per epoch), received: "
                              f"verbose={verbose!r}")
         self.verbose = verbose
         self.steps, self.epochs = 0, 0
 
-    def set_params(self, params):
+    def set_params(self, params: dict) -> None:
         super().set_params(params)
         self.epochs, self.steps = params["epochs"], params["steps"]
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.t0 = time.perf_counter()
         self.last = 0.0
         print(f"Epoch {epoch + 1}/{self.epochs}", file=sys.stdout)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = batch + 1
         if self.verbose != 1 or not logs:
             return
@@ -104,7 +111,7 @@ class ProgbarLogger(Callback):
         sys.stdout.write(f"\r{step}/{self.steps} [{bar}] - {now - self.t0:.1f}s - loss: {logs['loss']:.4f}")
         sys.stdout.flush()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self.t0
         items = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
         end = "\r" if self.verbose == 1 else ""
@@ -126,7 +133,8 @@ class EarlyStopping(Callback):
     ``restore_best_weights`` puts back the weights of the best epoch when training stops.
     """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best_weights: bool = False):
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a log key (str), received: monitor={monitor!r}")
         if isinstance(patience, bool) or not isinstance(patience, numbers.Integral):
@@ -141,11 +149,11 @@ class EarlyStopping(Callback):
         self.mode = _better(mode, monitor)
         self.restore_best_weights = restore_best_weights
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.wait, self.stopped_epoch, self.best_weights = 0, None, None
         self.best = math.inf if self.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.monitor not in (logs or {}):
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the logs lack: {sorted(logs or {})}")
         value = logs[self.monitor]
@@ -167,7 +175,8 @@ class ModelCheckpoint(Callback):
     """Save the model to ``filepath`` (``{epoch}`` and log keys may be formatted in) after each epoch,
     or only when ``monitor`` improves with ``save_best_only``. Saves are atomic."""
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto"):
         if not isinstance(filepath, (str, os.PathLike)):
             raise TypeError(f"filepath must be a str or path, received: filepath={filepath!r}")
         if not isinstance(monitor, str):
@@ -198,7 +207,7 @@ class ModelCheckpoint(Callback):
         self.mode = _better(mode, monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         path = self.filepath.format(epoch=epoch + 1, **logs)
         if self.save_best_only:
@@ -259,10 +268,10 @@ class ReduceLROnPlateau(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.cooldown_counter = 0, 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         lr = float(self.model.optimizer.current_learning_rate())
         logs["learning_rate"] = lr
@@ -300,7 +309,7 @@ class LearningRateScheduler(Callback):
     runs, and the last epoch's rate is put back when training ends.
     """
 
-    def __init__(self, schedule, verbose: int = 0):
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0):
         if not callable(schedule):
             raise TypeError(f"schedule must be callable, received: schedule={schedule!r}")
         self.schedule, self.verbose = schedule, verbose
@@ -329,11 +338,11 @@ class LearningRateScheduler(Callback):
         if self._pending_error is not None and self._pending_error[0] == epoch:
             raise self._pending_error[1]
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._applied, self._pending_error = None, None
         self._apply(0)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._raise_pending(epoch)
         if self._applied is not None and self._applied[0] == epoch:
             return
@@ -341,7 +350,7 @@ class LearningRateScheduler(Callback):
             _set_lr(self.model, self._applied[1])
         self._apply(epoch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._raise_pending(epoch)  # this epoch ran, without the rate its schedule failed to give
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.current_learning_rate())
@@ -352,7 +361,7 @@ class LearningRateScheduler(Callback):
         except Exception as e:  # noqa: BLE001
             self._pending_error = (epoch + 1, e)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._applied is not None and self._pending_error is None:
             _set_lr(self.model, self._applied[1])  # the rate set ahead was for an epoch that never ran
         self._applied, self._pending_error = None, None
@@ -361,13 +370,13 @@ class LearningRateScheduler(Callback):
 class CSVLogger(Callback):
     """Write each epoch's logs as a CSV row (``epoch`` then the keys in sorted order) to ``filename``."""
 
-    def __init__(self, filename, separator: str = ",", append: bool = False):
+    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False):
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"separator must be one character, received: separator={separator!r}")
         self.filename, self.sep, self.append = str(filename), separator, bool(append)
         self._file, self._keys = None, None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         import os
 
         has_rows = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
@@ -377,7 +386,7 @@ class CSVLogger(Callback):
         self._keys = None
         self._header_written = has_rows
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         import csv
 
         logs = logs or {}
@@ -390,7 +399,7 @@ class CSVLogger(Callback):
         writer.writerow([epoch] + [_csv_value(logs.get(k, "NA")) for k in self._keys])
         self._file.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -406,7 +415,7 @@ class TerminateOnNaN(Callback):
     With it, ``fit`` turns a non-finite loss (or weight) into the end of training instead of
     NonFiniteLossError: the weights stay those of the last good step and fit returns its History."""
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.terminated = False
 
     def _check(self, where, logs):
@@ -417,13 +426,13 @@ class TerminateOnNaN(Callback):
             self.terminated = True
             self.model.stop_training = True
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._check(f"Batch {batch}", logs)
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._check(f"Batch {batch}", logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._check(f"Epoch {epoch + 1}", logs)
 
 
@@ -436,8 +445,9 @@ class LambdaCallback(Callback):
     HOOKS = ("on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end", "on_train_batch_begin",
              "on_train_batch_end", "on_train_begin", "on_train_end")
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_batch_begin=None, on_batch_end=None,
-                 on_train_batch_begin=None, on_train_batch_end=None, on_train_begin=None, on_train_end=None):
+    def __init__(self, on_epoch_begin: Hook = None, on_epoch_end: Hook = None, on_batch_begin: Hook = None,
+                 on_batch_end: Hook = None, on_train_batch_begin: Hook = None, on_train_batch_end: Hook = None,
+                 on_train_begin: Hook = None, on_train_end: Hook = None):
         fns = (on_epoch_begin, on_epoch_end, on_batch_begin, on_batch_end, on_train_batch_begin,
                on_train_batch_end, on_train_begin, on_train_end)
         given = dict(zip(self.HOOKS, fns))
@@ -451,24 +461,28 @@ class LambdaCallback(Callback):
         if fn is not None:
             fn(*args)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._run("on_train_begin", logs)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._run("on_train_end", logs)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._run("on_epoch_begin", epoch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._run("on_epoch_end", epoch, logs)
 
     # A loop calls on_train_batch_*; on_batch_* is the older name for the same event (Keras routes one
     # to the other), so the function given under either name runs once per training batch.
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._run("on_train_batch_begin", batch, logs)
         self._run("on_batch_begin", batch, logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._run("on_train_batch_end", batch, logs)
         self._run("on_batch_end", batch, logs)
+
+
+__all__ = ["CSVLogger", "Callback", "EarlyStopping", "History", "LambdaCallback", "LearningRateScheduler",
+           "ModelCheckpoint", "ProgbarLogger", "ReduceLROnPlateau", "TerminateOnNaN"]
