@@ -15,8 +15,10 @@ loss lists in ``kernels`` (jitnn/kernels/losses.py); a device that lacks one say
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from jitnn.backend.cpu import CPU
+from jitnn.backend.ops import Ops
 from jitnn.config import FLOAT_DTYPES, launch
 from jitnn.kernels import reductions as K
 
@@ -80,16 +82,19 @@ class Loss:
             raise ValueError(f"sample_weight needs one weight per prediction ({p.shape[0]}), received: {w.shape[0]}")
         return CPU.weight_rows(grad, rows, w)
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU) -> float | None:
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
+                       ops: Ops = CPU) -> float | None:
         """dL/dy_pred into ``grad_out``, per-sample losses into ``row_loss[:N]``; returns the mean loss
         (None on a device that leaves it there: read the row losses instead)."""
         raise NotImplementedError
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU) -> float | None:
+    def value_and_grad_from_logits(self, z: np.ndarray, y_true: np.ndarray, probs_out: np.ndarray,
+                                   grad_out: np.ndarray, row_loss: np.ndarray,
+                                   ops: Ops = CPU) -> float | None:
         """Fused path: ``probs_out`` = activation(z), ``grad_out`` = dL/dz; returns as ``value_and_grad``."""
         raise TypeError(f"{self.name} fuses with no activation; call value_and_grad on the layer's output")
 
-    def prepare_targets(self, y, n_outputs, dtype=None) -> np.ndarray:
+    def prepare_targets(self, y: ArrayLike, n_outputs: int, dtype: DTypeLike | None = None) -> np.ndarray:
         """Validate ``y`` (see ``check_targets``) and return it as the kernels take it: C-contiguous, and
         float targets cast to ``dtype`` (the predictions' dtype) when given."""
         y = self._check(np.asarray(y), int(n_outputs))
@@ -113,7 +118,7 @@ class Loss:
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls, config: dict) -> Loss:
         config = dict(config)
         config.pop("name", None)
         return cls(**config)
@@ -139,7 +144,8 @@ def _finite_float_targets(y, name):
 class _Regression(Loss):
     """A loss computed by one kernel ``kernels[0](pred, y, grad, row_loss)`` over 2-D targets."""
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
+                       ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
         return ops.loss(self.kernels[0], y_pred, y, grad_out, row_loss)
@@ -169,7 +175,7 @@ class _Clipped(Loss):
             raise ValueError(f"epsilon must be in (0, 0.5), received: epsilon={epsilon!r}")
         self.epsilon = float(epsilon)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"name": self.name, "epsilon": self.epsilon}
 
 
@@ -181,12 +187,15 @@ class BinaryCrossentropy(_Clipped):
     from_logits_activation = "sigmoid"
     kernels = ("bce_probs", "sigmoid_bce_logits")
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
+                       ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
         return ops.loss("bce_probs", y_pred, y, grad_out, row_loss, self.epsilon)
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU):
+    def value_and_grad_from_logits(self, z: np.ndarray, y_true: np.ndarray, probs_out: np.ndarray,
+                                   grad_out: np.ndarray, row_loss: np.ndarray,
+                                   ops: Ops = CPU) -> float | None:
         _check_2d(z, grad_out, row_loss)
         y = _as_2d_targets(y_true, z.shape)
         return ops.loss_from_logits("sigmoid_bce_logits", z, y, probs_out, grad_out, row_loss)
@@ -213,7 +222,8 @@ class CategoricalCrossentropy(_Clipped):
     from_logits_activation = "softmax"
     kernels = ("xent_probs_int", "xent_probs_dense", "softmax_xent_int", "softmax_xent_dense")
 
-    def value_and_grad(self, y_pred, y_true, grad_out, row_loss, ops=CPU):
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
+                       ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         if y_true.ndim == 1:
             _check_labels_len(y_true, y_pred.shape[0])
@@ -221,7 +231,9 @@ class CategoricalCrossentropy(_Clipped):
         y = _as_2d_targets(y_true, y_pred.shape)
         return ops.loss("xent_probs_dense", y_pred, y, grad_out, row_loss, self.epsilon)
 
-    def value_and_grad_from_logits(self, z, y_true, probs_out, grad_out, row_loss, ops=CPU):
+    def value_and_grad_from_logits(self, z: np.ndarray, y_true: np.ndarray, probs_out: np.ndarray,
+                                   grad_out: np.ndarray, row_loss: np.ndarray,
+                                   ops: Ops = CPU) -> float | None:
         _check_2d(z, grad_out, row_loss)
         if probs_out.shape != z.shape:
             raise ValueError(f"probs_out has shape {probs_out.shape}, logits have shape {z.shape}")
@@ -288,7 +300,7 @@ _CLASSES = (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy, Categorical
 _BY_NAME = {n: cls for cls in _CLASSES for n in (cls.name, *cls.aliases)}
 
 
-def get(identifier) -> Loss:
+def get(identifier: str | dict | Loss) -> Loss:
     """A Loss from a name ("mse", "categorical_crossentropy", ...), a ``get_config`` dict, or a Loss."""
     if isinstance(identifier, Loss):
         return identifier
@@ -299,6 +311,6 @@ def get(identifier) -> Loss:
     raise ValueError(f"unknown loss {identifier!r}; valid names: {', '.join(sorted(_BY_NAME))}")
 
 
-def check_targets(loss, y, n_outputs) -> None:
+def check_targets(loss: str | dict | Loss, y: ArrayLike, n_outputs: int) -> None:
     """Raise ValueError when ``y`` is not valid for ``loss`` and a model with ``n_outputs`` outputs."""
     get(loss)._check(np.asarray(y), int(n_outputs))
