@@ -82,8 +82,8 @@ class Loss:
             raise ValueError(f"sample_weight needs one weight per prediction ({p.shape[0]}), received: {w.shape[0]}")
         return CPU.weight_rows(grad, rows, w)
 
-    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
-                       ops: Ops = CPU) -> float | None:
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray,
+                       row_loss: np.ndarray, ops: Ops = CPU) -> float | None:
         """dL/dy_pred into ``grad_out``, per-sample losses into ``row_loss[:N]``; returns the mean loss
         (None on a device that leaves it there: read the row losses instead)."""
         raise NotImplementedError
@@ -144,8 +144,8 @@ def _finite_float_targets(y, name):
 class _Regression(Loss):
     """A loss computed by one kernel ``kernels[0](pred, y, grad, row_loss)`` over 2-D targets."""
 
-    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
-                       ops: Ops = CPU) -> float | None:
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray,
+                       row_loss: np.ndarray, ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
         return ops.loss(self.kernels[0], y_pred, y, grad_out, row_loss)
@@ -187,8 +187,8 @@ class BinaryCrossentropy(_Clipped):
     from_logits_activation = "sigmoid"
     kernels = ("bce_probs", "sigmoid_bce_logits")
 
-    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
-                       ops: Ops = CPU) -> float | None:
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray,
+                       row_loss: np.ndarray, ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         y = _as_2d_targets(y_true, y_pred.shape)
         return ops.loss("bce_probs", y_pred, y, grad_out, row_loss, self.epsilon)
@@ -222,8 +222,8 @@ class CategoricalCrossentropy(_Clipped):
     from_logits_activation = "softmax"
     kernels = ("xent_probs_int", "xent_probs_dense", "softmax_xent_int", "softmax_xent_dense")
 
-    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray, row_loss: np.ndarray,
-                       ops: Ops = CPU) -> float | None:
+    def value_and_grad(self, y_pred: np.ndarray, y_true: np.ndarray, grad_out: np.ndarray,
+                       row_loss: np.ndarray, ops: Ops = CPU) -> float | None:
         _check_2d(y_pred, grad_out, row_loss)
         if y_true.ndim == 1:
             _check_labels_len(y_true, y_pred.shape[0])
