@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from jitnn import activations
 from jitnn.layers import (
     Activation,
     AveragePooling2D,
@@ -80,7 +81,7 @@ class Graph:
     def scalar(self, value: float, hint: str) -> str:
         return self.weight(np.asarray(value), hint)
 
-    def int64s(self, values, hint: str) -> str:
+    def int64s(self, values: Sequence[int], hint: str) -> str:
         """An int64 constant (shapes, axes)."""
         name = self.name(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
@@ -90,7 +91,7 @@ class Graph:
 CONVERTERS: dict[type, Callable[..., str]] = {}
 
 
-def converter(layer_type: type):
+def converter(layer_type: type) -> Callable[[Callable[..., str]], Callable[..., str]]:
     """Register ``fn(layer, graph, x) -> output name`` as the converter of ``layer_type``."""
     def register(fn):
         CONVERTERS[layer_type] = fn
@@ -118,7 +119,7 @@ def _gelu_tanh(graph: Graph, x: str, hint: str) -> str:
     return graph.node("Mul", [half_x, one_plus], hint)
 
 
-def activation(graph: Graph, act, x: str, hint: str) -> str:
+def activation(graph: Graph, act: activations.Activation, x: str, hint: str) -> str:
     """The nodes of a resolved ``jitnn.activations.Activation`` (``act.name``, ``act.param``) on ``x``."""
     name = act.name
     if name == "linear":

@@ -10,12 +10,15 @@ Requires matplotlib (``pip install 'jitnn[plot]'``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from jitnn import report
+from jitnn.callbacks import History
+from jitnn.profiler import Profile
 
 _SAVE_RC = {"svg.fonttype": "none", "svg.hashsalt": "jitnn"}  # text as <text>; stable ids
 
@@ -39,7 +42,8 @@ def _series(history) -> dict[str, list[float]]:
     return {str(k): [float(v) for v in vals] for k, vals in data.items()}
 
 
-def history(history, path: str | os.PathLike | None = None, title: str | None = None) -> Figure:
+def history(history: History | dict[str, Sequence[float]], path: str | os.PathLike | None = None,
+            title: str | None = None) -> Figure:
     """Loss and each metric per epoch, one panel each, training and validation (``val_``) together."""
     data = _series(history)
     names = [k for k in data if not k.startswith("val_")]
@@ -62,7 +66,8 @@ def history(history, path: str | os.PathLike | None = None, title: str | None = 
     return fig
 
 
-def profile(profiles, path: str | os.PathLike | None = None, names=None, peak_gflops=None,
+def profile(profiles: Profile | Sequence[Profile], path: str | os.PathLike | None = None,
+            names: Sequence[str] | None = None, peak_gflops: float | Sequence[float] | None = None,
             limit: int = 12) -> Figure:
     """Per layer and phase (the ``limit`` slowest rows): time bars, and GFLOP/s bars against the peak.
 
