@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import copy
 import numbers
+import sys
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -43,6 +47,11 @@ from jitnn.optimizers import SGD, Adam
 ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
                "leaky_relu": "leaky_relu", "gelu": "gelu", "swish": "swish"}
 SOLVERS = ("adam", "sgd")
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+elif TYPE_CHECKING:  # Python 3.10: for type checkers only (annotations are not evaluated here)
+    from typing_extensions import Self
 
 
 class _Stopper(Callback):
@@ -86,11 +95,15 @@ class _Stopper(Callback):
 class _BaseMLP(BaseEstimator):
     """What the classifier and regressor share: parameters, validation, the network, the fit loop."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
-                 batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 momentum=0.9, nesterovs_momentum=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 dtype="float32"):
+    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,), activation: str = "relu", *,
+                 solver: Literal["adam", "sgd"] = "adam", alpha: float = 0.0001,
+                 batch_size: int | Literal["auto"] = "auto", learning_rate_init: float = 0.001,
+                 max_iter: int = 200, shuffle: bool = True,
+                 random_state: int | np.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: bool = False, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 n_iter_no_change: int = 10, momentum: float = 0.9, nesterovs_momentum: bool = True,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+                 dtype: DTypeLike = "float32") -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -224,7 +237,7 @@ class _BaseMLP(BaseEstimator):
         self._train(x, y, 1 if incremental else self.max_iter, incremental)
         return self
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train a new network on ``X, y`` for up to ``max_iter`` epochs; returns self."""
         return self._fit(X, y, incremental=False)
 
@@ -281,7 +294,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         pred = (proba[:, 0] > 0.5).astype(int) if self._n_outputs == 1 else proba.argmax(axis=1)
         return accuracy_score(np.asarray(codes).reshape(-1).astype(int), pred)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None) -> Self:
         """One epoch over ``X, y``; the first call needs ``classes`` (every label the data will hold)."""
         if not hasattr(self, "model_"):
             if classes is None:
@@ -299,18 +312,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"{list(self.classes_)}")
         return self._fit(X, y, incremental=True)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, one column per entry of ``classes_``."""
         proba = self._forward(X)
         if self._n_outputs == 1:
             proba = np.hstack([1.0 - proba, proba])
         return proba
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class of each row."""
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
@@ -344,11 +357,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _score_encoded(self, x, y):
         return r2_score(y, self.model_.predict(x))
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """One epoch over ``X, y`` (a new network on the first call)."""
         return self._fit(X, y, incremental=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted targets: 1-D for a single output, (n_samples, n_outputs) otherwise."""
         out = self._forward(X)
         return out.reshape(-1) if self._y_1d else out
