@@ -1,6 +1,6 @@
 """Every setting of jitnn in one place: dtype, threads, fastmath flags, the compile cache.
 
-Environment variables, all read once, here, at import:
+Environment variables, all read here (at import, except the two read at each call, last below):
 
 - ``NUMBA_NUM_THREADS``: numba's own cap on worker threads (numba reads it; we respect it).
 - ``JITNN_NUM_THREADS``: threads jitnn kernels use (default: all numba threads).
