@@ -13,6 +13,7 @@ import types
 import zlib
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import config
 
@@ -58,7 +59,11 @@ def _read_up_to(stream, path: str, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def read_idx(path) -> np.ndarray:
+# ((x_train, y_train), (x_test, y_test)), as the loaders return them
+TrainTest = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (plain or gzipped) into a native-endian numpy array of its declared shape.
 
     Memory follows the bytes present: a header declaring more than the file holds is reported as
@@ -135,7 +140,8 @@ def _images(x: np.ndarray, dtype, flatten: bool, normalize: bool) -> np.ndarray:
     return out.reshape(len(out), -1) if flatten else out[..., None]
 
 
-def load_fashion_mnist(path=None, dtype="float32", flatten=True, normalize=True):
+def load_fashion_mnist(path: str | os.PathLike | None = None, dtype: DTypeLike = "float32",
+                       flatten: bool = True, normalize: bool = True) -> TrainTest:
     """Fashion-MNIST (60000 train / 10000 test 28x28 images, 10 classes) from the IDX files on disk.
 
     Images come as rows of 784 features, or with ``flatten=False`` as (n, 28, 28, 1) for Conv2D."""
@@ -153,7 +159,7 @@ def load_fashion_mnist(path=None, dtype="float32", flatten=True, normalize=True)
     return splits[0], splits[1]
 
 
-def fashion_mnist_load_data(path=None):
+def fashion_mnist_load_data(path: str | os.PathLike | None = None) -> TrainTest:
     """Keras' ``fashion_mnist.load_data()``: ``((x_train, y_train), (x_test, y_test))`` as stored, uint8
     images of shape (N, 28, 28) and their labels, for scripts that scale and reshape them themselves."""
     (x, y), (xt, yt) = load_fashion_mnist(path, dtype="uint8", flatten=False, normalize=False)
@@ -174,7 +180,7 @@ def _stratified_split(y: np.ndarray, test_size: float, rng: np.random.Generator)
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def load_digits(dtype="float32", test_size=0.2, seed=0):
+def load_digits(dtype: DTypeLike = "float32", test_size: float = 0.2, seed: int | None = 0) -> TrainTest:
     """scikit-learn's bundled 8x8 digits (1797 samples, 10 classes), x/16, split stratified by ``seed``."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), received: test_size={test_size!r}")
@@ -189,7 +195,8 @@ def load_digits(dtype="float32", test_size=0.2, seed=0):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def load_dataset(name="auto", dtype="float32"):
+def load_dataset(name: str = "auto", dtype: DTypeLike = "float32",
+                 ) -> tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``(name, (x_train, y_train), (x_test, y_test))`` for "fashion_mnist", "digits" or "auto".
 
     "auto" takes Fashion-MNIST when its files are installed and falls back to digits otherwise (a corrupt
@@ -209,7 +216,7 @@ def load_dataset(name="auto", dtype="float32"):
     )
 
 
-def one_hot(y, num_classes=None, dtype="float32") -> np.ndarray:
+def one_hot(y: ArrayLike, num_classes: int | None = None, dtype: DTypeLike = "float32") -> np.ndarray:
     """Integer labels of shape ``s`` -> one-hot array of shape ``s + (num_classes,)``."""
     y = np.asarray(y)
     if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
