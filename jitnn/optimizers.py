@@ -45,7 +45,7 @@ class Optimizer:
     name = "optimizer"
     kernel = ""  # the Ops method of the family's update (checked by ``Ops.check_optimizer``)
 
-    def __init__(self, learning_rate=0.001):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001):
         self.learning_rate = learning_rate
         self.iterations = 0
         self.ops = CPU
@@ -310,7 +310,8 @@ class SGD(Optimizer):
     name = "sgd"
     kernel = "sgd_update"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False):
         super().__init__(learning_rate)
         self.momentum = _real("momentum", momentum, 0.0, 1.0)
         self.nesterov = _bool("nesterov", nesterov)
@@ -335,7 +336,7 @@ class Adagrad(Optimizer):
     name = "adagrad"
     kernel = "adagrad_update"
 
-    def __init__(self, learning_rate=0.001, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.epsilon = _real("epsilon", epsilon, 0.0)
 
@@ -359,7 +360,8 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     kernel = "rmsprop_update"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, rho: float = 0.9,
+                 epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.rho = _real("rho", rho, 0.0, 1.0, high_open=True)
         self.epsilon = _real("epsilon", epsilon, 0.0)
@@ -385,8 +387,9 @@ class Adam(Optimizer):
     name = "adam"
     kernel = "adam_update"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 weight_decay=0.0):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
+                 weight_decay: float = 0.0):
         super().__init__(learning_rate)
         self.beta_1 = _real("beta_1", beta_1, 0.0, 1.0, high_open=True)
         self.beta_2 = _real("beta_2", beta_2, 0.0, 1.0, high_open=True)
@@ -411,12 +414,14 @@ class Adam(Optimizer):
                 "amsgrad": self.amsgrad, "weight_decay": self.weight_decay}
 
 
-def AMSGrad(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0) -> Adam:
+def AMSGrad(learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+            epsilon: float = 1e-7, weight_decay: float = 0.0) -> Adam:
     """Adam with the running maximum of v (Reddi et al., https://openreview.net/forum?id=ryQu7f-RZ)."""
     return Adam(learning_rate, beta_1, beta_2, epsilon, amsgrad=True, weight_decay=weight_decay)
 
 
-def AdamW(learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False) -> Adam:
+def AdamW(learning_rate: float | LearningRateSchedule = 0.001, weight_decay: float = 0.004,
+          beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False) -> Adam:
     """Adam, decoupled weight decay w -= lr*wd*w (Loshchilov & Hutter, https://arxiv.org/abs/1711.05101)."""
     return Adam(learning_rate, beta_1, beta_2, epsilon, amsgrad=amsgrad, weight_decay=weight_decay)
 
@@ -425,7 +430,7 @@ OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, 
               "adamw": AdamW}
 
 
-def get(identifier) -> Optimizer:
+def get(identifier: str | dict | type | Optimizer) -> Optimizer:
     """An optimizer from a name (``"adam"``), a config dict, a class, or an instance (returned as is)."""
     if isinstance(identifier, Optimizer):
         return identifier
