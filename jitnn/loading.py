@@ -7,13 +7,15 @@ no import circle remains.
 
 from __future__ import annotations
 
+import os
+
 from jitnn.model import Sequential
 from jitnn.saving import assign_weights, read_model_file, restore_optimizer
 
 __all__ = ["load_model"]
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Sequential:
     """A Sequential rebuilt from a file written by ``save`` (compiled if it was); ModelFileError if the
     file is corrupt, hostile or inconsistent (jitnn/saving.py says what is checked, in which order)."""
     saved = read_model_file(path)

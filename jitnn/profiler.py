@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from numba.core import event as _event
@@ -320,7 +321,7 @@ def current(requested, model, t_start=None):
 
 
 @contextlib.contextmanager
-def profile(trace: int = 0):
+def profile(trace: int = 0) -> Iterator[Profile]:
     """``with jitnn.profile() as p: model.fit(...)`` records every layer call inside the block.
 
     ``trace=N`` also keeps the first N calls with their timestamps, for the Chrome-trace and speedscope

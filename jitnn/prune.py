@@ -18,10 +18,14 @@ weights but not the mask: a reloaded model is dense, with zeros where the weight
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jitnn.layers import Dense
+
+if TYPE_CHECKING:  # for the annotations only: pruning works on any model with Dense layers
+    from jitnn.model import Sequential
 
 
 def magnitude_mask(w, sparsity):
@@ -35,7 +39,7 @@ def magnitude_mask(w, sparsity):
     return mask.reshape(w.shape)
 
 
-def prune(model, sparsity=0.95, scope="layer"):
+def prune(model: Sequential, sparsity: float = 0.95, scope: str = "layer") -> Sequential:
     """A copy of ``model`` with its Dense kernels magnitude-pruned to ``sparsity`` (the fraction zeroed).
 
     ``scope="layer"`` prunes each kernel to ``sparsity``; ``scope="global"`` ranks all kernel weights
