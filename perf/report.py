@@ -238,8 +238,9 @@ def interpreted():
     """Every numba dispatcher in jitnn's modules swapped for its Python function, parallel paths on."""
     from numba.core.registry import CPUDispatcher
 
-    from jitnn import config, linalg
+    from jitnn import config
     from jitnn.kernels import gemm
+    from jitnn.linalg import dense
 
     gemm_py = gemm.gemm_kernel.py_func
     saved = []
@@ -251,14 +252,15 @@ def interpreted():
                     setattr(module, attr, value.py_func)
     saved += [(gemm, "micro_kernel_c", gemm.micro_kernel_c), (gemm, "short_kernel_c", gemm.short_kernel_c),
               (gemm, "wide_row_kernel_c", gemm.wide_row_kernel_c),
-              (linalg, "PARALLEL_MIN_FLOPS", linalg.PARALLEL_MIN_FLOPS),
-              (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK), (linalg, "_compiled", linalg._compiled)]
+              (dense, "PARALLEL_MIN_FLOPS", dense.PARALLEL_MIN_FLOPS),
+              (config, "PARALLEL_MIN_WORK", config.PARALLEL_MIN_WORK),
+              (dense, "compiled_kernels", dense.compiled_kernels)]
     gemm.micro_kernel_c = micro_kernel_c_py
     gemm.short_kernel_c = functools.partial(micro_kernel_c_py, rows=SHORT_ROWS)
     gemm.wide_row_kernel_c = functools.partial(micro_kernel_c_py, rows=1, panels=WIDE_ROW_PANELS)
-    linalg.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
+    dense.PARALLEL_MIN_FLOPS = 0  # small inputs, but the parallel paths the real sizes take
     config.PARALLEL_MIN_WORK = 0
-    linalg._compiled = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}
+    dense.compiled_kernels = {np.dtype(dt): gemm_py for dt in ("float32", "float64")}
     try:
         with np.errstate(over="ignore"):  # the dropout hash relies on uint64 wraparound, silent when compiled
             yield [v.py_func for _, _, v in saved if isinstance(v, CPUDispatcher)] + [micro_kernel_py, micro_kernel_c_py]

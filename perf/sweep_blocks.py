@@ -41,13 +41,13 @@ def main(argv=None):
         a = rng.random((k, m) if t == "ta" else (m, k), dtype=np.float64).astype(dt)
         b = rng.random((n, k) if t == "tb" else (k, n), dtype=np.float64).astype(dt)
         data.append((a.T if t == "ta" else a, b.T if t == "tb" else b, np.empty((m, n), dt), 2.0 * m * n * k))
-    base = linalg._BLOCKS[dt]
+    base = linalg.BLOCKS[dt]
     res = {cfg: [[] for _ in SHAPES] for cfg in configs}
     for _ in range(args.rounds):
         for cfg in configs:
             mc = max(base[0], cfg[0] // base[0] * base[0])
-            linalg._BLOCKS[dt] = (base[0], base[1], mc, cfg[1], base[4], base[5])
-            linalg._workspace.buffers.clear()
+            linalg.BLOCKS[dt] = (base[0], base[1], mc, cfg[1], base[4], base[5])
+            linalg.workspace.buffers.clear()
             for i, (a, b, c, flops) in enumerate(data):
                 linalg.gemm_into(a, b, c)
                 t0, reps = time.thread_time(), 0
@@ -55,7 +55,7 @@ def main(argv=None):
                     linalg.gemm_into(a, b, c)
                     reps += 1
                 res[cfg][i].append(flops * reps / (time.thread_time() - t0) / 1e9)
-    linalg._BLOCKS[dt] = base
+    linalg.BLOCKS[dt] = base
     print("(MC, KC)    " + "  ".join(f"{m}x{k}x{n}{'/' + t if t else ''}" for m, k, n, t in SHAPES))
     for cfg in configs:
         print(f"{cfg!s:11s} " + "  ".join(f"{np.median(v):12.1f}" for v in res[cfg]))

@@ -7,8 +7,17 @@
 The arithmetic lives in jitnn/kernels/; these modules validate, pick kernels and allocate outputs.
 """
 
-from jitnn.linalg.dense import compile_seconds, compiled_gemm, gemm, gemm_into, matmul
+from jitnn.linalg.dense import (
+    BLOCKS,
+    compile_seconds,
+    compiled_gemm,
+    compiled_kernels,
+    gemm,
+    gemm_into,
+    matmul,
+    workspace,
+)
 from jitnn.linalg.sparse import dense_spmm, spmm, spmm_t, spmv
 
-__all__ = ["compile_seconds", "compiled_gemm", "dense_spmm", "gemm", "gemm_into", "matmul", "spmm", "spmm_t",
-           "spmv"]
+__all__ = ["BLOCKS", "compile_seconds", "compiled_gemm", "compiled_kernels", "dense_spmm", "gemm", "gemm_into",
+           "matmul", "spmm", "spmm_t", "spmv", "workspace"]

@@ -60,22 +60,22 @@ def _flat_a(a):
     return view if view[2] == 1 else (view[0], 1, view[2])
 
 
-_compiled: dict = {}
+compiled_kernels: dict = {}  # dtype -> the GEMM kernel compiled for it (perf/report.py swaps in Python)
 _compile_lock = threading.Lock()
 compile_seconds: dict = {}  # dtype name -> seconds spent compiling (or loading from cache)
 
 
 def _kernel_for(dtype):
-    fn = _compiled.get(dtype)
+    fn = compiled_kernels.get(dtype)
     if fn is None:
         key = np.dtype(dtype).name
         with _compile_lock:
-            fn = _compiled.get(dtype)
+            fn = compiled_kernels.get(dtype)
             if fn is None:
                 t0 = time.perf_counter()
                 fn = njit(_gemm_signature(dtype), **PJIT)(_k.gemm_kernel.py_func)
                 compile_seconds[key] = time.perf_counter() - t0
-                _compiled[dtype] = fn
+                compiled_kernels[dtype] = fn
     return fn
 
 
@@ -86,7 +86,7 @@ def compiled_gemm(dtype):
     return _kernel_for(np.dtype(dtype))
 
 
-class _Workspace(threading.local):
+class Workspace(threading.local):
     """Per-thread packing buffers, grown to the largest problem seen (never shrunk).
 
     Not ``views.Scratch``: the three buffers are sized together by ``workspace_sizes``, start on cache
@@ -96,7 +96,7 @@ class _Workspace(threading.local):
         self.buffers = {}
 
     def get(self, dtype, m, n, k, threads):
-        blocks = _BLOCKS[dtype]
+        blocks = BLOCKS[dtype]
         have = self.buffers.get(dtype)
         # (n, k, threads) decide the sizes (workspace_sizes, for any m): shapes known to fit the current
         # buffers are remembered, so a model's alternating products skip the sizing (~3.5 us a call).
@@ -114,10 +114,10 @@ class _Workspace(threading.local):
         return blocks, have
 
 
-_BLOCKS = {dt: blocks_for(dt) for dt in _FLOATS}
+BLOCKS = {dt: blocks_for(dt) for dt in _FLOATS}  # runtime arguments: perf/sweep_blocks.py rewrites them
 _NO_BIAS = {dt: np.empty(0, dt) for dt in _FLOATS}
 _NO_FLAT = _NO_BIAS
-_workspace = _Workspace()
+workspace = Workspace()
 _REALS = (int, float, np.integer, np.floating)
 _NATIVE = frozenset(_FLOATS)
 
@@ -217,7 +217,7 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
                            True)
         return c
     threads = threads_for(_k.product_work(m, n, k), PARALLEL_MIN_FLOPS)
-    blocks, (abuf, bbuf, cbuf, _) = _workspace.get(dtype, m, n, k, threads)
+    blocks, (abuf, bbuf, cbuf, _) = workspace.get(dtype, m, n, k, threads)
     aflat, a_rs, a_cs = _flat_a(opa)
     bflat, b_rs = _flat_rows(opb)
     cflat, c_rs = _flat_rows(c)
@@ -248,4 +248,5 @@ def matmul(a, b, out=None):
     return out
 
 
-__all__ = ["compiled_gemm", "gemm", "matmul"]
+__all__ = ["BLOCKS", "compile_seconds", "compiled_gemm", "compiled_kernels", "gemm", "gemm_into", "matmul",
+           "workspace"]
