@@ -48,14 +48,14 @@ class LearningRateSchedule:
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, cfg: dict):
+    def from_config(cls, cfg: dict) -> LearningRateSchedule:
         return cls(**cfg)
 
 
 class StepDecay(LearningRateSchedule):
     """lr = initial * drop ** (step // every): the staircase decay of Krizhevsky et al. (AlexNet)."""
 
-    def __init__(self, initial_learning_rate, drop=0.5, every=1000):
+    def __init__(self, initial_learning_rate: float, drop: float = 0.5, every: int = 1000):
         self.initial_learning_rate = check_real("initial_learning_rate", initial_learning_rate, 0.0, low_open=True)
         self.drop = check_real("drop", drop, 0.0, 1.0, low_open=True)
         self.every = check_int("every", every, 1)
@@ -63,7 +63,7 @@ class StepDecay(LearningRateSchedule):
     def __call__(self, step):
         return self.initial_learning_rate * self.drop ** (int(step) // self.every)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "drop": self.drop, "every": self.every}
 
 
@@ -75,7 +75,8 @@ class CosineDecay(LearningRateSchedule):
     linearly, lr = initial * (step + 1) / warmup_steps, so the very first step already moves.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_steps=0):
+    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
+                 warmup_steps: int = 0):
         self.initial_learning_rate = check_real("initial_learning_rate", initial_learning_rate, 0.0, low_open=True)
         self.decay_steps = check_int("decay_steps", decay_steps, 1)
         self.alpha = check_real("alpha", alpha, 0.0, 1.0)
@@ -89,7 +90,7 @@ class CosineDecay(LearningRateSchedule):
         cosine = 0.5 * (1.0 + math.cos(math.pi * s / self.decay_steps))
         return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
                 "alpha": self.alpha, "warmup_steps": self.warmup_steps}
 
