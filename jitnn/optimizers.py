@@ -185,7 +185,8 @@ class Optimizer:
 
         Returns True when the step made a weight NaN or inf, False when not, None when the device's
         kernels do not check (``ops.guard_in_update`` False). ``snapshots[i]`` (flat, one per array; only
-        where the device checks) receives ``params[i]`` from before the step in the update's own pass.
+        where the device checks) receives ``params[i]`` from before the step in the update's own pass, and
+        after it this array's buffers of ``slots`` when it is ``1 + len(slots)`` times as long.
 
         ``regularizers[i] = (l1, l2)`` adds ``l1*sign(w) + 2*l2*w`` to the gradient (Keras penalty
         ``l1*sum|w| + l2*sum w^2``), fused into the kernel. Builds on the first call.
@@ -222,11 +223,15 @@ class Optimizer:
                                          **extra))
         except BaseException:
             # An interrupt between two arrays' kernels: with snapshots, the arrays already updated take
-            # back their pre-step weights and the step counter its value, so no half step is kept (the
-            # moments of those arrays keep this step's update: they have no snapshot).
+            # back their pre-step weights (and moments, where the snapshot keeps them: jitnn.nan_guard)
+            # and the step counter its value, so no half step is kept.
             if snapshots is not None:
                 for j in range(i):
-                    self.ops.copy(snapshots[j], params[j].reshape(params[j].size))
+                    size = params[j].size
+                    self.ops.copy(snapshots[j][:size], params[j].reshape(size))
+                    if snapshots[j].size == (1 + len(self.slots)) * size:
+                        for k, s in enumerate(self.slots, 1):
+                            self.ops.copy(snapshots[j][k * size:(k + 1) * size], self.state[s][j].reshape(size))
                 self.iterations -= 1
             raise
         if on_param is not None:

@@ -217,7 +217,26 @@ def save_model(model, path):
     if model.optimizer is not None:
         for key, value in model.optimizer.state_arrays().items():
             arrays[f"optimizer/{key}"] = np.asarray(value)
+    _refuse_unloadable(arrays)
     return _atomic_savez(path, arrays)
+
+
+def _refuse_unloadable(arrays):
+    """ValueError naming the first array ``load_model`` would refuse (NaN or inf, or a negative second
+    moment or variance), so that ``save`` never writes a file that cannot be loaded back (a fit with
+    ``nan_guard=False`` can leave such weights)."""
+    for key, a in arrays.items():
+        if a.dtype.kind != "f":
+            continue
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"cannot save: {key} contains NaN or inf, and load_model refuses such a file "
+                             "(the weights or optimizer state of a diverged fit; train again or set_weights)")
+        group, _, rest = key.partition("/")
+        nonnegative = key.endswith("/moving_variance") or (group == "optimizer" and rest.split("/")[0]
+                                                            in NONNEGATIVE_SLOTS)
+        if nonnegative and a.size and a.min() < 0:
+            raise ValueError(f"cannot save: {key} has negative values, and load_model refuses a negative "
+                             "second moment or variance")
 
 
 def _metric_names(model):
@@ -603,7 +622,7 @@ def load_weights(model, path):
         for key, shape in shapes.items():
             if key not in plan.params:
                 raise archive.error(f"missing {key}: the file's architecture has {len(plan.params)} "
-                                    "parameter arrays, this model has {len(shapes)}")
+                                    f"parameter arrays, this model has {len(shapes)}")
             if tuple(plan.params[key]) != tuple(shape):
                 raise archive.error(f"{key} has shape {tuple(plan.params[key])}, the model expects {tuple(shape)}")
         if len(plan.params) != len(shapes):

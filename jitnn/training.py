@@ -21,8 +21,10 @@ NaN guard (the documented behaviour of ``fit``): no step's update is kept when i
 or inf, and a non-finite running loss stops training; either raises ``NonFiniteLossError`` naming the
 epoch and batch. A non-finite loss is seen at a read, before that step's update: the weights are
 restored to those that produced the last finite loss. A non-finite weight restores the weights from
-before that update. On the CPU (``ops.guard_in_update``) the update kernels copy each weight into the
-snapshot and check the new one in their own pass (jitnn/kernels/optim.py), so the guard reads the
+before that update. Either way the optimizer's moments and step counter go back with the weights
+(jitnn.nan_guard), so a later fit at a sane rate trains and the model saves. On the CPU
+(``ops.guard_in_update``) the update kernels copy each weight (and moment) into the snapshot and
+check the new weight in their own pass (jitnn/kernels/optim.py), so the guard reads the
 weights no second time; other devices copy the parameters at each good read and check the weights
 on the host at the end of each epoch (a GPU's last step is a read). ``nan_guard=False`` keeps no
 snapshot: a non-finite loss or weight still raises, and the weights are those that produced it.
@@ -36,8 +38,8 @@ Interrupts: a Ctrl-C (SIGINT) during a step waits for the step to end (the handl
 step runs, in the main thread, when Python's default handler is installed), then ``KeyboardInterrupt``
 is raised with a RuntimeWarning naming the epoch and batch: the model keeps the weights and optimizer
 state of its last complete step. A ``KeyboardInterrupt`` raised inside a step by other means (code in a
-hook, or a handler of the user's) puts back the weights of the step's start from the NaN guard's
-snapshot and the optimizer's step counter, and the warning says so.
+hook, or a handler of the user's) puts back the weights, moments and step counter of the step's start
+from the NaN guard's snapshot, and the warning says so.
 
 Profiling goes through the backend's recorder (jitnn.profiler), which does nothing when no profile is
 open, so the loop has no branches for it. The phases are those listed in jitnn/profiler.py.
@@ -58,6 +60,7 @@ from jitnn import callbacks as cbks
 from jitnn import compiled_step, profiler
 from jitnn.config import kernel_turns
 from jitnn.metrics import log_key
+from jitnn.nan_guard import StepSnapshot
 from jitnn.sparse import CSRMatrix
 
 _now = time.perf_counter_ns
@@ -157,12 +160,10 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
     strategy.setup(model)  # every rank starts from the root's weights and optimizer state
     params = [p for layer in model.layers for p in layer.params]
     grads = [g for layer in model.layers for g in layer.grads]
-    snapshot = [ops.alloc(p.shape, p.dtype) for p in params] if nan_guard else None
-    if snapshot is not None:
-        for p, s in zip(params, snapshot):
-            ops.copy(p, s)
+    # the weights, optimizer moments and step counter a rejected step goes back to
+    snapshot = StepSnapshot(ops, params, model.optimizer) if nan_guard else None
     in_update = ops.guard_in_update  # the update kernels fill the snapshot and check the new weights
-    flat_snaps = [s.reshape(s.size) for s in snapshot] if in_update and snapshot is not None else None
+    flat_snaps = snapshot.flat if snapshot is not None else None
     host_sums = np.zeros(1 + len(model.metrics))
     keys = ["loss"] + [log_key(name) for name, _ in model.metrics]
 
@@ -215,6 +216,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                 for cb in batch_begin:
                     cb.on_train_batch_begin(step)
                 interrupt.in_step = True  # from here to the update, a Ctrl-C waits for the step's end
+                it_step = model.optimizer.iterations  # the step counter this step's snapshot goes back to
                 if compiled is not None and not compiled.split:  # no update when the loss is not finite
                     # a concurrent predict sees whole steps only; under a user's workqueue layer, kernels
                     # take turns (config.kernel_turns, a no-op otherwise)
@@ -253,8 +255,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                         break
                     good = step + 1
                     if snapshot is not None and not in_update:
-                        for p, s in zip(params, snapshot):
-                            ops.copy(p, s)
+                        snapshot.take()
                     logs = {k: float(v / seen) for k, v in zip(keys, host_sums)}
                     rec.host_stop(t, None, "nan_guard", m)
                 if compiled is not None and compiled.split:
@@ -268,6 +269,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                         bad = not all(np.isfinite(ops.to_host(p)).all() for p in params)
                     status = compiled_step.WEIGHTS_NOT_FINITE if bad else compiled_step.STEP_OK
                 interrupt.in_step = interrupt.updating = False
+                if snapshot is not None and in_update:
+                    snapshot.updated(it_step)  # the update kernels kept this step's starting state
                 if status == compiled_step.WEIGHTS_NOT_FINITE:  # Keras would see a NaN loss at the next batch
                     _stop_or_terminate(terminate_on_nan, model, ops, params, snapshot,
                                        "a weight became NaN or inf in the update", epoch, step, step, steps)
@@ -316,8 +319,8 @@ def _overrides(cb, *hooks):
 
 def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, step, steps, done):
     """Say where a KeyboardInterrupt stopped fit; one raised inside the optimizer's update (not through
-    our SIGINT handler) first puts back the weights and step counter of the step's start (the snapshot
-    the NaN guard took right before this update). Before the update no weight has changed yet."""
+    our SIGINT handler) first puts back the weights, moments and step counter of the step's start (the
+    snapshot the NaN guard took right before this update). Before the update no weight has changed yet."""
     where = f"in epoch {epoch + 1}, batch {step + 1} of {steps}"
     if not mid_update:
         warnings.warn(f"fit interrupted (KeyboardInterrupt) {where}: the model keeps the weights and optimizer "
@@ -326,27 +329,23 @@ def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, st
     opt = model.optimizer
     if ops.guard_in_update and snapshot is not None:
         # the update kernels fill the snapshots, so only Optimizer.step knows which arrays it had updated:
-        # it put those back, and its step counter, before the interrupt reached us
+        # it put those back (weights and moments), and its step counter, before the interrupt reached us
         warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
-                      f"handler: the weights and the optimizer's step count are those of the last complete "
-                      f"step ({done} in this fit); the moments of the arrays the optimizer had already "
-                      "updated keep that step's update", RuntimeWarning, stacklevel=3)
+                      f"handler: the weights and optimizer state are those of the last complete "
+                      f"step ({done} in this fit)", RuntimeWarning, stacklevel=3)
         return
     if snapshot is None or ops.sync_every != 1:
         warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
                       "handler: that step may be half applied (nan_guard=False keeps no copy of the weights "
                       "to put back)", RuntimeWarning, stacklevel=3)
         return
-    with model.writing_weights():
-        for p, s in zip(params, snapshot):
-            ops.copy(s, p)
+    with model.writing_weights():  # every step's read took the snapshot (sync_every == 1): this step's start
+        snapshot.restore()
         model.weights_changed()
-    moved = opt.iterations != iterations
     opt.iterations = iterations
     warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT handler: "
-                  f"the weights and the optimizer's step count are those of the last complete step ({done} in "
-                  "this fit)" + ("; the moments of the arrays the optimizer had already updated keep that "
-                                 "step's update" if moved else ""), RuntimeWarning, stacklevel=3)
+                  f"the weights and optimizer state are those of the last complete step ({done} in "
+                  "this fit)", RuntimeWarning, stacklevel=3)
 
 
 def _stop_or_terminate(terminate_on_nan, model, *where):
@@ -362,17 +361,17 @@ def _stop_or_terminate(terminate_on_nan, model, *where):
 
 
 def _stop(model, ops, params, snapshot, what, epoch, good, step, steps):
-    """Restore the snapshot (when kept) and raise NonFiniteLossError saying where and what."""
+    """Restore the snapshot (when kept: weights, optimizer moments and step counter, a StepSnapshot) and
+    raise NonFiniteLossError saying where and what."""
     if snapshot is not None:
         with model.writing_weights():
-            for p, s in zip(params, snapshot):
-                ops.copy(s, p)
+            snapshot.restore()
             model.weights_changed()
     where = f"batch {step + 1}" if good == step else f"between batches {good + 1} and {step + 1}"
     how = f" (device={ops.name!r} checks every {ops.sync_every} batches)" if ops.sync_every > 1 else ""
     raise NonFiniteLossError(
         f"{what} at epoch {epoch + 1}, {where} of {steps}{how}; "
-        + ("the weights of the last good step were restored" if snapshot is not None else
+        + ("the weights and optimizer state of the last good step were restored" if snapshot is not None else
            "nan_guard=False: the weights are those that produced it"))
 
 

@@ -272,8 +272,108 @@ def test_update_kernels_fill_snapshot_and_flag_non_finite(n, dtype):
             g = [a.copy() for a in arrays]
             g[1][n // 2] = bad  # a non-finite gradient element makes that weight non-finite
             assert kernel(*g, *scalars, np.empty(0, dtype)) != 0
-        with pytest.raises(ValueError, match="same length"):
-            kernel(*[a.copy() for a in arrays], *scalars, np.zeros(n + 1, dtype))
+        with pytest.raises(ValueError, match="snapshot must be empty"):
+            kernel(*[a.copy() for a in arrays], *scalars, np.zeros(5 * n + 1, dtype))
+
+
+@pytest.mark.parametrize("n", [7, K.SERIAL_MAX + 13])  # serial and chunked parallel paths
+def test_update_kernels_keep_the_moments_in_a_longer_snapshot(n):
+    """A snapshot of (1 + k) * n elements receives w and then each of the k moment buffers in use, from
+    before the step (the state a rejected step goes back to: jitnn.nan_guard); the update is unchanged."""
+    for kernel, arrays, scalars in _kernel_cases(n, np.float32):
+        if kernel is K.adam_update:
+            used = 3 if scalars[6] else 2  # m, v (and vmax with amsgrad)
+        else:
+            used = 1 if kernel is not K.sgd_update or scalars[1] else 0  # SGD keeps a velocity with momentum
+        ref = [a.copy() for a in arrays]
+        kernel(*ref, *scalars, np.empty(0, np.float32))
+        got = [a.copy() for a in arrays]
+        snap = np.full((1 + used) * n, -7, np.float32)
+        assert kernel(*got, *scalars, snap) == 0
+        assert_weights_equal(got, ref)
+        want = np.concatenate([arrays[0]] + [arrays[2 + j] for j in range(used)])
+        np.testing.assert_array_equal(snap, want)
+
+
+def _diverging_fit(opt, rate, enabled, monkeypatch):
+    """A float32 regression trained a few good steps by ``opt``, then a one-step fit at ``rate`` on targets
+    of 1e10 whose update makes a weight inf; returns (model, (weights, optimizer state) before that fit,
+    the good data)."""
+    monkeypatch.setattr(compiled_step, "ENABLED", enabled)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 5)).astype(np.float32), rng.standard_normal((32, 1)).astype(np.float32)
+    m = jitnn.Sequential([jitnn.Dense(8, "relu", input_dim=5), jitnn.Dense(1)], dtype="float32")
+    m.compile(loss="mse", optimizer=opt)
+    m.build(5, seed=0)
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    before = m.get_weights(), m.optimizer.state_arrays()
+    m.optimizer.learning_rate = rate
+    with pytest.raises(NonFiniteLossError, match="weight became NaN or inf in the update.*optimizer state"):
+        m.fit(x, y * 1e10, epochs=1, batch_size=32, verbose=0)
+    return m, before, (x, y)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["compiled", "layers"])
+@pytest.mark.parametrize("make, rate", [(lambda: optimizers.SGD(1e-3, momentum=0.9), 1e30),
+                                        (lambda: optimizers.Adam(1e-3), 3e38),
+                                        (lambda: optimizers.RMSprop(1e-3), 2e38)],
+                         ids=["sgd_momentum", "adam", "rmsprop"])
+def test_rejected_step_puts_back_the_optimizer_state(make, rate, enabled, monkeypatch, tmp_path):
+    """Issue 14, defect 3: the guard put back the weights but left the moments at inf and the step
+    counter advanced, so every later fit failed and the saved file could not be loaded."""
+    m, (weights, state), (x, y) = _diverging_fit(make(), rate, enabled, monkeypatch)
+    assert m.step_path.startswith("compiled" if enabled else "layers")
+    assert_weights_equal(m.get_weights(), weights)
+    got = m.optimizer.state_arrays()
+    assert sorted(got) == sorted(state)
+    for k in state:
+        np.testing.assert_array_equal(got[k], state[k], err_msg=k)
+    m.optimizer.learning_rate = 1e-3
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)  # a sane rate trains again
+    assert m.optimizer.iterations == int(state["iterations"]) + 4
+    assert all(np.isfinite(a).all() for a in m.get_weights())
+    m.save(tmp_path / "m.npz")
+    back = jitnn.load_model(tmp_path / "m.npz")
+    assert_weights_equal(back.get_weights(), m.get_weights())
+    for k, a in m.optimizer.state_arrays().items():
+        np.testing.assert_array_equal(back.optimizer.state_arrays()[k], a, err_msg=k)
+
+
+def test_non_finite_loss_puts_back_the_optimizer_state_of_the_weights_it_restores():
+    """A loss seen non-finite at batch 2 restores the weights from before batch 1's update: the moments
+    and step counter go back to that point too (before this fit)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((32, 5)), rng.integers(0, 3, 32)
+    m = jitnn.Sequential([jitnn.Dense(8, "relu", input_dim=5), jitnn.Dense(3, "softmax")])
+    m.compile(loss="sparse_categorical_crossentropy", optimizer=optimizers.SGD(1e-3, momentum=0.9))
+    m.build(5, seed=0)
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    weights, state = m.get_weights(), m.optimizer.state_arrays()
+    m.optimizer.learning_rate = 1e30
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1, batch 2"):
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert_weights_equal(m.get_weights(), weights)
+    for k, a in m.optimizer.state_arrays().items():
+        np.testing.assert_array_equal(a, state[k], err_msg=k)
+
+
+def test_save_refuses_non_finite_weights_or_optimizer_state(tmp_path):
+    """With nan_guard=False a diverged fit keeps its inf weights and moments: save names the array
+    instead of writing a file load_model would refuse, and leaves an existing file alone."""
+    m = jitnn.Sequential([jitnn.Dense(1, input_dim=2)])
+    m.compile(loss="mse", optimizer=optimizers.SGD(1e-3, momentum=0.9))
+    m.fit(np.ones((4, 2)), np.ones(4), epochs=1, batch_size=4, verbose=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    kept = path.read_bytes()
+    m.optimizer.state["velocity"][1][0] = np.inf
+    with pytest.raises(ValueError, match=r"cannot save: optimizer/velocity/1 contains NaN or inf"):
+        m.save(path)
+    m.optimizer.state["velocity"][1][0] = 0.0
+    m.layers[0].params[0][1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"cannot save: layer0/kernel contains NaN or inf"):
+        m.save(path)
+    assert path.read_bytes() == kept
 
 
 @pytest.mark.parametrize("m", [0, 1, 7, 331])

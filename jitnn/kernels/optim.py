@@ -12,10 +12,13 @@ Regularization is fused into the read of the gradient, Keras convention (penalty
 ``l1*sum|w| + l2*sum w^2``): the effective gradient is ``g + l1*sign(w) + 2*l2*w``. ``l1 = l2 = 0``
 skips it, so the update is then exactly the unregularized one.
 
-The NaN guard rides in the same pass (issue 14): every driver takes ``snapshot`` (a flat array of w's
-length, or empty for none) that receives w's value from before the step, copied chunk by chunk just
-before that chunk's update (``keep``: the chunk is then in L1), where a separate pass over all the weights
-would read them from memory a second time (~8% of a batch-64 step), and returns how many new weights are NaN
+The NaN guard rides in the same pass (issue 14): every driver takes ``snapshot`` (a flat array, or empty
+for none) that receives w's value from before the step, copied chunk by chunk just before that chunk's
+update (``keep``: the chunk is then in L1), where a separate pass over all the weights would read them
+from memory a second time (~8% of a batch-64 step). A snapshot of ``(1 + k) * n`` elements, k the moment
+buffers the settings use (``snapshot_parts``), keeps those buffers too, after w, in the kernel's argument
+order: a rejected step then puts back the optimizer's state as well as the weights (a snapshot of n
+elements keeps w alone). Each driver returns how many new weights are NaN
 or inf (a compare and an integer add per element, on values already in registers). The compare is
 ``|w| < inf``, false for NaN and inf: numba's ``math.isfinite(x)`` tests ``x - x``, which ``reassoc``
 lets LLVM fold to 0 when x is an expression such as ``w - lr*g`` (it then never fires). A count above 0
@@ -40,6 +43,23 @@ from jitnn.config import JIT, PJIT
 
 CHUNK = 4096  # elements per parallel iteration: 16-32 KiB of each array, enough to amortize scheduling
 SERIAL_MAX = 2 * CHUNK  # at most this many elements run serially: waking the pool costs ~3-4 us
+
+
+@njit(**JIT)
+def snapshot_parts(snapshot, n, k):
+    """The snapshot's pieces: (w's, then one per moment buffer, ``k`` in use, each empty when not kept).
+
+    ``snapshot.size`` must be 0 (none kept), ``n`` (w alone) or ``(1 + k) * n`` (w and its moments)."""
+    size = snapshot.size
+    if size != 0 and size != n and size != (1 + k) * n:
+        raise ValueError("optimizer update: snapshot must be empty, of w's length, or (1 + the moment buffers "
+                         "in use) times w's length")
+    none = snapshot[:0]
+    moments = size == (1 + k) * n and k > 0
+    a = snapshot[n:2 * n] if moments else none
+    b = snapshot[2 * n:3 * n] if moments and k > 1 else none
+    c = snapshot[3 * n:4 * n] if moments and k > 2 else none
+    return snapshot[:n] if size else none, a, b, c
 
 
 @njit(**JIT, inline="always")
@@ -114,9 +134,10 @@ def keep(snapshot, w):
 
 
 @njit(**JIT)
-def _sgd_block(w, g, velocity, snapshot, lr, mu, nesterov, l1, l2x2, reg):
+def _sgd_block(w, g, velocity, snapshot, vsnap, lr, mu, nesterov, l1, l2x2, reg):
     # three loops, so that each one's branches in sgd_element are decided before it starts
     keep(snapshot, w)
+    keep(vsnap, velocity)
     bad = 0
     if mu == 0:
         for i in range(w.size):
@@ -154,17 +175,19 @@ def sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot):
     lr_, mu, l1_, l2x2 = dt(lr), dt(momentum), dt(l1), dt(2.0 * l2)
     reg = l1 != 0.0 or l2 != 0.0
     n = w.size
-    if g.size != n or (momentum != 0.0 and velocity.size != n) or (snapshot.size != 0 and snapshot.size != n):
-        raise ValueError("sgd_update: w, g, velocity and snapshot (when kept) must have the same length")
+    if g.size != n or (momentum != 0.0 and velocity.size != n):
+        raise ValueError("sgd_update: w, g and velocity (with momentum) must have the same length")
+    snap, vsnap = snapshot_parts(snapshot, n, 1 if momentum != 0.0 else 0)[:2]
     if momentum == 0.0:
         velocity = velocity[:0]  # never read; an empty slice keeps the chunk slicing below valid
     if n <= SERIAL_MAX:
-        return _sgd_block(w, g, velocity, snapshot, lr_, mu, nesterov, l1_, l2x2, reg)
+        return _sgd_block(w, g, velocity, snap, vsnap, lr_, mu, nesterov, l1_, l2x2, reg)
     bad = 0
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        bad += _sgd_block(w[lo:hi], g[lo:hi], velocity[lo:hi], snapshot[lo:hi], lr_, mu, nesterov, l1_, l2x2, reg)
+        bad += _sgd_block(w[lo:hi], g[lo:hi], velocity[lo:hi], snap[lo:hi], vsnap[lo:hi], lr_, mu, nesterov, l1_,
+                          l2x2, reg)
     return bad
 
 
@@ -173,8 +196,9 @@ def sgd_update(w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot):
 
 
 @njit(**JIT)
-def _adagrad_block(w, g, accum, snapshot, lr, eps, l1, l2x2, reg):
+def _adagrad_block(w, g, accum, snapshot, asnap, lr, eps, l1, l2x2, reg):
     keep(snapshot, w)
+    keep(asnap, accum)
     bad = 0
     for i in range(w.size):
         wi = w[i]
@@ -195,15 +219,17 @@ def adagrad_update(w, g, accum, lr, eps, l1, l2, snapshot):
     lr_, eps_, l1_, l2x2 = dt(lr), dt(eps), dt(l1), dt(2.0 * l2)
     reg = l1 != 0.0 or l2 != 0.0
     n = w.size
-    if g.size != n or accum.size != n or (snapshot.size != 0 and snapshot.size != n):
-        raise ValueError("adagrad_update: w, g, accum and snapshot (when kept) must have the same length")
+    if g.size != n or accum.size != n:
+        raise ValueError("adagrad_update: w, g and accum must have the same length")
+    snap, asnap = snapshot_parts(snapshot, n, 1)[:2]
     if n <= SERIAL_MAX:
-        return _adagrad_block(w, g, accum, snapshot, lr_, eps_, l1_, l2x2, reg)
+        return _adagrad_block(w, g, accum, snap, asnap, lr_, eps_, l1_, l2x2, reg)
     bad = 0
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        bad += _adagrad_block(w[lo:hi], g[lo:hi], accum[lo:hi], snapshot[lo:hi], lr_, eps_, l1_, l2x2, reg)
+        bad += _adagrad_block(w[lo:hi], g[lo:hi], accum[lo:hi], snap[lo:hi], asnap[lo:hi], lr_, eps_, l1_, l2x2,
+                              reg)
     return bad
 
 
@@ -212,8 +238,9 @@ def adagrad_update(w, g, accum, lr, eps, l1, l2, snapshot):
 
 
 @njit(**JIT)
-def _rmsprop_block(w, g, ms, snapshot, lr, rho, one_m_rho, eps, l1, l2x2, reg):
+def _rmsprop_block(w, g, ms, snapshot, msnap, lr, rho, one_m_rho, eps, l1, l2x2, reg):
     keep(snapshot, w)
+    keep(msnap, ms)
     bad = 0
     for i in range(w.size):
         wi = w[i]
@@ -235,16 +262,17 @@ def rmsprop_update(w, g, ms, lr, rho, eps, l1, l2, snapshot):
     l1_, l2x2 = dt(l1), dt(2.0 * l2)
     reg = l1 != 0.0 or l2 != 0.0
     n = w.size
-    if g.size != n or ms.size != n or (snapshot.size != 0 and snapshot.size != n):
-        raise ValueError("rmsprop_update: w, g, ms and snapshot (when kept) must have the same length")
+    if g.size != n or ms.size != n:
+        raise ValueError("rmsprop_update: w, g and ms must have the same length")
+    snap, msnap = snapshot_parts(snapshot, n, 1)[:2]
     if n <= SERIAL_MAX:
-        return _rmsprop_block(w, g, ms, snapshot, lr_, rho_, one_m_rho, eps_, l1_, l2x2, reg)
+        return _rmsprop_block(w, g, ms, snap, msnap, lr_, rho_, one_m_rho, eps_, l1_, l2x2, reg)
     bad = 0
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        bad += _rmsprop_block(w[lo:hi], g[lo:hi], ms[lo:hi], snapshot[lo:hi], lr_, rho_, one_m_rho, eps_, l1_,
-                              l2x2, reg)
+        bad += _rmsprop_block(w[lo:hi], g[lo:hi], ms[lo:hi], snap[lo:hi], msnap[lo:hi], lr_, rho_, one_m_rho, eps_,
+                              l1_, l2x2, reg)
     return bad
 
 
@@ -253,10 +281,13 @@ def rmsprop_update(w, g, ms, lr, rho, eps, l1, l2, snapshot):
 
 
 @njit(**JIT)
-def _adam_block(w, g, m, v, vmax, snapshot, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps, decay,
-                amsgrad, l1, l2x2, reg):
-    # each of w, g, m, v (vmax) is read once and w, m, v (vmax, snapshot) written once per element
+def _adam_block(w, g, m, v, vmax, snapshot, msnap, vsnap, xsnap, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2,
+                eps, decay, amsgrad, l1, l2x2, reg):
+    # each of w, g, m, v (vmax) is read once and w, m, v (vmax, snapshots) written once per element
     keep(snapshot, w)
+    keep(msnap, m)
+    keep(vsnap, v)
+    keep(xsnap, vmax)
     bad = 0
     if amsgrad:
         for i in range(w.size):
@@ -306,17 +337,19 @@ def adam_update(w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgra
     l1_, l2x2 = dt(l1), dt(2.0 * l2)
     reg = l1 != 0.0 or l2 != 0.0
     n = w.size
-    if g.size != n or m.size != n or v.size != n or (amsgrad and vmax.size != n) or (snapshot.size != 0 and snapshot.size != n):
-        raise ValueError("adam_update: w, g, m, v (vmax with amsgrad, snapshot when kept) must have the same length")
+    if g.size != n or m.size != n or v.size != n or (amsgrad and vmax.size != n):
+        raise ValueError("adam_update: w, g, m, v (and vmax with amsgrad) must have the same length")
+    snap, msnap, vsnap, xsnap = snapshot_parts(snapshot, n, 3 if amsgrad else 2)
     if not amsgrad:
         vmax = vmax[:0]
     if n <= SERIAL_MAX:
-        return _adam_block(w, g, m, v, vmax, snapshot, step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps_,
-                           decay, amsgrad, l1_, l2x2, reg)
+        return _adam_block(w, g, m, v, vmax, snap, msnap, vsnap, xsnap, step, inv_sqrt_bc2, b1, one_m_b1, b2,
+                           one_m_b2, eps_, decay, amsgrad, l1_, l2x2, reg)
     bad = 0
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        bad += _adam_block(w[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi], snapshot[lo:hi], step,
-                           inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps_, decay, amsgrad, l1_, l2x2, reg)
+        bad += _adam_block(w[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi], snap[lo:hi], msnap[lo:hi],
+                           vsnap[lo:hi], xsnap[lo:hi], step, inv_sqrt_bc2, b1, one_m_b1, b2, one_m_b2, eps_, decay,
+                           amsgrad, l1_, l2x2, reg)
     return bad
