@@ -70,11 +70,12 @@ def measure(dtype="float32", threads=None, seconds=0.03, rounds=5) -> float:
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        _fma_loop(ap, bp, ct, kc, nr, 1)  # compile (or load from the cache) outside the timing
+        # config.call: in a child forked after OpenMP use a parallel region would abort it (serial build there)
+        config.call(_fma_loop, ap, bp, ct, kc, nr, 1)  # compile (or load from the cache) outside the timing
         reps = 1000
         while True:  # calibrate: grow until one run takes >= a tenth of the budget
             t0 = time.perf_counter()
-            _fma_loop(ap, bp, ct, kc, nr, reps)
+            config.call(_fma_loop, ap, bp, ct, kc, nr, reps)
             dt = time.perf_counter() - t0
             if dt >= seconds / 10 or reps >= 1 << 30:
                 break
@@ -83,7 +84,7 @@ def measure(dtype="float32", threads=None, seconds=0.03, rounds=5) -> float:
         best = 0.0
         for _ in range(rounds):
             t0 = time.perf_counter()
-            _fma_loop(ap, bp, ct, kc, nr, reps)
+            config.call(_fma_loop, ap, bp, ct, kc, nr, reps)
             best = max(best, flops_per_call * reps * threads / (time.perf_counter() - t0) / 1e9)
         return best
     finally:

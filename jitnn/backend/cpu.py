@@ -169,7 +169,8 @@ class CPUOps(Ops):
         return KN.batchnorm_workspace(channels)
 
     def batchnorm_train(self, x, gamma, beta, eps, y, mean, var, scale, shift, partial):
-        # the fixed-block reductions are parallel over STAT_BLOCKS regardless of size: no launch gate
+        # the fixed-block reductions are parallel over STAT_BLOCKS regardless of size (config.call, no
+        # launch gate); the kernel routes its parallel parts itself
         return KN.batchnorm_train(x, gamma, beta, eps, y, mean, var, scale, shift, partial)
 
     def batchnorm_inference(self, x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift):
@@ -181,7 +182,7 @@ class CPUOps(Ops):
         KN.batchnorm_update_moving(moving_mean, moving_var, mean, var, momentum)
 
     def backprop_batchnorm(self, dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial):
-        KN.backprop_batchnorm(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial)
+        call(KN.backprop_batchnorm, dy, x, gamma, mean, var, eps, dx, dgamma, dbeta, partial)
         return dx
 
     # --- dropout ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from jitnn.config import JIT, PJIT
+from jitnn.config import JIT, PJIT, call, launch
 
 STAT_BLOCKS = 64
 
@@ -168,17 +168,21 @@ def fold_batchnorm(w, b, gamma, beta, mean, var, eps):
 
 
 def batchnorm_train(x, gamma, beta, eps, y, mean, var, scale, shift, partial):
-    """Training forward: batch statistics into ``mean``/``var``, then y = gamma * xhat + beta (``y`` may be x)."""
-    batchnorm_stats(x, mean, var, partial)
+    """Training forward: batch statistics into ``mean``/``var``, then y = gamma * xhat + beta (``y`` may be x).
+
+    The parallel kernels go through ``config.call``/``launch`` like every other one, so a child forked after
+    OpenMP use runs their serial builds and the workqueue layer runs them one at a time; the fixed-block
+    reductions are parallel over STAT_BLOCKS whatever the size, so the statistics take no thread gate."""
+    call(batchnorm_stats, x, mean, var, partial)
     batchnorm_scale_shift(gamma, beta, mean, var, eps, scale, shift)
-    scale_shift(x, scale, shift, y)
+    launch(scale_shift, x.size, x, scale, shift, y)
     return y
 
 
 def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, eps, y, scale, shift):
     """Inference forward with the moving statistics (``y`` may be x)."""
     batchnorm_scale_shift(gamma, beta, moving_mean, moving_var, eps, scale, shift)
-    scale_shift(x, scale, shift, y)
+    launch(scale_shift, x.size, x, scale, shift, y)
     return y
 
 
