@@ -14,7 +14,10 @@ from here too; the ``@`` operators call them after promoting dtypes as numpy doe
 ``data`` when it has the right dtype and layout (scipy's convention) but copy the index arrays and keep
 them read-only: kernels trust indices that were validated once, and an index changed afterwards
 (through the caller's array) could make them read or write outside their arrays. A matrix never
-modifies its arrays.
+modifies its arrays. Its own index arrays are private and frozen; ``indices``, ``indptr``, ``row`` and
+``col`` return read-only views of them, which numpy refuses to make writeable (their base is not), and
+``data``, the index arrays and ``shape`` cannot be reassigned (AttributeError): an ``indices`` made
+writeable or a shorter ``data`` put in place sent products out of bounds (SIGSEGV, issue 14).
 """
 
 from __future__ import annotations
@@ -115,11 +118,46 @@ def _promote(a, x):
 # --- the containers -------------------------------------------------------------------------------
 
 
+def _read_only(cls, name):
+    """The AttributeError for assigning ``cls.name``: the arrays were validated together, once."""
+    return AttributeError(f"{cls.__name__}.{name} is read-only: the kernels trust the arrays validated when the "
+                          f"matrix was built; build a new {cls.__name__} from changed arrays instead")
+
+
+def _frozen_view(name):
+    """A property returning a read-only view of the private frozen array ``_name``; assignment refused."""
+
+    def get(self):
+        return getattr(self, "_" + name).view()
+
+    def refuse(self, value):
+        raise _read_only(type(self), name)
+
+    return property(get, refuse, doc=f"``{name}``, read-only (a view of the matrix's own frozen array)")
+
+
 class _Sparse:
     """What CSR and COO share: shape, dtypes, nnz, load factor and the @ operators."""
 
     __array_ufunc__ = None  # ndarray @ sparse then defers to our __rmatmul__ instead of looping
-    __slots__ = ("_order", "data", "shape")
+    __slots__ = ("_data", "_order", "_shape")
+
+    @property
+    def data(self):
+        """The stored values (shared with the array given to the constructor when no copy was needed)."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        raise _read_only(type(self), "data")
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @shape.setter
+    def shape(self, value):
+        raise _read_only(type(self), "shape")
 
     @property
     def dtype(self):
@@ -164,7 +202,9 @@ class CSRMatrix(_Sparse):
     """A compressed-sparse-row matrix: row i holds ``data[indptr[i]:indptr[i+1]]`` at columns
     ``indices[indptr[i]:indptr[i+1]]``. Validated on construction; ``ValueError`` says what and where."""
 
-    __slots__ = ("indices", "indptr")
+    __slots__ = ("_indices", "_indptr")
+    indices = _frozen_view("indices")
+    indptr = _frozen_view("indptr")
 
     def __init__(self, data, indices, indptr, shape, *, copy=False):
         m, n = _check_shape(shape)
@@ -193,7 +233,7 @@ class CSRMatrix(_Sparse):
         self._set(data, indices, indptr, (m, n), None)
 
     def _set(self, data, indices, indptr, shape, order):
-        self.data, self.indices, self.indptr, self.shape = data, _frozen(indices), _frozen(indptr), shape
+        self._data, self._indices, self._indptr, self._shape = data, _frozen(indices), _frozen(indptr), shape
         self._order = order  # kernels.row_order's code once known: 0 canonical, 1 dups, 2 unsorted
 
     @classmethod
@@ -398,7 +438,9 @@ class COOMatrix(_Sparse):
     """A coordinate-format matrix: entry p is ``data[p]`` at (``row[p]``, ``col[p]``), in any order,
     duplicates allowed (they add). Products and most operations go through ``tocsr()``."""
 
-    __slots__ = ("col", "row")
+    __slots__ = ("_col", "_row")
+    row = _frozen_view("row")
+    col = _frozen_view("col")
 
     def __init__(self, data, row, col, shape, *, copy=False):
         m, n = _check_shape(shape)
@@ -416,7 +458,7 @@ class COOMatrix(_Sparse):
         self._set(data, row, col, (m, n))
 
     def _set(self, data, row, col, shape):
-        self.data, self.row, self.col, self.shape, self._order = data, _frozen(row), _frozen(col), shape, None
+        self._data, self._row, self._col, self._shape, self._order = data, _frozen(row), _frozen(col), shape, None
 
     @classmethod
     def _trusted(cls, data, row, col, shape):

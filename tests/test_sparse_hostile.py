@@ -53,6 +53,62 @@ def test_indices_changed_after_construction_cannot_reach_the_kernels():
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
 
 
+def test_index_arrays_cannot_be_made_writeable_through_the_matrix():
+    """The matrix's own index arrays were read-only but the owner could flip ``a.indices.flags.writeable``
+    back to True, write an index past the end, and then products read out of bounds (SIGSEGV). The
+    properties return views of frozen private arrays, which numpy refuses to make writeable."""
+    out = run("""
+        import numpy as np, scipy.sparse as sp
+        from jitnn.sparse import CSRMatrix, COOMatrix
+        data, indices, indptr = np.ones(4), np.array([0, 3, 1, 2]), np.array([0, 2, 4])
+        a = CSRMatrix(data, indices, indptr, (2, 4))
+        c = COOMatrix(data, np.array([0, 0, 1, 1]), indices.copy(), (2, 4))
+        ref = sp.csr_array((data, indices, indptr), shape=(2, 4)).toarray()
+        refused = 0
+        for arr in (a.indices, a.indptr, c.row, c.col, a[0:1].indices, a.T.indptr, c.T.row, a.tocoo().col):
+            try:
+                arr.flags.writeable = True
+                arr[0] = 10**9
+            except ValueError:
+                refused += 1
+        b = np.arange(8.0).reshape(4, 2)
+        assert np.array_equal(a @ b, ref @ b) and np.array_equal(c @ b, ref @ b)
+        assert np.array_equal(a.T.to_dense(), ref.T) and np.array_equal(a @ np.ones(4), ref @ np.ones(4))
+        print(refused)
+    """)
+    assert out.returncode == 0 and out.stdout.strip() == "8", (out.returncode, out.stdout, out.stderr[-2000:])
+
+
+def test_arrays_and_shape_cannot_be_reassigned():
+    """Putting a shorter ``data``, an out-of-range ``indices`` or a larger ``shape`` in place of the
+    validated ones made products read and write out of bounds (SIGSEGV): assignment is refused with an
+    AttributeError that says to build a new matrix, and the products still match scipy."""
+    out = run("""
+        import numpy as np, scipy.sparse as sp
+        from jitnn.sparse import CSRMatrix, COOMatrix
+        data, indices, indptr = np.ones(4), np.array([0, 3, 1, 2]), np.array([0, 2, 4])
+        a = CSRMatrix(data, indices, indptr, (2, 4))
+        c = COOMatrix(data, np.array([0, 0, 1, 1]), indices.copy(), (2, 4))
+        ref = sp.csr_array((data, indices, indptr), shape=(2, 4)).toarray()
+        attempts = [(a, "data", np.ones(1)), (a, "indices", np.full(4, 10**9)), (a, "indptr", np.array([0, 9, 99])),
+                    (a, "shape", (10**6, 10**6)), (c, "data", np.ones(1)), (c, "row", np.full(4, 10**9)),
+                    (c, "col", np.full(4, 10**9)), (c, "shape", (10**6, 10**6))]
+        refused = 0
+        for m, name, value in attempts:
+            try:
+                setattr(m, name, value)
+            except AttributeError as e:
+                assert "read-only" in str(e) and name in str(e), e
+                refused += 1
+        b = np.arange(8.0).reshape(4, 2)
+        assert a.shape == c.shape == (2, 4)
+        assert np.array_equal(a @ b, ref @ b) and np.array_equal(c @ b, ref @ b)
+        assert np.array_equal(np.ones((3, 2)) @ a, np.ones((3, 2)) @ ref)
+        print(refused)
+    """)
+    assert out.returncode == 0 and out.stdout.strip() == "8", (out.returncode, out.stdout, out.stderr[-2000:])
+
+
 def test_int32_never_wraps_64_bit_indices():
     big = 2**31 + 5
     c = COOMatrix(np.ones(1), np.array([0]), np.array([big], np.int64), (1, big + 1))
