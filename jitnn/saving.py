@@ -450,6 +450,12 @@ def _build_layers(cfg, error):
             shape = layer.compute_output_shape(shape)
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError) as e:
             raise error(f"{where}: invalid {cls_name} config: {str(e)[:200]}") from None
+        if cls_name == "BatchNormalization":  # checked in the dtype the kernels use: 1e39 is inf in float32
+            with np.errstate(over="ignore", under="ignore"):
+                eps = float(np.dtype(dtype).type(layer.epsilon))
+            if not (math.isfinite(eps) and eps > 0):
+                raise error(f"{where}.config.epsilon={layer.epsilon!r} is {eps!r} in {dtype}: it must be a positive "
+                            f"finite {dtype}")
         layers.append(layer)
     return layers, shapes, np.dtype(dtype), input_shape
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jitnn import ModelFileError, Sequential, load_model, optimizers
-from jitnn.layers import Dense, Dropout
+from jitnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 
 FEATURES, HIDDEN, CLASSES = 6, 16, 3
 # every array of the model in float64, twice (file copy and model copy), plus the model's gradients,
@@ -299,3 +299,70 @@ def test_a_failed_load_over_a_trained_model_keeps_its_optimizer(good, tmp_path):
     model.load_weights(path)
     for a, b in zip(model.get_weights(), load_model(path).get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --- convolutional models: Conv2D, BatchNormalization, pooling records and members ------------------------
+
+
+def make_cnn(seed=0):
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(8, 8, 2)), BatchNormalization(),
+                        MaxPooling2D(2), Flatten(), Dense(CLASSES, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizers.Adam(0.01))
+    model.build((8, 8, 2), seed=seed)
+    return model
+
+
+def _cnn_mutations(arrays, record):
+    """(name, {member: value}) of CNN files with a hostile Conv2D, BatchNormalization or pooling record,
+    or a hostile BatchNormalization member."""
+    def edit(i, key, value):
+        r = json.loads(json.dumps(record))
+        r["config"]["layers"][i]["config"][key] = value
+        return with_record(arrays, r)
+
+    conv = {"filters": [0, -4, "4", 30000, 2**40], "kernel_size": [0, [3], [3, 3, 3], 10**6, "3", [3, -1]],
+            "strides": [0, [1, 0], -2], "padding": ["bogus", 1], "dilation_rate": [0, [1, -1]],
+            "activation": ["nope"]}
+    for key, values in conv.items():
+        for v in values:
+            yield f"Conv2D {key}={v!r}", edit(0, key, v)
+    # 1e39 and 1e-50 pass as float64 numbers and are inf and 0 in the model's float32
+    for v in [0, -1e-3, "x", None, True, 1e39, 1e-50]:
+        yield f"BatchNormalization epsilon={v!r}", edit(1, "epsilon", v)
+    for v in [-0.5, 2, "x"]:
+        yield f"BatchNormalization momentum={v!r}", edit(1, "momentum", v)
+    for v in [0, [2, 0], 10**6, "2"]:
+        yield f"MaxPooling2D pool_size={v!r}", edit(2, "pool_size", v)
+    r = json.loads(json.dumps(record))
+    r["config"]["layers"][1]["config"]["epsilon"] = float("inf")  # json writes Infinity, and reads it back
+    yield "BatchNormalization epsilon=inf", with_record(arrays, r)
+    var = arrays["layer1/moving_variance"]
+    yield "moving_variance negative", dict(arrays, **{"layer1/moving_variance": -np.ones_like(var)})
+    yield "moving_variance NaN", dict(arrays, **{"layer1/moving_variance": np.full_like(var, np.nan)})
+    yield "moving_mean 1e45 (float64)", dict(arrays, **{"layer1/moving_mean": np.full(var.shape, 1e45)})
+    yield "gamma missing", {k: v for k, v in arrays.items() if k != "layer1/gamma"}
+    yield "gamma of another width", dict(arrays, **{"layer1/gamma": np.ones(5, np.float32)})
+    yield "conv kernel transposed", dict(arrays, **{"layer0/kernel": arrays["layer0/kernel"].T.copy()})
+
+
+def test_hostile_cnn_files(tmp_path, outcomes):
+    """Each hostile Conv2D / BatchNormalization / pooling record or member: ModelFileError from both
+    loaders, and a CNN they were loaded into unchanged."""
+    model = make_cnn()
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 8, 8, 2)), rng.integers(0, CLASSES, 8), epochs=1, batch_size=8, verbose=0)
+    path = model.save(tmp_path / "cnn.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    record = json.loads(arrays["__architecture__"].tobytes())
+    victim_model = make_cnn(seed=7)
+    before = victim_model.get_weights()
+    attempt(path, victim_model, before, outcomes, reference=model.get_weights())  # the good file loads
+    cases = list(_cnn_mutations(arrays, record))
+    for i, (name, members) in enumerate(cases):
+        bad = write(tmp_path / f"cnn{i}.npz", members)
+        try:
+            attempt(bad, victim_model, before, outcomes)
+        except AssertionError as e:
+            raise AssertionError(f"case {name}: {e}") from None
+    assert outcomes["clear error"] == 2 * len(cases) and len(cases) > 30
