@@ -25,6 +25,7 @@ from numba import njit
 from scipy.special import expit
 
 import jitnn
+from jitnn.kernels import gemm as gemm_kernels
 from jitnn.kernels.blocking import BLOCKS, SHORT_ROWS, VECTOR_BYTES
 from jitnn.kernels.gemm import (
     ALIASED_MIN_PANELS,
@@ -818,6 +819,26 @@ def test_long_dot_product_is_accurate(dtype):
     want = a[0].astype(np.float64) @ b[:, 0].astype(np.float64)
     rtol = 4 * np.finfo(np.float32).eps if dtype == np.float32 else rtol_for(dtype, 2**20)
     assert abs(got - want) <= rtol * want
+
+
+@pytest.mark.parametrize("la, lb", [("C", "C"), ("F", "F"), ("view", "view")])
+def test_row_times_column_takes_the_dot_path(la, lb, monkeypatch):
+    """A (1 x K) @ (K x 1) product goes to the dot kernel once, never through the packed tiles (40x slower
+    than numpy at K = 2**24 before, issue 14): a spy on kernels.gemm.gemv_kernel sees the call, whatever
+    the layout of the operands."""
+    calls = []
+    gemv = gemm_kernels.gemv_kernel
+
+    def spy(alpha, a, x, *rest):
+        calls.append((a.shape, x.shape))
+        return gemv(alpha, a, x, *rest)
+
+    monkeypatch.setattr(gemm_kernels, "gemv_kernel", spy)
+    rng = np.random.default_rng(5)
+    a, b = operands(rng, 1, 1, 4099, np.float64, la=la, lb=lb)
+    got = jitnn.matmul(a, b)
+    assert calls == [((1, 4099), (4099, 1))]
+    np.testing.assert_allclose(got, a @ b, rtol=1e-13)
 
 
 # --- the micro-kernel alone ----------------------------------------------------------------------------
