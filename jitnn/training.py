@@ -19,7 +19,8 @@ device) and at the end of each epoch.
 
 NaN guard (the documented behaviour of ``fit``): no step's update is kept when it makes a weight NaN
 or inf, and a non-finite running loss stops training; either raises ``NonFiniteLossError`` naming the
-epoch and batch. A non-finite loss is seen at a read, before that step's update: the weights are
+epoch and batch (with a ``TerminateOnNaN`` callback, as in Keras, a RuntimeWarning instead, and fit
+returns its History after the callbacks see the non-finite loss). A non-finite loss is seen at a read, before that step's update: the weights are
 restored to those that produced the last finite loss. A non-finite weight restores the weights from
 before that update. Either way the optimizer's moments and step counter go back with the weights
 (jitnn.nan_guard), so a later fit at a sane rate trains and the model saves. On the CPU
