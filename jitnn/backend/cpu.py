@@ -226,9 +226,10 @@ class CPUOps(Ops):
 
     # --- optimizer updates --------------------------------------------------------------------------
     # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial);
-    # config.call only makes them fork- and workqueue-safe. ``snapshot`` (flat, w's length) receives w
-    # from before the step in the same pass, and each returns True when the step made a weight
-    # non-finite (kernels.optim: the NaN guard fused into the update).
+    # config.call only makes them fork- and workqueue-safe. ``snapshot`` (flat: w's length, or 1 + the
+    # moment buffers in use times it) receives w, and then those buffers, from before the step in the same
+    # pass, and each returns True when the step made a weight non-finite (kernels.optim: the NaN guard
+    # fused into the update; jitnn.nan_guard restores from it).
     guard_in_update = True
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot=None):
