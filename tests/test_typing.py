@@ -18,8 +18,6 @@ MODULES = ["jitnn", "jitnn.model", "jitnn.layers", "jitnn.callbacks", "jitnn.los
 OPTIONAL = {"jitnn.onnx": "onnx", "jitnn.plot": "matplotlib"}
 # the optimizers are checked where users call them: constructors and the module's functions
 CONSTRUCTORS_ONLY = ["jitnn.optimizers"]
-# not annotated yet: the linear-algebra entry points re-exported at the top level (jitnn.linalg)
-NOT_YET = {"jitnn.gemm", "jitnn.matmul"}
 
 
 def public_names(module):
@@ -50,8 +48,6 @@ def api_functions():
             pytest.importorskip(OPTIONAL[modname])
         module = importlib.import_module(modname)
         for name in public_names(module):
-            if f"{modname}.{name}" in NOT_YET:
-                continue
             obj = getattr(module, name)
             if inspect.isclass(obj):
                 for qual, fn in jitnn_methods(obj, constructors_only=modname in CONSTRUCTORS_ONLY):

@@ -136,8 +136,10 @@ def _check_operand(name, x):
     return x
 
 
-def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, bias=None,
-         activation="linear", activation_param=0.0):
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: float = 1.0,
+         beta: float = 0.0, trans_a: bool = False, trans_b: bool = False,
+         bias: np.ndarray | None = None, activation: str = "linear",
+         activation_param: float = 0.0) -> np.ndarray:
     """C = act(alpha * op(A) @ op(B) + beta * C + bias), written into ``c`` when given; returns C.
 
     ``op(X)`` is ``X.T`` when ``trans_X`` is true. ``a``, ``b`` and ``c`` may have any strides (C order,
@@ -227,7 +229,7 @@ def gemm_into(opa, opb, c, alpha=1.0, beta=0.0, bias=None, act=0, act_param=0.0)
     return c
 
 
-def matmul(a, b, out=None):
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul`` for 1-D and 2-D float32/float64 arrays of any strides, computed by ``gemm``."""
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, np.ndarray):
