@@ -510,7 +510,8 @@ class Sequential(Sharing):
             w = np.asarray(w)
             if w.dtype.kind not in "biuf":
                 raise TypeError(f"weight {i} must be a real numeric array, received: dtype={w.dtype}")
-            w = w.astype(p.dtype, copy=False)  # checked after the cast: 1e45 is inf in float32
+            with np.errstate(over="ignore"):  # an overflow is reported below, by name
+                w = w.astype(p.dtype, copy=False)  # checked after the cast: 1e45 is inf in float32
             bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
             if bad:
                 raise ValueError(f"weight {i} has {bad} NaN or infinite value(s) in {p.dtype} "
