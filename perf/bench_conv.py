@@ -5,6 +5,7 @@
     python perf/bench_conv.py --denormals      # GEMM on denormal vs normal inputs, and with FTZ/DAZ set
     python perf/bench_conv.py --no-table --end-to-end [--train-images 60000]   # the whole reference CNN
     python perf/bench_conv.py --no-table --fold  # inference of examples/fashion_mnist_cnn.py, BN folded or not
+    python perf/bench_conv.py --no-table --accuracy 10   # the reference CNN trained 10 epochs by each library
 
 The reference CNN (issue 12): Conv 32 3x3 relu on 28x28x1 -> MaxPool 2 -> Conv 64 3x3 relu -> MaxPool 2.
 --end-to-end trains the whole reference CNN (perf/report.py ``reference_cnn``: + Flatten, Dense 128 relu,
@@ -296,6 +297,49 @@ def end_to_end(batches, images, repeats, infer_repeats):
               f"PyTorch/jitnn {tt / tj:.2f}")
 
 
+def accuracy(epochs, batch):
+    """The reference CNN trained ``epochs`` full epochs by each library, epochs alternating: each epoch's
+    time and test accuracy, so that both the accuracy (issue 12: jitnn within half a point of PyTorch's)
+    and the slowdown of later epochs (PyTorch's denormals, without ``torch.set_flush_denormal``) show."""
+    import time
+
+    from report import reference_cnn
+
+    (x, y), (xt, yt) = jitnn.datasets.load_fashion_mnist(flatten=False)
+    x_nchw, y_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y)
+    xt_nchw = torch.from_numpy(np.ascontiguousarray(xt.transpose(0, 3, 1, 2)))
+    print(f"== reference CNN, {epochs} epochs of {len(x)} images, batch {batch}, {jitnn.get_num_threads()} threads "
+          f"each, test accuracy on {len(xt)} images (compile time included in jitnn's first epoch) ==")
+    model = reference_cnn()
+    torch.manual_seed(0)
+    net = torch_cnn()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for epoch in range(epochs):
+        t = time.perf_counter()
+        model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=epoch)
+        tj = time.perf_counter() - t
+        aj = float(np.mean(model.predict(xt, batch_size=1000).argmax(1) == yt))
+        t = time.perf_counter()
+        torch_epoch(net, opt, x_nchw, y_t, batch, gen)
+        tt = time.perf_counter() - t
+        net.eval()
+        with torch.no_grad():
+            at = float((net(xt_nchw).argmax(1).numpy() == yt).mean())
+        rows.append((tj, aj, tt, at))
+        print(f"  epoch {epoch + 1:2d}: jitnn {tj:6.1f} s, test accuracy {aj:.4f}   PyTorch {tt:6.1f} s, "
+              f"test accuracy {at:.4f}", flush=True)
+    tj, aj, tt, at = (np.array(c) for c in zip(*rows))
+    last = slice(max(1, epochs - 3), epochs)  # the last three epochs (not the first: it compiles)
+    print(f"  after {epochs} epochs: test accuracy jitnn {aj[-1]:.4f}, PyTorch {at[-1]:.4f} (difference "
+          f"{(aj[-1] - at[-1]) * 100:+.2f} points); best epoch jitnn {aj.max():.4f}, PyTorch {at.max():.4f}")
+    if epochs > 2:
+        print(f"  epoch time, epoch 2 -> median of the last three: jitnn {tj[1]:.1f} -> {np.median(tj[last]):.1f} s, "
+              f"PyTorch {tt[1]:.1f} -> {np.median(tt[last]):.1f} s; ratio PyTorch/jitnn over epochs 2-{epochs}: "
+              f"{np.median(tt[1:] / tj[1:]):.2f} (median)")
+
+
 def fold(repeats):
     """Inference of the example CNN (Conv → BN → ReLU blocks) before and after ``fold_batchnorm``."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
@@ -330,6 +374,8 @@ def main(argv=None):
     ap.add_argument("--fold", action="store_true", help="inference with BatchNormalization folded or not")
     ap.add_argument("--train-images", type=int, default=60000, help="images per --end-to-end epoch")
     ap.add_argument("--epoch-repeats", type=int, default=3, help="alternating epochs per library and batch")
+    ap.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS",
+                    help="train the reference CNN this many full epochs per library (batch: the first of --batches)")
     args = ap.parse_args(argv)
     torch.set_num_threads(jitnn.get_num_threads())
     if not args.no_table:
@@ -342,6 +388,8 @@ def main(argv=None):
         fold(args.repeats)
     if args.end_to_end:
         end_to_end(args.batches, args.train_images, args.epoch_repeats, args.repeats)
+    if args.accuracy:
+        accuracy(args.accuracy, args.batches[0])
 
 
 if __name__ == "__main__":
