@@ -334,10 +334,12 @@ class CompiledStep:
     """One model's compiled step: ``run`` trains one batch; a split step (``plan(split=True)``) runs
     ``gradients`` and ``update`` instead (see the module docstring)."""
 
-    def __init__(self, model, fns, arrays, floats, seeds, cap):
+    def __init__(self, model, fns, arrays, floats, seeds, cap, guarded):
         self.model, self.fns, self.floats, self.seed_layers = model, fns, floats, seeds
         self.split = len(fns) == 2
-        self.arrays, self.capacity = arrays, cap  # the step's arrays, for batches of up to ``cap`` rows
+        # the step's arrays for batches of up to ``cap`` rows, by the optimizer's moment_parity
+        self.arrays, self.capacity = arrays, cap
+        self.guarded = guarded  # the NaN guard's snapshots are kept: a rejected update keeps the old moments
         dtype = model.dtype
         self.threads = threads = config.get_num_threads()
         self.head = (threads, config.PARALLEL_MIN_WORK, config.PARALLEL_MIN_FLOPS,
@@ -356,6 +358,8 @@ class CompiledStep:
         status = self._call(self.fns[0], xs, ys, order, start, m, t)
         if status == LOSS_NOT_FINITE:
             opt.iterations -= 1  # as in the layer-by-layer loop, which stops before the update
+        else:
+            self._updated(status)
         return status
 
     def gradients(self, xs, ys, order, start, m):
@@ -371,7 +375,15 @@ class CompiledStep:
         signature the two calls share (a rank with no rows in a batch makes no gradients call)."""
         lr, t = self.model.optimizer.next_step(self.model.dtype)
         self.floats[0] = lr
-        return self._call(self.fns[1], xs, ys, order, 0, 0, t)
+        status = self._call(self.fns[1], xs, ys, order, 0, 0, t)
+        self._updated(status)
+        return status
+
+    def _updated(self, status):
+        """After the update kernels ran: their moments become the optimizer's state unless the NaN guard
+        rejects the step (as Optimizer.step decides)."""
+        if status == STEP_OK or not self.guarded:
+            self.model.optimizer.swap_moments()
 
     def _next_seeds(self):
         for k, layer in enumerate(self.seed_layers):
@@ -379,7 +391,7 @@ class CompiledStep:
 
     def _call(self, fn, xs, ys, order, start, m, t):
         status = fn(xs, ys, order, start, m, *self.head, *self.workspace, self.model.sums, t, self.floats,
-                    self.seeds, *self.arrays)
+                    self.seeds, *self.arrays[self.model.optimizer.moment_parity])
         numba.set_num_threads(self.threads)  # in case the step raised half-way (it sets it back itself)
         return status
 
@@ -462,10 +474,13 @@ def _generate(model, y, cap, snapshots, split):
         for p, gname, reg in zip(layer.params, layer.grads, layer.regularizers):
             pname = next(n for n, a in src.arrays.items() if a is p)
             gn = next(n for n, a in src.arrays.items() if a is gname)
-            bufs = [src.arr(f"S{k}_{j}", b) for j, b in enumerate(opt.buffers(k))]
-            snap = src.arr(f"SNAP{k}", snapshots[k] if snapshots is not None else np.zeros(0, p.dtype))
+            # one shared argument for every empty array (an unused buffer, no snapshot): each array argument
+            # costs the call its dispatch and a few dozen bytes
+            bufs = [src.arr(f"S{k}_{j}" if b.size else "EMPTY", b) for j, b in enumerate(opt.buffers(k))]
+            outs = [src.arr(f"N{k}_{j}" if b.size else "EMPTY", b) for j, b in enumerate(opt.next_buffers(k))]
+            snap = src.arr(f"SNAP{k}", snapshots[k]) if snapshots is not None else src.arr("EMPTY", np.zeros(0, p.dtype))
             args = ([f"{pname}.ravel()", f"{gn}.ravel()"] + bufs + ["fs[0]"] + hyper(opt, src.scalar)
-                    + [src.scalar(reg[0]), src.scalar(reg[1]), snap])
+                    + [src.scalar(reg[0]), src.scalar(reg[1]), snap] + outs)
             src(f"bad += KO.{kernel}({', '.join(args)})")
             k += 1
     src(f"return {WEIGHTS_NOT_FINITE} if bad != 0 else {STEP_OK}")
@@ -561,8 +576,11 @@ def plan(model, x, y, batch, recorder, snapshots, steps, split=False):
         return None, f"layers: {steps} steps, fewer than compiled_step.MIN_STEPS={MIN_STEPS} to repay a compile"
     module = _load(source, digest)
     fns = (module.gradients, module.update) if split else (module.step,)
-    arrays = [src.arrays[n] for n in names]
-    step = CompiledStep(model, fns, arrays, np.array(src.floats), src.seeds, batch)
+    # The moments are double-buffered (Optimizer.swap_moments): the arguments for either set being the state
+    swapped = {n: f"{'N' if n[0] == 'S' else 'S'}{n[1:]}" for n in names if n[0] in "SN" and n[1:2].isdigit()}
+    arrays = {opt.moment_parity: tuple(src.arrays[n] for n in names),
+              opt.moment_parity ^ 1: tuple(src.arrays[swapped.get(n, n)] for n in names)}
+    step = CompiledStep(model, fns, arrays, np.array(src.floats), src.seeds, batch, snapshots is not None)
     return step, "compiled, gradients and update apart" if split else "compiled"
 
 

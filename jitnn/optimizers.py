@@ -6,7 +6,10 @@ One general implementation per family, the familiar names as thin factories (tin
 parameter array into the optimizer's ``ops`` (jitnn.backend: the CPU's kernels are
 :mod:`jitnn.kernels.optim`), which reads the gradient once and updates the weights and the moment
 buffers in the same pass; after ``build`` nothing is allocated. ``state`` holds those buffers on the
-device of ``ops``; ``to(ops)`` moves them.
+device of ``ops``; ``to(ops)`` moves them. Where the device's kernels guard the step
+(``ops.guard_in_update``: the CPU) the moments are double-buffered: the kernels write the new moments
+into a second set of buffers and leave ``state`` as it was, and ``swap_moments`` makes the new set the
+state once the step is accepted, so a step the NaN guard rejects costs the state nothing.
 
     opt = Adam(learning_rate=CosineDecay(1e-3, decay_steps=10_000))
     opt.step(params, grads)                 # in place; opt.iterations += 1
@@ -50,8 +53,24 @@ class Optimizer:
         self.iterations = 0
         self.ops = CPU
         self.state: dict[str, list] = {}  # slot -> one buffer per parameter array, on ``ops``' device
+        self._next: dict[str, list] = {}  # the same, where the next step writes its moments (double-buffered)
+        self.moment_parity = 0  # which of the two sets is ``state``: flips with each swap_moments
         self._specs = None  # [(shape, dtype)] of the params seen at build
         self._checked = None  # the (learning rate, dtype) next_step last validated
+
+    def __getstate__(self):  # copy.deepcopy / pickle: the flat views are remade from the copied buffers
+        state = dict(vars(self))
+        state.pop("_bufs", None)
+        state.pop("_outs", None)
+        return state
+
+    def __setstate__(self, state):
+        # deepcopy copies a view as an array of its own: copied ``_bufs`` would no longer be ``state``, and
+        # a copy's training would leave its ``state`` (what it saves) behind
+        self.__dict__.update(state)
+        if self.built:
+            self._bufs = self._flat_views(self.state)
+            self._outs = self._flat_views(self._next) if self.ops.guard_in_update else None
 
     # -- learning rate ---------------------------------------------------------------------------
     @property
@@ -122,19 +141,43 @@ class Optimizer:
             self.check_learning_rate(p.dtype)
         self._specs = [(tuple(p.shape), np.dtype(p.dtype)) for p in params]
         self.state = {s: [self.ops.zeros(shape, dtype) for shape, dtype in self._specs] for s in self.slots}
-        self._flat_views()
+        self._allocate_next()
 
-    def _flat_views(self):
-        """Each array's kernel buffers as flat views, made once: step() then allocates nothing, and an
-        empty array of the right dtype stands in for a buffer the settings leave unused."""
-        self._bufs = [tuple(self.state[s][i].reshape(self.state[s][i].size) if s in self.state
-                            else self.ops.alloc(0, dtype) for s in self._kernel_slots())
-                      for i, (_, dtype) in enumerate(self._specs)]
+    def _allocate_next(self):
+        """The second set of moment buffers on a device whose kernels write the new moments apart, and the
+        flat views of both sets, made once: step() then allocates nothing, and an empty array of the right
+        dtype stands in for a buffer the settings leave unused."""
+        double = self.ops.guard_in_update
+        self._next = {s: [self.ops.zeros(shape, dtype) for shape, dtype in self._specs] for s in self.slots} \
+            if double else {}
+        self._bufs, self._outs = self._flat_views(self.state), (self._flat_views(self._next) if double else None)
+
+    def _flat_views(self, state):
+        return [tuple(state[s][i].reshape(state[s][i].size) if s in state else self.ops.alloc(0, dtype)
+                      for s in self._kernel_slots()) for i, (_, dtype) in enumerate(self._specs)]
 
     def buffers(self, i) -> tuple:
         """The flat state buffers the update kernel of parameter array ``i`` takes, in the kernel's
         argument order (an empty array for a buffer the settings leave unused); after ``build``."""
         return self._bufs[i]
+
+    def next_buffers(self, i) -> tuple:
+        """Where the next step writes the new moments of parameter array ``i`` (``buffers`` order), on a
+        device whose kernels keep them apart (``ops.guard_in_update``); ``swap_moments`` then makes them
+        the state."""
+        return self._outs[i]
+
+    def swap_moments(self) -> None:
+        """The step just made is accepted: the buffers it wrote its moments into become ``state``, and the
+        previous state's buffers receive the next step's (``ops.guard_in_update`` devices; O(slots))."""
+        self.state, self._next = self._next, self.state
+        self._bufs, self._outs = self._outs, self._bufs
+        self.moment_parity ^= 1
+
+    def state_nbytes(self, indices) -> int:
+        """Bytes of the state buffers (both sets, where double-buffered) of the parameter arrays ``indices``."""
+        return sum(arrays[i].nbytes for state in (self.state, self._next) for arrays in state.values()
+                   for i in indices)
 
     def to(self, ops) -> None:
         """Run the updates on ``ops`` from now on; the state buffers move there."""
@@ -145,7 +188,7 @@ class Optimizer:
             self.state = {s: [ops.to_device(self.ops.to_host(a)) for a in arrays] for s, arrays in self.state.items()}
         self.ops = ops
         if self.built:
-            self._flat_views()
+            self._allocate_next()
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """A copy of the state (numpy), keyed ``"iterations"`` and ``"{slot}/{index}"`` (e.g. ``"m/0"``)."""
@@ -185,8 +228,10 @@ class Optimizer:
 
         Returns True when the step made a weight NaN or inf, False when not, None when the device's
         kernels do not check (``ops.guard_in_update`` False). ``snapshots[i]`` (flat, one per array; only
-        where the device checks) receives ``params[i]`` from before the step in the update's own pass, and
-        after it this array's buffers of ``slots`` when it is ``1 + len(slots)`` times as long.
+        where the device checks) receives ``params[i]`` from before the step in the update's own pass. Where
+        the device checks, a step that made a weight non-finite with snapshots given leaves ``state`` as it
+        was before the step (the caller restores the weights and ``iterations``); any other step swaps the
+        new moments in (``swap_moments``).
 
         ``regularizers[i] = (l1, l2)`` adds ``l1*sign(w) + 2*l2*w`` to the gradient (Keras penalty
         ``l1*sum|w| + l2*sum w^2``), fused into the kernel. Builds on the first call.
@@ -209,7 +254,7 @@ class Optimizer:
             raise ValueError(f"snapshots needs one flat array per parameter array ({n}) on a device whose "
                              f"updates keep them (ops.guard_in_update), received: {len(snapshots)} on {self.ops.name!r}")
         lr, _ = self.next_step(self._specs[0][1] if n else np.float64)
-        bufs = self._bufs
+        bufs, outs = self._bufs, self._outs
         bad = False
         i = 0
         try:
@@ -218,29 +263,35 @@ class Optimizer:
                 if on_param is not None:
                     on_param(i)
                 w, g = params[i], grads[i]
-                extra = {} if snapshots is None else {"snapshot": snapshots[i]}
+                extra = {} if not guard else {"out": outs[i]} if snapshots is None else \
+                    {"out": outs[i], "snapshot": snapshots[i]}
                 bad |= bool(self.update_array(w.reshape(w.size), g.reshape(g.size), bufs[i], lr, float(l1), float(l2),
-                                         **extra))
+                                              **extra))
         except BaseException:
-            # An interrupt between two arrays' kernels: with snapshots, the arrays already updated take
-            # back their pre-step weights (and moments, where the snapshot keeps them: jitnn.nan_guard)
-            # and the step counter its value, so no half step is kept.
+            # An interrupt between two arrays' kernels. The moments those arrays' kernels wrote are apart
+            # (double-buffered), so the state is still the pre-step one. With snapshots, the arrays already
+            # updated take back their pre-step weights and the step counter its value: no half step is
+            # kept. Without, the half step stays as it was made: those arrays' new moments are copied in.
             if snapshots is not None:
                 for j in range(i):
                     size = params[j].size
                     self.ops.copy(snapshots[j][:size], params[j].reshape(size))
-                    if snapshots[j].size == (1 + len(self.slots)) * size:
-                        for k, s in enumerate(self.slots, 1):
-                            self.ops.copy(snapshots[j][k * size:(k + 1) * size], self.state[s][j].reshape(size))
                 self.iterations -= 1
+            elif guard:
+                for j in range(i):
+                    for new, old in zip(outs[j], bufs[j]):
+                        self.ops.copy(new, old)
             raise
         if on_param is not None:
             on_param(n)
+        if guard and not (bad and snapshots is not None):  # a rejected step keeps the pre-step moments
+            self.swap_moments()
         return bad if guard else None
 
-    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
-        """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order); returns
-        what the device's update returns (True: a weight became non-finite)."""
+    def update_array(self, w, g, bufs, lr, l1, l2, **guard):
+        """One kernel call on flat ``w``, ``g`` and this array's buffers (``_kernel_slots`` order); ``guard``
+        is what a checking device's update takes besides (``out=``, ``snapshot=``). Returns what the
+        device's update returns (True: a weight became non-finite)."""
         raise NotImplementedError
 
     def _check_params(self, params):
@@ -328,8 +379,8 @@ class SGD(Optimizer):
     def _kernel_slots(self):
         return ("velocity",)
 
-    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
-        return self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2, **snapshot)
+    def update_array(self, w, g, bufs, lr, l1, l2, **guard):
+        return self.ops.sgd_update(w, g, bufs[0], lr, self.momentum, self.nesterov, l1, l2, **guard)
 
     def _hyper(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -349,8 +400,8 @@ class Adagrad(Optimizer):
     def slots(self):
         return ("accum",)
 
-    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
-        return self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2, **snapshot)
+    def update_array(self, w, g, bufs, lr, l1, l2, **guard):
+        return self.ops.adagrad_update(w, g, bufs[0], lr, self.epsilon, l1, l2, **guard)
 
     def _hyper(self):
         return {"epsilon": self.epsilon}
@@ -375,8 +426,8 @@ class RMSprop(Optimizer):
     def slots(self):
         return ("ms",)
 
-    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
-        return self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2, **snapshot)
+    def update_array(self, w, g, bufs, lr, l1, l2, **guard):
+        return self.ops.rmsprop_update(w, g, bufs[0], lr, self.rho, self.epsilon, l1, l2, **guard)
 
     def _hyper(self):
         return {"rho": self.rho, "epsilon": self.epsilon}
@@ -409,10 +460,10 @@ class Adam(Optimizer):
     def _kernel_slots(self):
         return ("m", "v", "vmax")
 
-    def update_array(self, w, g, bufs, lr, l1, l2, **snapshot):
+    def update_array(self, w, g, bufs, lr, l1, l2, **guard):
         m, v, vmax = bufs
         return self.ops.adam_update(w, g, m, v, vmax, lr, self.beta_1, self.beta_2, self.epsilon, self.iterations,
-                                    self.weight_decay, self.amsgrad, l1, l2, **snapshot)
+                                    self.weight_decay, self.amsgrad, l1, l2, **guard)
 
     def _hyper(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

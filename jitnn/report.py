@@ -88,8 +88,7 @@ def layer_memory(profile, slot, index):
     state = 0
     opt = model.optimizer
     if opt is not None and getattr(opt, "built", False):
-        for arrays in opt.state.values():
-            state += sum(a.nbytes for a in arrays[first:first + len(layer.params)])
+        state = opt.state_nbytes(range(first, first + len(layer.params)))
     mem = {"params": sum(p.nbytes for p in layer.params), "grads": sum(g.nbytes for g in layer.grads),
            "optimizer_state": state, "buffers": layer.buffer_bytes()}
     notes = getattr(layer, "profile_notes", None)

@@ -270,8 +270,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data, verbose, rng, shuff
                         bad = not all(np.isfinite(ops.to_host(p)).all() for p in params)
                     status = compiled_step.WEIGHTS_NOT_FINITE if bad else compiled_step.STEP_OK
                 interrupt.in_step = interrupt.updating = False
-                if snapshot is not None and in_update:
-                    snapshot.updated(it_step)  # the update kernels kept this step's starting state
+                if snapshot is not None and in_update:  # the update kernels kept this step's starting weights
+                    snapshot.updated(it_step, status == compiled_step.STEP_OK)
                 if status == compiled_step.WEIGHTS_NOT_FINITE:  # Keras would see a NaN loss at the next batch
                     _stop_or_terminate(terminate_on_nan, model, ops, params, snapshot,
                                        "a weight became NaN or inf in the update", epoch, step, step, steps)

@@ -243,6 +243,8 @@ def test_set_weights_refuses_non_finite(bad):
 
 
 def _kernel_cases(n, dtype):
+    """(kernel, [w, g, moments...], scalars) per optimizer family and mode; the moment outputs are made by
+    ``_outs``."""
     rng = np.random.default_rng(n)
     w, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
     s = rng.uniform(0, 1, n).astype(dtype)
@@ -257,42 +259,51 @@ def _kernel_cases(n, dtype):
     ]
 
 
+def _outs(arrays):
+    """Output buffers for the moments among ``arrays`` (empty where the input is), filled with a marker."""
+    return [np.full(a.size, -3, a.dtype) for a in arrays[2:]]
+
+
 @pytest.mark.parametrize("n", [1, 7, K.SERIAL_MAX + 13])  # serial and chunked parallel paths
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_update_kernels_fill_snapshot_and_flag_non_finite(n, dtype):
     for kernel, arrays, scalars in _kernel_cases(n, dtype):
         ref = [a.copy() for a in arrays]
-        kernel(*ref, *scalars, np.empty(0, dtype))  # without a snapshot: the reference update
+        ref_out = _outs(arrays)
+        kernel(*ref, *scalars, np.empty(0, dtype), *ref_out)  # without a snapshot: the reference update
         got = [a.copy() for a in arrays]
+        got_out = _outs(arrays)
         snap = np.full(n, -7, dtype)
-        assert kernel(*got, *scalars, snap) == 0
-        assert_weights_equal(got, ref)
+        assert kernel(*got, *scalars, snap, *got_out) == 0
+        assert_weights_equal(got + got_out, ref + ref_out)
         np.testing.assert_array_equal(snap, arrays[0])  # the weights from before the step
         for bad in (np.inf, np.nan):
             g = [a.copy() for a in arrays]
             g[1][n // 2] = bad  # a non-finite gradient element makes that weight non-finite
-            assert kernel(*g, *scalars, np.empty(0, dtype)) != 0
+            assert kernel(*g, *scalars, np.empty(0, dtype), *_outs(arrays)) != 0
         with pytest.raises(ValueError, match="snapshot must be empty"):
-            kernel(*[a.copy() for a in arrays], *scalars, np.zeros(5 * n + 1, dtype))
+            kernel(*[a.copy() for a in arrays], *scalars, np.zeros(3 * n, dtype), *_outs(arrays))
 
 
 @pytest.mark.parametrize("n", [7, K.SERIAL_MAX + 13])  # serial and chunked parallel paths
-def test_update_kernels_keep_the_moments_in_a_longer_snapshot(n):
-    """A snapshot of (1 + k) * n elements receives w and then each of the k moment buffers in use, from
-    before the step (the state a rejected step goes back to: jitnn.nan_guard); the update is unchanged."""
+def test_update_kernels_write_the_moments_apart(n):
+    """Double-buffered moments: the new moments go to the output buffers and the inputs stay as they were
+    (the state a rejected step keeps: jitnn.optimizers swaps only accepted steps in); the same values the
+    sequence of in-place updates gives, two steps running."""
     for kernel, arrays, scalars in _kernel_cases(n, np.float32):
-        if kernel is K.adam_update:
-            used = 3 if scalars[6] else 2  # m, v (and vmax with amsgrad)
-        else:
-            used = 1 if kernel is not K.sgd_update or scalars[1] else 0  # SGD keeps a velocity with momentum
-        ref = [a.copy() for a in arrays]
-        kernel(*ref, *scalars, np.empty(0, np.float32))
-        got = [a.copy() for a in arrays]
-        snap = np.full((1 + used) * n, -7, np.float32)
-        assert kernel(*got, *scalars, snap) == 0
-        assert_weights_equal(got, ref)
-        want = np.concatenate([arrays[0]] + [arrays[2 + j] for j in range(used)])
-        np.testing.assert_array_equal(snap, want)
+        before = [a.copy() for a in arrays]
+        w, g, *moments = [a.copy() for a in arrays]
+        outs = _outs(arrays)
+        assert kernel(w, g, *moments, *scalars, np.empty(0, np.float32), *outs) == 0
+        for a, b in zip(moments, before[2:]):
+            np.testing.assert_array_equal(a, b)  # inputs untouched
+        w2 = w.copy()
+        kernel(w2, g, *outs, *scalars, np.empty(0, np.float32), *moments)  # the swap: step 2 from step 1's state
+        again = [a.copy() for a in before]
+        ref_outs = _outs(arrays)
+        kernel(again[0], again[1], *again[2:], *scalars, np.empty(0, np.float32), *ref_outs)
+        kernel(again[0], again[1], *ref_outs, *scalars, np.empty(0, np.float32), *again[2:])
+        assert_weights_equal([w2] + moments, [again[0]] + again[2:])
 
 
 def _diverging_fit(opt, rate, enabled, monkeypatch):

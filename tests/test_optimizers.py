@@ -181,12 +181,18 @@ def test_adam_kernel_single_step_property(n, lr, b1, b2, t, wd, amsgrad, l1, l2)
     # the reference advances m, v from the state *before* step t; t is given, not counted
     s = {"m": m.copy(), "v": v.copy(), **({"vmax": vmax.copy()} if amsgrad else {})}
     expect = ref_adam(w.copy(), reg_grad(g, w, l1, l2), s, t, lr, b1, b2, 1e-7, amsgrad, wd)
-    K.adam_update(w, g, state["m"], state["v"], vmax, lr, b1, b2, 1e-7, t, wd, amsgrad, l1, l2, np.empty(0))
+    before = {"m": m.copy(), "v": v.copy(), "vmax": vmax.copy()}
+    out = {"m": np.full(n, np.nan), "v": np.full(n, np.nan), "vmax": np.full(vmax.size, np.nan)}
+    K.adam_update(w, g, state["m"], state["v"], vmax, lr, b1, b2, 1e-7, t, wd, amsgrad, l1, l2, np.empty(0),
+                  out["m"], out["v"], out["vmax"])
     np.testing.assert_allclose(w, expect, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(state["m"], s["m"], rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(state["v"], s["v"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["m"], s["m"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["v"], s["v"], rtol=1e-12, atol=1e-14)
     if amsgrad:
-        np.testing.assert_allclose(vmax, s["vmax"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(out["vmax"], s["vmax"], rtol=1e-12, atol=1e-14)
+    # double-buffered: the input moments are left as they were (a rejected step keeps them)
+    for name, arr in (("m", state["m"]), ("v", state["v"]), ("vmax", vmax)):
+        np.testing.assert_array_equal(arr, before[name])
 
 
 def test_empty_and_scalar_params():
@@ -270,23 +276,29 @@ def test_schedule_errors(make, match, exc):
 
 
 def kernel_calls(dtype, n):
-    """(name, kernel, args builder) for every kernel and mode, fresh arrays each call."""
+    """(name, kernel, args builder, the snapshot's position) for every kernel and mode, fresh arrays each
+    call; the moment outputs follow the snapshot (the unused ones empty)."""
     rng = np.random.default_rng(11)
     w0, g0 = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
     s0 = rng.uniform(0.0, 1.0, n).astype(dtype)
+    none = np.empty(0, dtype)
 
     def arrays(k):
         return [w0.copy(), g0.copy()] + [s0.copy() for _ in range(k)]
 
+    def outs(k, unused=0):
+        return [np.zeros(n, dtype) for _ in range(k)] + [none.copy() for _ in range(unused)]
+
     return [
-        ("sgd", K.sgd_update, lambda: (*arrays(0), np.empty(0, dtype), 0.1, 0.0, False, 0.01, 0.02, np.empty(0, dtype))),
-        ("momentum", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, False, 0.01, 0.02, np.empty(0, dtype))),
-        ("nesterov", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, True, 0.0, 0.0, np.empty(0, dtype))),
-        ("adagrad", K.adagrad_update, lambda: (*arrays(1), 0.1, 1e-7, 0.01, 0.0, np.empty(0, dtype))),
-        ("rmsprop", K.rmsprop_update, lambda: (*arrays(1), 0.1, 0.9, 1e-7, 0.0, 0.02, np.empty(0, dtype))),
-        ("adam", K.adam_update, lambda: (*arrays(2), np.empty(0, dtype), 0.1, 0.9, 0.999, 1e-7, 3, 0.0,
-                                         False, 0.0, 0.0, np.empty(0, dtype))),
-        ("amsgrad_w", K.adam_update, lambda: (*arrays(3), 0.1, 0.9, 0.999, 1e-7, 3, 0.01, True, 0.01, 0.02, np.empty(0, dtype))),
+        ("sgd", K.sgd_update, lambda: (*arrays(0), none, 0.1, 0.0, False, 0.01, 0.02, none, *outs(0, 1)), 8),
+        ("momentum", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, False, 0.01, 0.02, none, *outs(1)), 8),
+        ("nesterov", K.sgd_update, lambda: (*arrays(1), 0.1, 0.9, True, 0.0, 0.0, none, *outs(1)), 8),
+        ("adagrad", K.adagrad_update, lambda: (*arrays(1), 0.1, 1e-7, 0.01, 0.0, none, *outs(1)), 7),
+        ("rmsprop", K.rmsprop_update, lambda: (*arrays(1), 0.1, 0.9, 1e-7, 0.0, 0.02, none, *outs(1)), 8),
+        ("adam", K.adam_update, lambda: (*arrays(2), none, 0.1, 0.9, 0.999, 1e-7, 3, 0.0, False, 0.0, 0.0, none,
+                                         *outs(2, 1)), 14),
+        ("amsgrad_w", K.adam_update, lambda: (*arrays(3), 0.1, 0.9, 0.999, 1e-7, 3, 0.01, True, 0.01, 0.02, none,
+                                              *outs(3)), 14),
     ]
 
 
@@ -303,7 +315,7 @@ from test_optimizers import kernel_calls
 
 n = 5 * K.CHUNK + 123  # past SERIAL_MAX: the kernels split it over prange chunks
 for dtype in DTYPES:
-    for name, kernel, make_args in kernel_calls(dtype, n):
+    for name, kernel, make_args, _ in kernel_calls(dtype, n):
         out = {}
         for threads in (1, 3):
             jitnn.set_num_threads(threads)
@@ -319,15 +331,18 @@ print("ok")
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_NAMES)
 def test_where_an_empty_snapshot_points_changes_no_bit(dtype):
-    """An empty snapshot is "none kept", wherever its pointer lies. One that lay within w's range once
-    sent Adam's vectorized loop down its scalar version (an overlap check), and 62 of 20603 float32
-    weights came out one ulp apart (seen under pytest-xdist); keep() now copies in a pass of its own."""
+    """An empty snapshot or output buffer is "none", wherever its pointer lies. An empty snapshot that lay
+    within w's range once sent Adam's vectorized loop down its scalar version (an overlap check), and 62 of
+    20603 float32 weights came out one ulp apart (seen under pytest-xdist); keep() now copies in a pass of
+    its own, and the loops that do not use an output buffer never touch it."""
     n = 5 * K.CHUNK + 123
-    for name, kernel, make_args in kernel_calls(dtype, n):
+    for name, kernel, make_args, snap in kernel_calls(dtype, n):
         plain = make_args()
         kernel(*plain)
         moved = list(make_args())
-        moved[-1] = moved[0][100:100]  # an empty view whose pointer is inside w
+        inside = moved[0][100:100]  # an empty view whose pointer is inside w
+        moved[snap] = inside
+        moved[snap + 1:] = [inside if a.size == 0 else a for a in moved[snap + 1:]]
         kernel(*moved)
         for k, (a, b) in enumerate(zip(plain, moved)):
             if isinstance(a, np.ndarray) and a.size:
@@ -346,7 +361,7 @@ def test_compiled_matches_plain_python(dtype, monkeypatch):
     n = K.SERIAL_MAX + 5  # past the serial cut-off: three chunks through the Python prange loop
     # atol: FMA contraction in the compiled code rounds cancelling sums like w + mu*v - lr*g differently
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-14, "atol": 1e-14}
-    for name, kernel, make_args in kernel_calls(dtype, n):
+    for name, kernel, make_args, _ in kernel_calls(dtype, n):
         compiled, plain = make_args(), make_args()
         kernel(*compiled)
         kernel.py_func(*plain)
@@ -360,7 +375,7 @@ def test_compiled_matches_plain_python(dtype, monkeypatch):
 def test_chunk_edges_touch_every_element_once(n):
     w = np.zeros(n)
     g = np.ones(n)
-    K.sgd_update(w, g, np.empty(0), 1.0, 0.0, False, 0.0, 0.0, np.empty(0))
+    K.sgd_update(w, g, np.empty(0), 1.0, 0.0, False, 0.0, 0.0, np.empty(0), np.empty(0))
     np.testing.assert_array_equal(w, -1.0)
 
 
@@ -622,14 +637,21 @@ def test_matches_torch(case, dtype):
 
 
 @pytest.mark.parametrize("call", [
-    lambda: K.sgd_update(np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.0, False, 0.0, 0.0, np.empty(0)),
-    lambda: K.sgd_update(np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, False, 0.0, 0.0, np.empty(0)),
-    lambda: K.adagrad_update(np.zeros(5), np.zeros(5), np.zeros(3), 0.1, 1e-7, 0.0, 0.0, np.empty(0)),
-    lambda: K.rmsprop_update(np.zeros(5), np.zeros(5), np.zeros(6), 0.1, 0.9, 1e-7, 0.0, 0.0, np.empty(0)),
+    lambda: K.sgd_update(np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.0, False, 0.0, 0.0, np.empty(0), np.empty(0)),
+    lambda: K.sgd_update(np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, False, 0.0, 0.0, np.empty(0), np.zeros(5)),
+    lambda: K.sgd_update(np.zeros(5), np.zeros(5), np.zeros(5), 0.1, 0.9, False, 0.0, 0.0, np.empty(0), np.zeros(4)),
+    lambda: K.adagrad_update(np.zeros(5), np.zeros(5), np.zeros(3), 0.1, 1e-7, 0.0, 0.0, np.empty(0), np.zeros(5)),
+    lambda: K.adagrad_update(np.zeros(5), np.zeros(5), np.zeros(5), 0.1, 1e-7, 0.0, 0.0, np.empty(0), np.empty(0)),
+    lambda: K.rmsprop_update(np.zeros(5), np.zeros(5), np.zeros(6), 0.1, 0.9, 1e-7, 0.0, 0.0, np.empty(0),
+                             np.zeros(5)),
+    lambda: K.rmsprop_update(np.zeros(5), np.zeros(5), np.zeros(5), 0.1, 0.9, 1e-7, 0.0, 0.0, np.empty(0),
+                             np.zeros(6)),
     lambda: K.adam_update(np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(4), np.empty(0), 0.1, 0.9, 0.999,
-                          1e-7, 1, 0.0, False, 0.0, 0.0, np.empty(0)),
+                          1e-7, 1, 0.0, False, 0.0, 0.0, np.empty(0), np.zeros(5), np.zeros(5), np.empty(0)),
     lambda: K.adam_update(np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, 0.999,
-                          1e-7, 1, 0.0, True, 0.0, 0.0, np.empty(0)),
+                          1e-7, 1, 0.0, True, 0.0, 0.0, np.empty(0), np.zeros(5), np.zeros(5), np.zeros(5)),
+    lambda: K.adam_update(np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5), np.empty(0), 0.1, 0.9, 0.999,
+                          1e-7, 1, 0.0, False, 0.0, 0.0, np.empty(0), np.zeros(5), np.zeros(3), np.empty(0)),
 ])
 def test_kernels_reject_unequal_lengths(call):
     """No bounds checks inside the loops, so the drivers must refuse short buffers up front."""

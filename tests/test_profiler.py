@@ -227,7 +227,7 @@ def test_render_top_has_pprofs_shape_and_sorts(run):
 def test_render_tree_nests_phases_under_layers_with_memory(run):
     model, prof = run
     text = report.render_tree(prof, peak_gflops=100.0)
-    assert "Dense[0] 24→32 relu   [params 3.1KiB, grads 3.1KiB, optimizer state 6.2KiB" in text
+    assert "Dense[0] 24→32 relu   [params 3.1KiB, grads 3.1KiB, optimizer state 12.5KiB" in text
     assert "├─ forward" in text and "└─" in text
     mem, notes = report.layer_memory(prof, 0, 0)
     assert mem["params"] == sum(p.nbytes for p in model.layers[0].params) and notes == {}

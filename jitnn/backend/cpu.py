@@ -226,24 +226,26 @@ class CPUOps(Ops):
 
     # --- optimizer updates --------------------------------------------------------------------------
     # The update kernels split their own work (kernels.optim SERIAL_MAX: a bias vector stays serial);
-    # config.call only makes them fork- and workqueue-safe. ``snapshot`` (flat: w's length, or 1 + the
-    # moment buffers in use times it) receives w, and then those buffers, from before the step in the same
-    # pass, and each returns True when the step made a weight non-finite (kernels.optim: the NaN guard
-    # fused into the update; jitnn.nan_guard restores from it).
+    # config.call only makes them fork- and workqueue-safe. ``snapshot`` (flat, w's length) receives w from
+    # before the step in the same pass; ``out`` holds the buffers the new moments go to, in the order the
+    # moments are passed (double-buffered: the inputs are left as they were, and the optimizer swaps the two
+    # sets once the step is accepted). Each returns True when the step made a weight non-finite
+    # (kernels.optim: the NaN guard fused into the update; jitnn.nan_guard restores from the snapshot).
     guard_in_update = True
 
-    def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot=None):
-        return call(KO.sgd_update, w, g, velocity, lr, momentum, nesterov, l1, l2, _snap(snapshot, w)) != 0
+    def sgd_update(self, w, g, velocity, lr, momentum, nesterov, l1, l2, snapshot=None, *, out):
+        return call(KO.sgd_update, w, g, velocity, lr, momentum, nesterov, l1, l2, _snap(snapshot, w), *out) != 0
 
-    def adagrad_update(self, w, g, accum, lr, eps, l1, l2, snapshot=None):
-        return call(KO.adagrad_update, w, g, accum, lr, eps, l1, l2, _snap(snapshot, w)) != 0
+    def adagrad_update(self, w, g, accum, lr, eps, l1, l2, snapshot=None, *, out):
+        return call(KO.adagrad_update, w, g, accum, lr, eps, l1, l2, _snap(snapshot, w), *out) != 0
 
-    def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2, snapshot=None):
-        return call(KO.rmsprop_update, w, g, ms, lr, rho, eps, l1, l2, _snap(snapshot, w)) != 0
+    def rmsprop_update(self, w, g, ms, lr, rho, eps, l1, l2, snapshot=None, *, out):
+        return call(KO.rmsprop_update, w, g, ms, lr, rho, eps, l1, l2, _snap(snapshot, w), *out) != 0
 
-    def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2, snapshot=None):
+    def adam_update(self, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2, snapshot=None, *,
+                    out):
         return call(KO.adam_update, w, g, m, v, vmax, lr, beta1, beta2, eps, t, weight_decay, amsgrad, l1, l2,
-                    _snap(snapshot, w)) != 0
+                    _snap(snapshot, w), *out) != 0
 
     # --- profiling ----------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -31,7 +31,10 @@ class Ops:
     array_type: type = object  # the arrays this backend computes on
     loss_kernels: ClassVar[dict] = {}  # loss kernel name -> this backend's kernel
     row_dtype = None  # dtype of per-sample loss rows (None: the model's dtype)
-    guard_in_update = False  # update methods take ``snapshot=`` and return True on a non-finite weight
+    # True: the update methods take ``snapshot=`` (w before the step) and ``out=`` (the buffers the new moments
+    # go to, the optimizer's state double-buffered), and return True on a non-finite weight; False: they update
+    # the moments in place, and the NaN guard copies the state aside itself (jitnn.nan_guard)
+    guard_in_update = False
 
     # --- memory and transfer ----------------------------------------------------------------------
     def alloc(self, shape, dtype):
