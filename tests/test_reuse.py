@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_weights_equal
 
 import jitnn
-from jitnn import compat
+from jitnn import compat, optimizers
 
 
 def _data(n=16):
@@ -63,6 +63,29 @@ def test_one_optimizer_for_two_models_is_refused():
     assert (a.optimizer.iterations, c.optimizer.iterations) == (1, 2)
     with pytest.raises(ValueError, match="already belongs"):
         b.compile(loss="mse", optimizer=c.optimizer)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_a_deep_copy_trains_its_own_optimizer_state(optimizer):
+    """copy.deepcopy copies numpy views as arrays of their own: the copy's kernels once updated copied flat
+    views of its moments while its ``state`` (what it saves) stayed at the copy's moment. The copy must
+    train as the original does, moments included."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 5)).astype(np.float32), rng.integers(0, 3, 64)
+    opt = optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd" else optimizer
+    a = jitnn.Sequential([jitnn.Dense(4, "relu", input_dim=5), jitnn.Dense(3, "softmax")])
+    a.compile(loss="sparse_categorical_crossentropy", optimizer=opt)
+    a.build(5, seed=0)
+    a.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+    b = copy.deepcopy(a)
+    for m in (a, b):
+        m.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+    assert_weights_equal(b.get_weights(), a.get_weights())
+    sa, sb = a.optimizer.state_arrays(), b.optimizer.state_arrays()
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        np.testing.assert_array_equal(sb[k], sa[k], err_msg=k)
+    assert any(np.any(sb[k] != 0) for k in sb if k != "iterations")
 
 
 def _classifier(metrics):
