@@ -173,6 +173,37 @@ def test_fine_tuning_keeps_zeros():
         np.testing.assert_array_equal(layer.W, mask.astype(layer.W.dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pruning_a_cnn_prunes_its_dense_layers(dtype):
+    """Issue 12: a CNN prunes like an MLP. Its Dense kernels keep their largest weights (predictions equal
+    the same net with those weights zeroed, through the CSR inference kernel), the conv kernels and all
+    biases are left whole, and fine-tuning keeps the zeros."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 9, 9, 2)).astype(dtype), rng.integers(0, 3, 40)
+
+    def cnn():
+        return Sequential([jitnn.Conv2D(4, 3, activation="relu", input_shape=(9, 9, 2)), jitnn.MaxPooling2D(2),
+                           jitnn.Flatten(), Dense(12, "relu"), Dense(3, "softmax")], dtype=dtype)
+
+    m = cnn()
+    m.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    m.fit(x, y, epochs=2, batch_size=8, seed=0, verbose=0)
+    p = jitnn.prune(m, 0.75)
+    dense = [layer for layer in p.layers if isinstance(layer, Dense)]
+    for layer in dense:
+        assert (layer.W == 0).sum() == round(0.75 * layer.W.size)
+    np.testing.assert_array_equal(p.layers[0].W, m.layers[0].W)  # the conv kernel is not pruned
+    ref = cnn()
+    ref.build((9, 9, 2))
+    ref.set_weights(p.get_weights())
+    np.testing.assert_allclose(p.predict(x, batch_size=16), ref.predict(x, batch_size=16), **tol(dtype))
+    p.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    p.fit(x, y, epochs=2, batch_size=8, seed=1, verbose=0)
+    for layer in dense:
+        assert not layer.W[~layer.mask].any()
+        np.testing.assert_array_equal(layer.sparse_kernel().to_dense(), layer.W)
+
+
 def test_prune_validates():
     m, _, _ = trained()
     for bad in (-0.1, 1.0, True, "0.5"):
