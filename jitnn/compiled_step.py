@@ -113,6 +113,7 @@ class _Source:
 
     def __init__(self):
         self.lines, self.arrays, self.floats, self.seeds = [], {}, [], []
+        self.moment_pairs = {}  # a moment buffer's name -> its twin's (the optimizer's double buffers)
 
     def arr(self, name, array):
         self.arrays[name] = array
@@ -478,6 +479,7 @@ def _generate(model, y, cap, snapshots, split):
             # costs the call its dispatch and a few dozen bytes
             bufs = [src.arr(f"S{k}_{j}" if b.size else "EMPTY", b) for j, b in enumerate(opt.buffers(k))]
             outs = [src.arr(f"N{k}_{j}" if b.size else "EMPTY", b) for j, b in enumerate(opt.next_buffers(k))]
+            src.moment_pairs.update((b, o) for b, o in zip(bufs, outs) if b != "EMPTY")
             snap = src.arr(f"SNAP{k}", snapshots[k]) if snapshots is not None else src.arr("EMPTY", np.zeros(0, p.dtype))
             args = ([f"{pname}.ravel()", f"{gn}.ravel()"] + bufs + ["fs[0]"] + hyper(opt, src.scalar)
                     + [src.scalar(reg[0]), src.scalar(reg[1]), snap] + outs)
@@ -577,7 +579,7 @@ def plan(model, x, y, batch, recorder, snapshots, steps, split=False):
     module = _load(source, digest)
     fns = (module.gradients, module.update) if split else (module.step,)
     # The moments are double-buffered (Optimizer.swap_moments): the arguments for either set being the state
-    swapped = {n: f"{'N' if n[0] == 'S' else 'S'}{n[1:]}" for n in names if n[0] in "SN" and n[1:2].isdigit()}
+    swapped = {**src.moment_pairs, **{o: b for b, o in src.moment_pairs.items()}}
     arrays = {opt.moment_parity: tuple(src.arrays[n] for n in names),
               opt.moment_parity ^ 1: tuple(src.arrays[swapped.get(n, n)] for n in names)}
     step = CompiledStep(model, fns, arrays, np.array(src.floats), src.seeds, batch, snapshots is not None)

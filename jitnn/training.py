@@ -24,9 +24,9 @@ returns its History after the callbacks see the non-finite loss). A non-finite l
 restored to those that produced the last finite loss. A non-finite weight restores the weights from
 before that update. Either way the optimizer's moments and step counter go back with the weights
 (jitnn.nan_guard), so a later fit at a sane rate trains and the model saves. On the CPU
-(``ops.guard_in_update``) the update kernels copy each weight (and moment) into the snapshot and
-check the new weight in their own pass (jitnn/kernels/optim.py), so the guard reads the
-weights no second time; other devices copy the parameters at each good read and check the weights
+(``ops.guard_in_update``) the update kernels copy each weight into the snapshot, write the new moments
+into the optimizer's second set of buffers (swapped in only for an accepted step) and check the new
+weight in their own pass (jitnn/kernels/optim.py), so the guard reads the weights no second time; other devices copy the parameters at each good read and check the weights
 on the host at the end of each epoch (a GPU's last step is a read). ``nan_guard=False`` keeps no
 snapshot: a non-finite loss or weight still raises, and the weights are those that produced it.
 
@@ -39,8 +39,8 @@ Interrupts: a Ctrl-C (SIGINT) during a step waits for the step to end (the handl
 step runs, in the main thread, when Python's default handler is installed), then ``KeyboardInterrupt``
 is raised with a RuntimeWarning naming the epoch and batch: the model keeps the weights and optimizer
 state of its last complete step. A ``KeyboardInterrupt`` raised inside a step by other means (code in a
-hook, or a handler of the user's) puts back the weights, moments and step counter of the step's start
-from the NaN guard's snapshot, and the warning says so.
+hook, or a handler of the user's) puts back the weights and step counter of the step's start from the
+NaN guard's snapshot (the step's moments were never swapped in), and the warning says so.
 
 Profiling goes through the backend's recorder (jitnn.profiler), which does nothing when no profile is
 open, so the loop has no branches for it. The phases are those listed in jitnn/profiler.py.
@@ -330,7 +330,8 @@ def _interrupted(model, ops, params, snapshot, mid_update, iterations, epoch, st
     opt = model.optimizer
     if ops.guard_in_update and snapshot is not None:
         # the update kernels fill the snapshots, so only Optimizer.step knows which arrays it had updated:
-        # it put those back (weights and moments), and its step counter, before the interrupt reached us
+        # it put back those arrays' weights (their new moments were never swapped in) and its step counter,
+        # before the interrupt reached us
         warnings.warn(f"fit interrupted (KeyboardInterrupt) inside a step {where}, outside jitnn's SIGINT "
                       f"handler: the weights and optimizer state are those of the last complete "
                       f"step ({done} in this fit)", RuntimeWarning, stacklevel=3)
